@@ -2,3 +2,4 @@
 //! The wire schema is in [`types`]; `docs/api.md` documents it.
 
 pub mod types;
+pub mod server;
