@@ -1,1 +1,148 @@
-fn main() {}
+//! `cargo xtask`: project chores — guest images, the nested-KVM runner, all tests, the demo,
+//! benchmarks. One small binary; see `cargo xtask --help`.
+
+mod cargo;
+mod cpio;
+mod debian;
+mod demo;
+mod images;
+mod kernel;
+mod modules;
+mod paths;
+mod runner;
+mod test;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "virmo project chores")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build the guest images (kernel, vmlinux, initramfs) from Debian packages into build/images/.
+    Images,
+    /// Run every test: unit tests on the host, integration tests on real KVM (nested if need be).
+    Test {
+        /// Only integration tests whose name contains this.
+        filter: Option<String>,
+        /// Skip the host unit tests.
+        #[arg(long)]
+        skip_unit: bool,
+        /// Integration tests run at once.
+        #[arg(long, default_value_t = 1)]
+        test_threads: u32,
+    },
+    /// Boot the demo guest with its console shown.
+    Demo {
+        /// Scenario of the guest (guest-images/scenarios/NAME.sh); default: report its CPUs and memory.
+        #[arg(long, default_value = "report")]
+        scenario: String,
+        #[arg(long, default_value_t = 2)]
+        vcpus: u8,
+        #[arg(long, default_value_t = 256)]
+        memory_mib: u32,
+    },
+    /// Run a shell command inside the nested-KVM runner, with the images at /virmo/images and the
+    /// given files; prints the console and exits with the command's status.
+    Runner {
+        /// A program to bring in (with its shared libraries): HOST_PATH:GUEST_PATH.
+        #[arg(long = "program")]
+        programs: Vec<String>,
+        /// A data file to bring in: HOST_PATH:GUEST_PATH.
+        #[arg(long = "file")]
+        files: Vec<String>,
+        /// The vmm binary to bring in as /virmo/bin/vmm (default: a fresh release build).
+        #[arg(long)]
+        vmm: Option<PathBuf>,
+        #[arg(long, default_value_t = 4096)]
+        memory_mib: u32,
+        #[arg(long, default_value_t = 2)]
+        cpus: u32,
+        #[arg(long, default_value_t = 1800)]
+        timeout_secs: u64,
+        /// The shell command to run (in /virmo).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Task::Images => {
+            let images = images::build()?;
+            println!("guest images in {}", images.dir.display());
+            Ok(())
+        }
+        Task::Test {
+            filter,
+            skip_unit,
+            test_threads,
+        } => test::run(&test::TestOptions {
+            filter,
+            skip_unit,
+            test_threads,
+        }),
+        Task::Demo {
+            scenario,
+            vcpus,
+            memory_mib,
+        } => demo::run(&scenario, vcpus, memory_mib),
+        Task::Runner {
+            programs,
+            files,
+            vmm,
+            memory_mib,
+            cpus,
+            timeout_secs,
+            command,
+        } => {
+            let images = images::build()?;
+            let vmm = match vmm {
+                Some(path) => path,
+                None => cargo::build_vmm("release")?,
+            };
+            let mut all = vec![runner::RunnerFile {
+                host: vmm,
+                guest: "/virmo/bin/vmm".into(),
+                program: true,
+            }];
+            all.extend(test::image_files(&images));
+            for (spec, program) in programs
+                .iter()
+                .map(|s| (s, true))
+                .chain(files.iter().map(|s| (s, false)))
+            {
+                let (host, guest) = spec
+                    .split_once(':')
+                    .with_context(|| format!("{spec}: expected HOST_PATH:GUEST_PATH"))?;
+                all.push(runner::RunnerFile {
+                    host: host.into(),
+                    guest: guest.into(),
+                    program,
+                });
+            }
+            let status = runner::run(
+                &images,
+                &runner::RunnerJob {
+                    files: all,
+                    script: format!("{}\n", command.join(" ")),
+                    memory_mib,
+                    cpus,
+                    timeout: Duration::from_secs(timeout_secs),
+                },
+            )?;
+            if status != 0 {
+                bail!("the command exited with status {status} in the runner");
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,2 @@
+# Powers off at once.
+poweroff -f

@@ -1,0 +1,64 @@
+//! Running cargo from xtask: builds, and the paths of the binaries a build produced.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use crate::paths;
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(paths::workspace_root());
+    cmd
+}
+
+/// Runs `cargo <args>` with output shown; fails when cargo fails.
+pub fn run(args: &[&str]) -> Result<()> {
+    let status = cargo().args(args).status().context("running cargo")?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Runs a cargo build command with `--message-format=json-render-diagnostics` and returns the
+/// executables it produced (test binaries when `args` is a `test --no-run`).
+pub fn executables(args: &[&str]) -> Result<Vec<(String, PathBuf)>> {
+    let mut child = cargo()
+        .args(args)
+        .arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running cargo")?;
+    let stdout = child.stdout.take().context("cargo stdout")?;
+    let mut found = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        if let Some(exe) = msg["executable"].as_str() {
+            let name = msg["target"]["name"].as_str().unwrap_or("?").to_string();
+            found.push((name, PathBuf::from(exe)));
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(found)
+}
+
+/// Builds the `vmm` binary with `profile` ("dev" or "release") and returns its path.
+pub fn build_vmm(profile: &str) -> Result<PathBuf> {
+    let exes = executables(&["build", "-p", "vmm", "--bin", "vmm", "--profile", profile])?;
+    exes.into_iter()
+        .find(|(name, _)| name == "vmm")
+        .map(|(_, path)| path)
+        .context("cargo built no vmm binary")
+}

@@ -1,0 +1,255 @@
+//! The nested-KVM runner: a QEMU TCG virtual machine with emulated AMD-V, in which real KVM works
+//! (`kvm_amd`), for hosts whose own `/dev/kvm` cannot run a stock Linux guest.
+//!
+//! xtask packs the programs to run (with every shared library `ldd` lists), the guest images and a
+//! shell script into an initramfs; the runner's `/init` loads the KVM modules, runs the script with
+//! its output on the serial console, prints `VIRMO-RUNNER-EXIT=<status>` and powers off. This module
+//! streams the console to our stdout and returns the script's exit status.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cpio::CpioWriter;
+use crate::images::{self, Images};
+
+/// Modules the runner loads, in this order (dependencies are added): KVM, then what tests use.
+const RUNNER_MODULES: &[&str] = &[
+    "irqbypass",
+    "kvm",
+    "kvm_amd",
+    "tun",
+    "vhost_iotlb",
+    "vhost",
+    "vsock",
+    "vmw_vsock_virtio_transport_common",
+    "vhost_vsock",
+    "tap",
+    "vhost_net",
+    "veth",
+];
+
+const EXIT_MARKER: &str = "VIRMO-RUNNER-EXIT=";
+
+/// One file to put into the runner.
+pub struct RunnerFile {
+    pub host: PathBuf,
+    /// Absolute path inside the runner.
+    pub guest: String,
+    /// An ELF program: strip its debug info and bring its shared libraries.
+    pub program: bool,
+}
+
+/// What to run in the runner.
+pub struct RunnerJob {
+    pub files: Vec<RunnerFile>,
+    /// Shell script run by the runner's /init (busybox sh), in `/virmo`.
+    pub script: String,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub timeout: Duration,
+}
+
+/// Whether this host's KVM is hardware-backed (so real guests run directly, without the runner).
+pub fn host_has_hardware_kvm() -> bool {
+    Path::new("/dev/kvm").exists()
+        && (Path::new("/sys/module/kvm_intel").exists()
+            || Path::new("/sys/module/kvm_amd").exists())
+}
+
+/// Builds the runner's initramfs and runs `job` in it; returns the script's exit status.
+pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
+    let dir = crate::paths::build_dir().join("runner");
+    std::fs::create_dir_all(&dir)?;
+    let initrd = dir.join("runner-initrd.cpio");
+    let archive = runner_initramfs(images, job, &dir)?;
+    images::write_atomically(&initrd, &archive)?;
+    drop(archive);
+
+    let qemu = "qemu-system-x86_64";
+    let mut child = Command::new(qemu)
+        .args([
+            "-M",
+            "q35",
+            "-accel",
+            "tcg,thread=multi",
+            "-cpu",
+            "EPYC,+svm",
+        ])
+        .args([
+            "-smp",
+            &job.cpus.to_string(),
+            "-m",
+            &job.memory_mib.to_string(),
+        ])
+        .args(["-nographic", "-nodefaults", "-no-user-config", "-no-reboot"])
+        .args(["-serial", "stdio"])
+        .arg("-kernel")
+        .arg(&images.bzimage)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", "console=ttyS0 quiet panic=-1 rdinit=/init"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {qemu} (apt-get install qemu-system-x86)"))?;
+
+    let stdout = child.stdout.take().context("runner stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).split(b'\n') {
+            let Ok(line) = line else { break };
+            let text = String::from_utf8_lossy(&line)
+                .trim_end_matches('\r')
+                .to_string();
+            if tx.send(text).is_err() {
+                break;
+            }
+        }
+    });
+
+    let started = Instant::now();
+    let mut status = None;
+    loop {
+        let left = job.timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the runner did not finish within {:?}; killed", job.timeout);
+        }
+        match rx.recv_timeout(left.min(Duration::from_secs(1))) {
+            Ok(line) => {
+                if let Some(code) = line.trim().strip_prefix(EXIT_MARKER) {
+                    status = code.trim().parse::<i32>().ok();
+                } else {
+                    println!("{line}");
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let qemu_status = child.wait()?;
+    match status {
+        Some(code) => Ok(code),
+        None => {
+            bail!("the runner ended ({qemu_status}) without reporting the script's exit status")
+        }
+    }
+}
+
+fn runner_initramfs(images: &Images, job: &RunnerJob, scratch: &Path) -> Result<Vec<u8>> {
+    let mut cpio = CpioWriter::new();
+    for dir in [
+        "bin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+        "etc",
+        "lib/modules",
+        "virmo",
+    ] {
+        cpio.dir(dir);
+    }
+    images::add_busybox(&mut cpio, &images.busybox_root)?;
+
+    let tree = images::module_tree(images)?;
+    let mut order = String::new();
+    for (name, path) in tree.load_order(RUNNER_MODULES)? {
+        cpio.file(
+            &format!("lib/modules/{name}.ko"),
+            0o644,
+            &std::fs::read(&path)?,
+        );
+        order.push_str(&name);
+        order.push('\n');
+    }
+    cpio.file("lib/modules/load-order", 0o644, order.as_bytes());
+
+    let mut libraries = BTreeSet::new();
+    for file in &job.files {
+        let data = if file.program {
+            libraries.extend(shared_libraries(&file.host)?);
+            stripped(&file.host, scratch)?
+        } else {
+            std::fs::read(&file.host).with_context(|| format!("reading {}", file.host.display()))?
+        };
+        let mode = if file.program { 0o755 } else { 0o644 };
+        cpio.file(&file.guest, mode, &data);
+    }
+    for lib in libraries {
+        let data = std::fs::read(&lib).with_context(|| format!("reading {}", lib.display()))?;
+        cpio.file(&lib.to_string_lossy(), 0o755, &data);
+    }
+    cpio.file("virmo/run.sh", 0o755, job.script.as_bytes());
+    cpio.file("init", 0o755, RUNNER_INIT.as_bytes());
+    Ok(cpio.finish())
+}
+
+/// A copy of `program` without debug info (smaller initramfs).
+fn stripped(program: &Path, scratch: &Path) -> Result<Vec<u8>> {
+    let out = scratch.join("stripped.tmp");
+    let status = Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(program)
+        .arg(&out)
+        .status()
+        .context("running objcopy (binutils)")?;
+    if !status.success() {
+        bail!("objcopy --strip-debug {} failed", program.display());
+    }
+    let data = std::fs::read(&out)?;
+    std::fs::remove_file(&out)?;
+    Ok(data)
+}
+
+/// The shared libraries (and the dynamic loader) that `ldd` lists for `program`.
+fn shared_libraries(program: &Path) -> Result<Vec<PathBuf>> {
+    let out = Command::new("ldd")
+        .arg(program)
+        .output()
+        .context("running ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => line.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect())
+}
+
+const RUNNER_INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin:/usr/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mkdir -p /dev/pts /dev/shm /dev/net
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null
+while read -r m; do
+    insmod "/lib/modules/$m.ko" || echo "runner: cannot load module $m"
+done < /lib/modules/load-order
+ip link set lo up
+echo "runner: $(nproc) CPUs, $(sed -n 's/^MemTotal: *//p' /proc/meminfo), /dev/kvm: $(ls /dev/kvm 2>&1)"
+cd /virmo
+sh /virmo/run.sh
+echo "VIRMO-RUNNER-EXIT=$?"
+sync
+poweroff -f
+"#;
