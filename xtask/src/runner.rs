@@ -66,7 +66,8 @@ pub fn host_has_hardware_kvm() -> bool {
 pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
     let dir = crate::paths::build_dir().join("runner");
     std::fs::create_dir_all(&dir)?;
-    let initrd = dir.join("runner-initrd.cpio");
+    // One initramfs per invocation: several runners may run at once.
+    let initrd = dir.join(format!("runner-initrd-{}.cpio", std::process::id()));
     let archive = runner_initramfs(images, job, &dir)?;
     images::write_atomically(&initrd, &archive)?;
     drop(archive);
@@ -121,6 +122,7 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
         if left.is_zero() {
             let _ = child.kill();
             let _ = child.wait();
+            let _ = std::fs::remove_file(&initrd);
             bail!("the runner did not finish within {:?}; killed", job.timeout);
         }
         match rx.recv_timeout(left.min(Duration::from_secs(1))) {
@@ -136,6 +138,7 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
         }
     }
     let qemu_status = child.wait()?;
+    let _ = std::fs::remove_file(&initrd);
     match status {
         Some(code) => Ok(code),
         None => {
