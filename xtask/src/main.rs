@@ -10,6 +10,7 @@ mod kernel;
 mod modules;
 mod paths;
 mod runner;
+mod setup;
 mod test;
 
 use std::path::PathBuf;
@@ -75,7 +76,9 @@ enum Task {
 }
 
 fn main() -> Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    setup::ensure_packages()?;
+    match cli.command {
         Task::Images => {
             let images = images::build()?;
             println!("guest images in {}", images.dir.display());
