@@ -1,6 +1,7 @@
 //! `cargo xtask`: project chores — guest images, the nested-KVM runner, all tests, the demo,
 //! benchmarks. One small binary; see `cargo xtask --help`.
 
+mod bench;
 mod cargo;
 mod cpio;
 mod debian;
@@ -51,6 +52,23 @@ enum Task {
         #[arg(long, default_value_t = 256)]
         memory_mib: u32,
     },
+    /// Benchmarks that boot real guests (in the nested-KVM runner where the host's KVM is software).
+    Bench {
+        #[command(subcommand)]
+        which: BenchKind,
+    },
+    /// (Internal) the part of a benchmark that runs where KVM is.
+    #[command(hide = true)]
+    BenchInner {
+        #[command(subcommand)]
+        which: BenchKind,
+        #[arg(long)]
+        vmm: PathBuf,
+        #[arg(long)]
+        qemu: Option<PathBuf>,
+        #[arg(long)]
+        images: PathBuf,
+    },
     /// Run a shell command inside the nested-KVM runner, with the images at /virmo/images and the
     /// given files; prints the console and exits with the command's status.
     Runner {
@@ -75,10 +93,34 @@ enum Task {
     },
 }
 
+#[derive(Subcommand, Clone)]
+enum BenchKind {
+    /// VMM start to the guest's readiness marker, and the VMM's own memory, against QEMU microvm.
+    Boot {
+        #[arg(long, default_value_t = 10)]
+        runs: u32,
+        #[arg(long, default_value_t = 1)]
+        vcpus: u8,
+        #[arg(long, default_value_t = 256)]
+        memory_mib: u64,
+    },
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Task::BenchInner {
+        which,
+        vmm,
+        qemu,
+        images,
+    } = cli.command
+    {
+        return bench_inner(which, vmm, qemu, &images);
+    }
     setup::ensure_packages()?;
     match cli.command {
+        Task::BenchInner { .. } => unreachable!("handled above"),
+        Task::Bench { which } => bench(which),
         Task::Images => {
             let images = images::build()?;
             println!("guest images in {}", images.dir.display());
@@ -148,4 +190,91 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn bench_inner(
+    which: BenchKind,
+    vmm: PathBuf,
+    qemu: Option<PathBuf>,
+    images: &std::path::Path,
+) -> Result<()> {
+    match which {
+        BenchKind::Boot {
+            runs,
+            vcpus,
+            memory_mib,
+        } => bench::boot::run_here(&bench::boot::BootBench {
+            vmm,
+            qemu,
+            bzimage: images.join("bzImage"),
+            initramfs: images.join("initramfs.cpio.gz"),
+            runs,
+            vcpus,
+            memory_mib,
+        }),
+    }
+}
+
+/// Where the benchmark runs: here on hardware KVM, else in the runner with QEMU and its firmware.
+fn bench(which: BenchKind) -> Result<()> {
+    let images = images::build()?;
+    let vmm = cargo::build_vmm("release")?;
+    let qemu = PathBuf::from("/usr/bin/qemu-system-x86_64");
+    let args = match &which {
+        BenchKind::Boot {
+            runs,
+            vcpus,
+            memory_mib,
+        } => format!("boot --runs {runs} --vcpus {vcpus} --memory-mib {memory_mib}"),
+    };
+    if runner::host_has_hardware_kvm() {
+        return bench_inner(which, vmm, Some(qemu), &images.dir);
+    }
+    let xtask = std::env::current_exe()?;
+    let mut files = vec![
+        runner::RunnerFile {
+            host: vmm,
+            guest: "/virmo/bin/vmm".into(),
+            program: true,
+        },
+        runner::RunnerFile {
+            host: xtask,
+            guest: "/virmo/bin/xtask".into(),
+            program: true,
+        },
+        runner::RunnerFile {
+            host: qemu.clone(),
+            guest: qemu.to_string_lossy().into(),
+            program: true,
+        },
+    ];
+    for firmware in ["bios-microvm.bin", "linuxboot_dma.bin"] {
+        let path = PathBuf::from("/usr/share/qemu").join(firmware);
+        if path.exists() {
+            files.push(runner::RunnerFile {
+                guest: path.to_string_lossy().into(),
+                host: path,
+                program: false,
+            });
+        }
+    }
+    files.extend(test::image_files(&images));
+    let script = format!(
+        "/virmo/bin/xtask bench-inner --vmm /virmo/bin/vmm --qemu {} --images /virmo/images {args}\n",
+        qemu.display()
+    );
+    let status = runner::run(
+        &images,
+        &runner::RunnerJob {
+            files,
+            script,
+            memory_mib: 4096,
+            cpus: 2,
+            timeout: Duration::from_secs(1800),
+        },
+    )?;
+    if status != 0 {
+        bail!("the benchmark failed in the runner (status {status})");
+    }
+    Ok(())
 }

@@ -1,0 +1,118 @@
+//! `cargo xtask bench boot`: time from VMM process start to the guest's readiness marker, and the
+//! VMM's own memory, for our VMM and for QEMU microvm (`rtc=on`) booting the same kernel and
+//! initramfs in the same run, alternating, with the ratio.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::measure::{self, BootSample};
+
+pub const MARKER: &str = "VIRMO-GUEST-READY";
+
+/// What one bench run boots.
+pub struct BootBench {
+    pub vmm: PathBuf,
+    pub qemu: Option<PathBuf>,
+    pub bzimage: PathBuf,
+    pub initramfs: PathBuf,
+    pub runs: u32,
+    pub vcpus: u8,
+    pub memory_mib: u64,
+}
+
+const CMDLINE: &str = "console=ttyS0 quiet panic=-1 virmo.scenario=idle";
+
+fn ours(b: &BootBench) -> Command {
+    let mut cmd = Command::new(&b.vmm);
+    cmd.arg("--kernel")
+        .arg(&b.bzimage)
+        .arg("--initramfs")
+        .arg(&b.initramfs)
+        .args(["--cmdline", CMDLINE])
+        .args(["--vcpus", &b.vcpus.to_string()])
+        .args(["--memory-mib", &b.memory_mib.to_string()]);
+    cmd
+}
+
+fn qemu(b: &BootBench, qemu: &Path) -> Command {
+    let mut cmd = Command::new(qemu);
+    cmd.args(["-M", "microvm,rtc=on", "-enable-kvm", "-cpu", "host"])
+        .args([
+            "-m",
+            &b.memory_mib.to_string(),
+            "-smp",
+            &b.vcpus.to_string(),
+        ])
+        .args([
+            "-nographic",
+            "-nodefaults",
+            "-no-user-config",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+        ])
+        .arg("-kernel")
+        .arg(&b.bzimage)
+        .arg("-initrd")
+        .arg(&b.initramfs)
+        .args(["-append", CMDLINE]);
+    cmd
+}
+
+/// Runs the bench where KVM is (the runner, or a hardware-KVM host) and prints the table.
+pub fn run_here(b: &BootBench) -> Result<()> {
+    let timeout = Duration::from_secs(120);
+    let mut rows: Vec<(&str, Vec<BootSample>)> = vec![("virmo vmm", Vec::new())];
+    if b.qemu.is_some() {
+        rows.push(("QEMU microvm rtc=on", Vec::new()));
+    }
+    for run in 0..b.runs {
+        let sample = measure::boot_to_marker(ours(b), MARKER, b.memory_mib, timeout)?;
+        println!(
+            "bench: run {run} virmo {:.3} s",
+            sample.to_marker.as_secs_f64()
+        );
+        rows[0].1.push(sample);
+        if let Some(q) = &b.qemu {
+            let sample = measure::boot_to_marker(qemu(b, q), MARKER, b.memory_mib, timeout)?;
+            println!(
+                "bench: run {run} qemu  {:.3} s",
+                sample.to_marker.as_secs_f64()
+            );
+            rows[1].1.push(sample);
+        }
+    }
+    println!();
+    println!(
+        "boot to `{MARKER}`: {} vCPU, {} MiB, {} runs each, alternating",
+        b.vcpus, b.memory_mib, b.runs
+    );
+    println!("| VMM | median s | min s | max s | VMM overhead MiB (RSS - guest RAM touched), median | peak RSS MiB, median |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let mut medians = Vec::new();
+    for (name, samples) in &rows {
+        let mut t: Vec<f64> = samples.iter().map(|s| s.to_marker.as_secs_f64()).collect();
+        let mut o: Vec<f64> = samples
+            .iter()
+            .map(|s| s.overhead_kib() as f64 / 1024.0)
+            .collect();
+        let mut p: Vec<f64> = samples.iter().map(|s| s.peak_kib as f64 / 1024.0).collect();
+        let (med, min, max) = measure::stats(&mut t);
+        medians.push(med);
+        println!(
+            "| {name} | {med:.3} | {min:.3} | {max:.3} | {:.1} | {:.1} |",
+            measure::stats(&mut o).0,
+            measure::stats(&mut p).0
+        );
+    }
+    if medians.len() == 2 {
+        println!(
+            "\nratio virmo / QEMU (median boot time): {:.2}",
+            medians[0] / medians[1]
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! Measuring one VMM process: time from spawn to a console marker, and its memory.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// One boot, measured.
+#[derive(Debug, Clone, Copy)]
+pub struct BootSample {
+    pub to_marker: Duration,
+    /// Resident memory of the whole process at the marker, KiB.
+    pub rss_kib: u64,
+    /// Resident memory of the guest RAM mapping at the marker, KiB.
+    pub guest_rss_kib: u64,
+    /// Peak resident memory of the process (VmHWM), KiB.
+    pub peak_kib: u64,
+}
+
+impl BootSample {
+    /// The VMM's own memory: resident memory minus the guest RAM it touched.
+    pub fn overhead_kib(&self) -> u64 {
+        self.rss_kib.saturating_sub(self.guest_rss_kib)
+    }
+}
+
+/// Spawns `cmd`, waits for a stdout line containing `marker`, measures, kills the process.
+pub fn boot_to_marker(
+    mut cmd: Command,
+    marker: &str,
+    guest_mib: u64,
+    timeout: Duration,
+) -> Result<BootSample> {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the VMM under test")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = mpsc::channel();
+    let marker_owned = marker.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).split(b'\n') {
+            let Ok(line) = line else { break };
+            if String::from_utf8_lossy(&line).contains(&marker_owned) {
+                let _ = tx.send(Instant::now());
+            }
+        }
+    });
+    let seen = rx.recv_timeout(timeout);
+    let result = match seen {
+        Ok(at) => {
+            let pid = child.id();
+            let (rss_kib, guest_rss_kib) = rss_split(pid, guest_mib)?;
+            Ok(BootSample {
+                to_marker: at - start,
+                rss_kib,
+                guest_rss_kib,
+                peak_kib: status_field(pid, "VmHWM:")?,
+            })
+        }
+        Err(_) => Err(anyhow::anyhow!("no {marker:?} within {timeout:?}")),
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+/// (total RSS, RSS of the guest RAM mapping) in KiB, from /proc/PID/smaps. The guest RAM mapping
+/// is the largest mapping of at least the guest's size.
+fn rss_split(pid: u32, guest_mib: u64) -> Result<(u64, u64)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).context("reading smaps")?;
+    let mut total = 0;
+    let mut guest = 0;
+    let mut guest_size = 0;
+    let mut size = 0;
+    for line in smaps.lines() {
+        if let Some(v) = line.strip_prefix("Size:") {
+            size = kib(v);
+        } else if let Some(v) = line.strip_prefix("Rss:") {
+            let rss = kib(v);
+            total += rss;
+            if size >= guest_mib * 1024 && size > guest_size {
+                guest_size = size;
+                guest = rss;
+            }
+        }
+    }
+    if guest_size == 0 {
+        bail!("found no guest RAM mapping of {guest_mib} MiB in process {pid}");
+    }
+    Ok((total, guest))
+}
+
+fn status_field(pid: u32, field: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field).map(kib))
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+fn kib(value: &str) -> u64 {
+    value
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Median, min, max.
+pub fn stats(values: &mut [f64]) -> (f64, f64, f64) {
+    values.sort_by(|a, b| a.total_cmp(b));
+    let n = values.len();
+    if n == 0 {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    (median, values[0], values[n - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(stats(&mut [3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
+        assert_eq!(stats(&mut [4.0, 1.0, 2.0, 3.0]), (2.5, 1.0, 4.0));
+    }
+
+    #[test]
+    fn kib_values_parse() {
+        assert_eq!(kib("   1234 kB"), 1234);
+    }
+}

@@ -1,0 +1,4 @@
+//! Benchmarks that boot real guests: run in the nested-KVM runner, or directly on hardware KVM.
+
+pub mod boot;
+pub mod measure;
