@@ -1,0 +1,9 @@
+# Lists the virtio devices the guest sees (virtio device IDs: 1 net, 2 block, 4 entropy) and the
+# serial of each virtio disk, then powers off.
+for d in /sys/bus/virtio/devices/*; do
+    [ -e "$d/device" ] && echo "VIRMO-VIRTIO-DEVICE=$(cat "$d/device")"
+done
+for b in /sys/block/vd*; do
+    [ -e "$b/serial" ] && echo "VIRMO-DISK=${b##*/} $(cat "$b/serial") $(cat "$b/size") $(cat "$b/ro")"
+done
+echo "VIRMO-DEVICES-END"
