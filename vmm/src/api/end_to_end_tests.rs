@@ -208,6 +208,18 @@ fn the_socket_is_private_and_a_live_one_is_not_taken_over() {
 }
 
 #[test]
+fn a_file_that_is_not_a_socket_is_left_alone() {
+    let dir = TempDir::new();
+    let path = dir.path().join("api.sock");
+    std::fs::write(&path, b"precious").unwrap();
+    assert!(matches!(
+        ApiServer::bind(&path),
+        Err(super::server::ApiServerError::Bind { .. })
+    ));
+    assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+}
+
+#[test]
 fn a_stale_socket_file_is_replaced() {
     let dir = TempDir::new();
     let path = dir.path().join("api.sock");

@@ -39,7 +39,7 @@
 //! it) may drive the VM.
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -85,19 +85,25 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Binds `path`. A stale socket file (nobody listening) is replaced; a live one is refused.
-    /// The socket file is made `0600`.
+    /// Binds `path`. A stale socket file (nobody listening) is replaced; a live one is refused,
+    /// and so is any other kind of file. The socket file is made `0600`.
     pub fn bind(path: &Path) -> Result<Self, ApiServerError> {
-        if path.exists() {
+        let bind_error = |source| ApiServerError::Bind {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Ok(metadata) = std::fs::symlink_metadata(path) {
+            if !metadata.file_type().is_socket() {
+                return Err(bind_error(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "a file that is not a socket is in the way",
+                )));
+            }
             if UnixStream::connect(path).is_ok() {
                 return Err(ApiServerError::SocketInUse(path.to_path_buf()));
             }
             let _ = std::fs::remove_file(path);
         }
-        let bind_error = |source| ApiServerError::Bind {
-            path: path.to_path_buf(),
-            source,
-        };
         let listener = UnixListener::bind(path).map_err(bind_error)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(bind_error)?;
@@ -300,14 +306,16 @@ fn log_request(
     let micros = started.elapsed().as_micros() as u64;
     match written {
         Err(e) => {
-            tracing::warn!(method, target, status, micros, error = %e, "API response not delivered");
+            tracing::warn!(method, uri = target, status, micros, error = %e, "API response not delivered");
         }
         Ok(()) if response.status.code() >= 500 => {
             let error = String::from_utf8_lossy(&response.body);
-            tracing::error!(method, target, status, micros, %error, "API request failed");
+            tracing::error!(method, uri = target, status, micros, %error, "API request failed");
         }
-        Ok(()) if method == "GET" => tracing::debug!(method, target, status, micros, "API request"),
-        Ok(()) => tracing::info!(method, target, status, micros, "API request"),
+        Ok(()) if method == "GET" => {
+            tracing::debug!(method, uri = target, status, micros, "API request")
+        }
+        Ok(()) => tracing::info!(method, uri = target, status, micros, "API request"),
     }
 }
 

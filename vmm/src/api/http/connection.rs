@@ -310,7 +310,7 @@ mod tests {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         writer.join().unwrap();
         assert!(matches!(err, ReadError::Timeout(_)), "{err:?}");
-        assert!(started.elapsed() < quick().request * 4);
+        assert!(started.elapsed() < Duration::from_secs(3));
     }
 
     #[test]
