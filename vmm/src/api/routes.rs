@@ -265,11 +265,13 @@ pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
-        // `.` is the document itself, `?` a place the parser could not name (broken JSON).
-        let message = if path == "." || path.contains('?') {
-            format!("invalid JSON body: {}", e.inner())
+        let inner = e.inner().to_string();
+        // `.` is the document itself, `?` a place the parser could not name (broken JSON);
+        // serde's "unknown field `x`" names the field already.
+        let message = if path == "." || path.contains('?') || inner.starts_with("unknown field") {
+            format!("invalid JSON body: {inner}")
         } else {
-            format!("invalid field `{path}`: {}", e.inner())
+            format!("invalid field `{path}`: {inner}")
         };
         Response::error(StatusCode::BAD_REQUEST, message)
     })?;
@@ -506,6 +508,41 @@ mod tests {
                     a.path
                 );
             }
+        }
+    }
+
+    /// `docs/openapi.yaml` and `docs/api.md` list exactly the routes of the table.
+    #[test]
+    fn the_docs_list_every_route() {
+        let openapi = include_str!("../../../docs/openapi.yaml");
+        let guide = include_str!("../../../docs/api.md");
+        for route in ROUTES {
+            let start = openapi
+                .find(&format!("\n  {}:\n", route.path))
+                .unwrap_or_else(|| panic!("{} missing from openapi.yaml", route.path));
+            let block = &openapi[start + 1..];
+            let end = block[1..].find("\n  /").map_or(block.len(), |e| e + 1);
+            let end = end.min(block.find("\ncomponents:").unwrap_or(block.len()));
+            let method = format!("\n    {}:\n", route.method.to_ascii_lowercase());
+            assert!(
+                block[..end].contains(&method),
+                "{} {} missing from openapi.yaml",
+                route.method,
+                route.path
+            );
+            let row = format!("| `{}` | `{}` |", route.method, route.path);
+            assert!(guide.contains(&row), "{row} missing from api.md");
+        }
+        let documented = openapi
+            .lines()
+            .filter_map(|l| l.strip_prefix("  /"))
+            .filter_map(|l| l.strip_suffix(':'));
+        for path in documented {
+            let path = format!("/{path}");
+            assert!(
+                ROUTES.iter().any(|r| r.path == path),
+                "openapi.yaml documents {path}, which is not a route"
+            );
         }
     }
 }
