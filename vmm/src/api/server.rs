@@ -303,7 +303,7 @@ fn log_request(
     written: &io::Result<()>,
 ) {
     let status = response.status.code();
-    let micros = started.elapsed().as_micros() as u64;
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     match written {
         Err(e) => {
             tracing::warn!(method, uri = target, status, micros, error = %e, "API response not delivered");

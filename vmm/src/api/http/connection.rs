@@ -85,7 +85,8 @@ impl Connection {
     /// past [`Timeouts::idle`] between requests; either way the connection is done.
     pub fn read_request(&mut self) -> Result<Option<Request>, ReadError> {
         let idle_deadline = Instant::now() + self.timeouts.idle;
-        let mut request_deadline = (!self.buf.is_empty()).then(|| self.request_deadline());
+        // The request deadline starts with its first byte (empty lines before it do not count).
+        let mut request_deadline = (!only_empty_lines(&self.buf)).then(|| self.request_deadline());
         let (head, head_len) = loop {
             if let Some(found) = parse_request_head(&self.buf).map_err(ReadError::Malformed)? {
                 break found;
@@ -96,8 +97,9 @@ impl Connection {
                 other => other?,
             };
             match read {
-                0 if request_deadline.is_none() || only_empty_lines(&self.buf) => return Ok(None),
+                0 if request_deadline.is_none() => return Ok(None),
                 0 => return Err(ReadError::Truncated),
+                _ if only_empty_lines(&self.buf) => {}
                 _ => {
                     request_deadline.get_or_insert_with(|| self.request_deadline());
                 }
@@ -280,6 +282,17 @@ mod tests {
         let started = Instant::now();
         assert!(matches!(conn.read_request(), Ok(None)));
         assert!(started.elapsed() >= quick().idle);
+    }
+
+    #[test]
+    fn empty_lines_after_a_request_are_not_a_request() {
+        let (mut conn, mut client) = pair(quick());
+        client
+            .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\r\n")
+            .unwrap();
+        assert_eq!(conn.read_request().unwrap().unwrap().head.target, "/a");
+        client.write_all(b"\r\n").unwrap();
+        assert!(matches!(conn.read_request(), Ok(None)), "idle, not stalled");
     }
 
     #[test]
