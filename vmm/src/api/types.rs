@@ -35,6 +35,7 @@ pub struct VmInfo {
 
 /// Body of `PUT /v1/vm/shutdown`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ShutdownRequest {
     /// How long the guest has to power off before the VMM stops it by force.
     pub timeout_ms: u64,
@@ -48,6 +49,31 @@ pub enum ShutdownOutcome {
     Graceful,
     /// The timeout passed; the VMM stopped the guest.
     Forced,
+}
+
+/// Answer to `PUT /v1/vm/shutdown`: `{"outcome":"graceful"}` or `{"outcome":"forced"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShutdownResponse {
+    pub outcome: ShutdownOutcome,
+}
+
+/// `GET /v1/version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// The API version this VMM serves ([`API_VERSION`]).
+    pub api: String,
+    /// The VMM's crate version.
+    pub vmm: String,
+}
+
+impl VersionInfo {
+    /// The version of this build.
+    pub fn current() -> Self {
+        Self {
+            api: API_VERSION.to_owned(),
+            vmm: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
 }
 
 /// Body of every error response.
