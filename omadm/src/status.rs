@@ -45,9 +45,10 @@ impl StatusCode {
     pub const COMMAND_FAILED: Self = Self(500);
     pub const COMMAND_NOT_IMPLEMENTED: Self = Self(501);
     pub const SERVICE_UNAVAILABLE: Self = Self(503);
-    pub const ATOMIC_FAILED: Self = Self(506);
-    pub const ATOMIC_ROLLBACK_FAILED: Self = Self(507);
-    pub const ATOMIC_RESPONSE_TOO_LARGE: Self = Self(516);
+    pub const PROCESSING_ERROR: Self = Self(506);
+    pub const ATOMIC_FAILED: Self = Self(507);
+    pub const ATOMIC_ROLLBACK_FAILED: Self = Self(516);
+    pub const ATOMIC_RESPONSE_TOO_LARGE: Self = Self(517);
 
     /// 2xx.
     pub fn is_success(self) -> bool {
