@@ -24,6 +24,17 @@ impl DmTree {
         Ok(())
     }
 
+    /// Early check of a large object's announced Meta Size (first chunk): 413 when a leaf may not
+    /// be that big, 420 when the stored values have no room for it.
+    pub fn accepts_size(&self, declared_size: u64) -> Result<(), StatusCode> {
+        let size =
+            usize::try_from(declared_size).map_err(|_| StatusCode::REQUEST_ENTITY_TOO_LARGE)?;
+        if size > self.limits.max_leaf_size {
+            return Err(StatusCode::REQUEST_ENTITY_TOO_LARGE);
+        }
+        self.check_room(size, 0)
+    }
+
     /// 420 when storing `added` more bytes (and dropping `removed`) exceeds the cap.
     fn check_room(&self, added: usize, removed: usize) -> Result<(), StatusCode> {
         let total = self
