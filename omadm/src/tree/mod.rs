@@ -205,7 +205,10 @@ impl DmTree {
     /// parents as permanent interior nodes. No ACL or access check.
     pub fn put_node(&mut self, uri: &DmUri, node: Node) -> Result<(), TreeError> {
         let Some((name, parents)) = uri.segments().split_last() else {
-            if node.props.acl.is_empty() || !node.is_interior() {
+            if !node.is_interior() {
+                return Err(TreeError::NotAnInteriorNode(uri.to_string()));
+            }
+            if node.props.acl.is_empty() {
                 return Err(TreeError::EmptyRootAcl);
             }
             self.root = node;

@@ -1054,6 +1054,10 @@ fn standard_objects() {
     let secret = format!("{acc}/AppAuth/1/AAuthSecret");
     assert_eq!(t.get(S1, &secret), Err(StatusCode::COMMAND_NOT_ALLOWED));
     assert_eq!(t.replace(S1, &secret, &chr("newpw")), Ok(StatusCode::OK));
+    assert_eq!(
+        t.copy(S1, &secret, "./Leak"),
+        Err(StatusCode::COMMAND_NOT_ALLOWED)
+    );
     let clcred = account_auth(&t, "srv1", AuthLevel::Client).unwrap();
     assert_eq!(
         (clcred.name.as_str(), clcred.secret.as_str()),

@@ -351,7 +351,8 @@ impl DmTree {
             return Err(StatusCode::COMMAND_NOT_ALLOWED);
         }
         let view = self.view(&source.uri).ok_or(StatusCode::NOT_FOUND)?;
-        if !view.access.contains(AccessTypes::COPY) && !view.access.contains(AccessTypes::GET) {
+        // Copying reads the value: a node that cannot be read (e.g. a secret) cannot be copied.
+        if !view.access.contains(AccessTypes::GET) {
             return Err(StatusCode::COMMAND_NOT_ALLOWED);
         }
         self.check_acl(requester, AclCommand::Get, &source.uri)?;
