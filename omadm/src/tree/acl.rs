@@ -145,7 +145,8 @@ impl FromStr for Acl {
                 .ok_or_else(|| AclError::MalformedEntry(entry.to_owned()))?;
             let command =
                 AclCommand::parse(cmd).ok_or_else(|| AclError::UnknownCommand(cmd.to_owned()))?;
-            if servers == "*" {
+            // A wildcard overrides server IDs listed with it (TND "ACL syntax").
+            if servers.split('+').any(|id| id == "*") {
                 acl.entries.insert(command, Grantees::Everyone);
                 continue;
             }
@@ -222,6 +223,8 @@ mod tests {
         let acl: Acl = "Get=a&Get=b".parse().unwrap();
         assert!(acl.allows(AclCommand::Get, "a") && acl.allows(AclCommand::Get, "b"));
         assert_eq!(acl.to_string(), "Get=a+b");
+        let star: Acl = "Get=a+*".parse().unwrap();
+        assert_eq!(star.to_string(), "Get=*");
     }
 
     #[test]

@@ -120,7 +120,9 @@ impl DmTree {
             PropName::Format => view.format.as_str().to_owned(),
             PropName::Type => view.mime_type.clone().unwrap_or_default(),
             PropName::Name => uri.name().unwrap_or(".").to_owned(),
-            PropName::Size if view.interior => return Err(StatusCode::COMMAND_NOT_ALLOWED),
+            PropName::Size if view.interior => {
+                return Err(StatusCode::OPTIONAL_FEATURE_NOT_SUPPORTED)
+            }
             PropName::Size => match stored {
                 Some(meta) => meta.size.to_string(),
                 None => self.leaf_value(uri)?.len().to_string(),

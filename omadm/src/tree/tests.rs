@@ -335,16 +335,30 @@ fn acl_changes_need_replace_on_parent_for_leaves_and_on_self_for_interior() {
         t.replace(S2, "./P/L?prop=ACL", &chr("Get=*")),
         Ok(StatusCode::OK)
     );
-    // P is interior: its own Replace right controls its ACL.
+    // P is interior: its own Replace right controls its ACL, and so does Replace on its parent
+    // (the root grants Replace to srv1). srv3 has neither.
+    let s3 = Requester::Server("srv3");
     assert_eq!(
-        t.replace(S1, "./P?prop=ACL", &chr("Get=*")),
+        t.replace(s3, "./P?prop=ACL", &chr("Get=*")),
         Err(StatusCode::PERMISSION_DENIED)
     );
     assert_eq!(
-        t.replace(S2, "./P?prop=ACL", &chr("Get=*&Replace=srv1")),
+        t.replace(S2, "./P?prop=ACL", &chr("Get=*&Replace=srv3")),
         Ok(StatusCode::OK)
     );
-    // Bad ACL syntax; empty root ACL.
+    assert_eq!(
+        t.replace(s3, "./P?prop=ACL", &chr("Get=*")),
+        Ok(StatusCode::OK)
+    );
+    assert_eq!(
+        t.replace(S2, "./P?prop=ACL", &chr("Get=*")),
+        Err(StatusCode::PERMISSION_DENIED)
+    );
+    assert_eq!(
+        t.replace(S1, "./P?prop=ACL", &chr("Get=*&Replace=srv1")),
+        Ok(StatusCode::OK)
+    );
+    // Bad ACL syntax; empty root ACL; a root ACL without Add=*.
     assert_eq!(
         t.replace(S1, "./P?prop=ACL", &chr("Get")),
         Err(StatusCode::BAD_REQUEST)
@@ -354,7 +368,15 @@ fn acl_changes_need_replace_on_parent_for_leaves_and_on_self_for_interior() {
         Err(StatusCode::BAD_REQUEST)
     );
     assert_eq!(
-        t.replace(S1, ".?prop=ACL", &chr("Get=*&Replace=srv1")),
+        t.replace(S1, ".?prop=ACL", &chr("Add=srv1&Get=*&Replace=srv1")),
+        Err(StatusCode::COMMAND_NOT_ALLOWED)
+    );
+    assert_eq!(
+        t.replace(S2, ".?prop=ACL", &chr("Add=*&Get=*")),
+        Err(StatusCode::PERMISSION_DENIED)
+    );
+    assert_eq!(
+        t.replace(S1, ".?prop=ACL", &chr("Add=*&Get=*&Replace=srv1")),
         Ok(StatusCode::OK)
     );
 }
@@ -523,7 +545,11 @@ fn properties_and_verno() {
     assert_eq!(data(&t, S1, "./A/L?prop=VerNo").unwrap(), "0");
     assert_eq!(
         t.get(S1, "./A?prop=Size"),
-        Err(StatusCode::COMMAND_NOT_ALLOWED)
+        Err(StatusCode::OPTIONAL_FEATURE_NOT_SUPPORTED)
+    );
+    assert_eq!(
+        t.get(S1, "./A?prop=Colour"),
+        Err(StatusCode::OPTIONAL_FEATURE_NOT_SUPPORTED)
     );
     assert_eq!(
         t.get(S1, "./A/L?prop=VerNo").unwrap()[0].uri,

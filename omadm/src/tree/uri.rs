@@ -56,6 +56,8 @@ pub enum UriError {
     },
     #[error("URI query `{0}` is not `prop=<name>` or `list=<Struct|StructData|TNDS>`")]
     BadQuery(String),
+    #[error("property `{0}` is not supported")]
+    UnsupportedProperty(String),
 }
 
 impl UriError {
@@ -65,6 +67,7 @@ impl UriError {
             Self::TooDeep { .. } | Self::TooLong { .. } | Self::SegmentTooLong { .. } => {
                 StatusCode::URI_TOO_LONG
             }
+            Self::UnsupportedProperty(_) => StatusCode::OPTIONAL_FEATURE_NOT_SUPPORTED,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -161,7 +164,9 @@ fn parse_query(query: &str) -> Result<UriQuery, UriError> {
     let bad = || UriError::BadQuery(query.to_owned());
     let (key, value) = query.split_once('=').ok_or_else(bad)?;
     match key {
-        "prop" => PropName::parse(value).map(UriQuery::Prop).ok_or_else(bad),
+        "prop" => PropName::parse(value)
+            .map(UriQuery::Prop)
+            .ok_or_else(|| UriError::UnsupportedProperty(value.to_owned())),
         "list" => match value {
             "Struct" => Ok(UriQuery::List(ListKind::Struct)),
             "StructData" => Ok(UriQuery::List(ListKind::StructData)),
@@ -414,10 +419,9 @@ mod tests {
             Target::parse("./A?list=StructData", &limits).unwrap().query,
             Some(UriQuery::List(ListKind::StructData))
         );
-        assert!(matches!(
-            Target::parse("./A?prop=Colour", &limits),
-            Err(UriError::BadQuery(_))
-        ));
+        let colour = Target::parse("./A?prop=Colour", &limits).unwrap_err();
+        assert_eq!(colour, UriError::UnsupportedProperty("Colour".into()));
+        assert_eq!(colour.status(), StatusCode::OPTIONAL_FEATURE_NOT_SUPPORTED);
         assert!(Target::parse("./A?foo", &limits).is_err());
     }
 

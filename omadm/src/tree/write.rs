@@ -231,18 +231,27 @@ impl DmTree {
         let now = self.now();
         match prop {
             PropName::Acl => {
-                // TND: a leaf's ACL is changed with Replace rights on its parent, an interior
-                // node's with Replace rights on the node itself.
+                // TND 1.2 "Changing the ACL": Replace rights on the parent always allow it; Replace
+                // rights on the node itself allow it only for an interior node.
                 let is_interior = self.stored(uri).is_some_and(Node::is_interior);
-                let holder = if is_interior {
-                    uri.clone()
-                } else {
-                    uri.parent().unwrap_or_default()
-                };
-                self.check_acl(requester, AclCommand::Replace, &holder)?;
+                let by_parent = uri
+                    .parent()
+                    .is_some_and(|p| self.check_acl(requester, AclCommand::Replace, &p).is_ok());
+                if !by_parent && !is_interior {
+                    return Err(StatusCode::PERMISSION_DENIED);
+                }
+                if !by_parent {
+                    self.check_acl(requester, AclCommand::Replace, uri)?;
+                }
                 let acl: Acl = text.parse().map_err(|_| StatusCode::BAD_REQUEST)?;
-                if uri.is_root() && acl.is_empty() {
-                    return Err(StatusCode::BAD_REQUEST);
+                if uri.is_root() {
+                    if acl.is_empty() {
+                        return Err(StatusCode::BAD_REQUEST);
+                    }
+                    // The root keeps `Add=*` so any authenticated server can extend the tree.
+                    if acl.grantees(AclCommand::Add) != Some(&super::acl::Grantees::Everyone) {
+                        return Err(StatusCode::COMMAND_NOT_ALLOWED);
+                    }
                 }
                 let node = self.stored_mut(uri).ok_or(StatusCode::NOT_FOUND)?;
                 node.props.acl = acl;
