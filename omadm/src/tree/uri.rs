@@ -197,6 +197,10 @@ impl DmUri {
         if text.starts_with('/') {
             return Err(UriError::Absolute(text.to_owned()));
         }
+        // The root is `.`, never `./` (TND: a URI does not end with `/`).
+        if text == "./" {
+            return Err(UriError::EmptySegment(text.to_owned()));
+        }
         let rest = if text == "." {
             ""
         } else if let Some(rest) = text.strip_prefix("./") {
@@ -354,7 +358,9 @@ mod tests {
 
     #[test]
     fn malformed_uris_are_refused_with_400() {
-        for bad in ["", "/A", "./A//B", "./A/", "./A/../B", "./A/./B", "./A%2"] {
+        for bad in [
+            "", "./", "/A", "./A//B", "./A/", "./A/../B", "./A/./B", "A/./B", "./A%2",
+        ] {
             let err = parse(bad).unwrap_err();
             assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{bad}: {err}");
         }
