@@ -16,6 +16,7 @@ mod write;
 use std::collections::BTreeMap;
 
 pub use acl::{Acl, AclCommand, AclError};
+pub use atomic::{ATOMIC_FAILED, ATOMIC_ROLLBACK_FAILED};
 pub use handler::{ExecRequest, HandlerNode, HandlerNodeKind, NodeHandler};
 pub use node::{AccessTypes, Format, Node, NodeBody, Scope};
 pub use ops::{AtomicOutcome, DmOp, GetResult, Item, OpOutcome, Requester};
@@ -199,6 +200,11 @@ impl DmTree {
         }
         self.mounts.insert(uri.clone(), handler);
         Ok(())
+    }
+
+    /// Removes the handler mounted on `uri` (the stored mount node stays).
+    pub fn unmount(&mut self, uri: &DmUri) -> Option<Box<dyn NodeHandler>> {
+        self.mounts.remove(uri)
     }
 
     /// Device-side set-up: stores `node` at `uri` (replacing what was there), creating missing

@@ -786,6 +786,14 @@ fn mount_rules() {
             Node::interior(Scope::Permanent, 0)
         )
         .is_err());
+    let counter = DmUri::from_segments(["Counter"]);
+    assert!(t.unmount(&counter).is_some());
+    assert_eq!(t.get(S1, "./Counter/Value"), Err(StatusCode::NOT_FOUND));
+    assert_eq!(
+        data(&t, S1, "./Counter").unwrap(),
+        "",
+        "the stored mount node stays"
+    );
 }
 
 #[test]
