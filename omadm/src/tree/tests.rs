@@ -64,6 +64,11 @@ impl NodeHandler for CounterMo {
             ["Value"] | ["Step"] => HandlerNode::leaf(Format::Int, rw),
             ["Increment"] | ["Reset"] => HandlerNode::leaf(Format::Null, AccessTypes::EXEC),
             ["Code"] => HandlerNode::leaf(Format::Chr, AccessTypes::REPLACE),
+            // A node with its own ACL, overriding the mount's.
+            ["Limit"] => HandlerNode {
+                acl: "Get=srv2".parse().ok()?,
+                ..HandlerNode::leaf(Format::Int, AccessTypes::GET)
+            },
             ["Items"] => {
                 HandlerNode::interior(AccessTypes::GET.union(AccessTypes::ADD), Scope::Permanent)
             }
@@ -77,9 +82,17 @@ impl NodeHandler for CounterMo {
 
     fn children(&self, rel: &[String]) -> Result<Vec<String>, StatusCode> {
         match path(rel).as_slice() {
-            [] => Ok(["Code", "Increment", "Items", "Reset", "Step", "Value"]
-                .map(String::from)
-                .to_vec()),
+            [] => Ok([
+                "Code",
+                "Increment",
+                "Items",
+                "Limit",
+                "Reset",
+                "Step",
+                "Value",
+            ]
+            .map(String::from)
+            .to_vec()),
             ["Items"] => Ok(self.state.lock().unwrap().items.keys().cloned().collect()),
             _ => Err(StatusCode::NOT_FOUND),
         }
@@ -90,6 +103,7 @@ impl NodeHandler for CounterMo {
         let v = match path(rel).as_slice() {
             ["Value"] => st.value,
             ["Step"] => st.step,
+            ["Limit"] => 100,
             ["Items", x] => *st.items.get(*x).ok_or(StatusCode::NOT_FOUND)?,
             _ => return Err(StatusCode::NOT_FOUND),
         };
@@ -652,7 +666,17 @@ fn handler_values_exec_and_dynamic_nodes() {
     assert_eq!(data(&t, S2, "./Counter/Value").unwrap(), "0");
     assert_eq!(
         data(&t, S2, "./Counter").unwrap(),
-        "Code/Increment/Items/Reset/Step/Value"
+        "Code/Increment/Items/Limit/Reset/Step/Value"
+    );
+    // A handler-provided ACL overrides the inherited one.
+    assert_eq!(data(&t, S2, "./Counter/Limit").unwrap(), "100");
+    assert_eq!(
+        t.get(S1, "./Counter/Limit"),
+        Err(StatusCode::PERMISSION_DENIED)
+    );
+    assert_eq!(
+        data(&t, S2, "./Counter/Limit?prop=ACL").unwrap(),
+        "Get=srv2"
     );
     assert_eq!(
         t.replace(S1, "./Counter/Step", &Item::leaf(Format::Int, "5")),
@@ -756,9 +780,31 @@ fn handler_values_exec_and_dynamic_nodes() {
         [
             "./Counter",
             "./Counter/Items",
+            "./Counter/Limit",
             "./Counter/Step",
             "./Counter/Value"
         ]
+    );
+    // srv1 may not read Limit (its own ACL): left out for srv1.
+    let listed = t.get(S1, "./Counter?list=StructData").unwrap();
+    assert!(listed.iter().all(|g| g.uri != "./Counter/Limit"));
+    let step = listed.iter().find(|g| g.uri == "./Counter/Step").unwrap();
+    assert_eq!(step.data.as_deref(), Some(&b"5"[..]));
+    // Copy a stored leaf into the handler (an Add through the handler), and back out.
+    t.add(S1, "./Src", &Item::leaf(Format::Int, "8")).unwrap();
+    assert_eq!(t.copy(S1, "./Src", "./Counter/Items/b"), Ok(StatusCode::OK));
+    assert_eq!(state.lock().unwrap().items.get("b"), Some(&8));
+    assert_eq!(t.copy(S1, "./Counter/Value", "./Dst"), Ok(StatusCode::OK));
+    assert_eq!(data(&t, S1, "./Dst").unwrap(), "10");
+    assert_eq!(
+        t.copy(S1, "./Counter/Items", "./Dst2"),
+        Err(StatusCode::OPTIONAL_FEATURE_NOT_SUPPORTED)
+    );
+    // Exec data over the leaf cap.
+    let big = vec![b'x'; TreeLimits::default().max_leaf_size + 1];
+    assert_eq!(
+        t.exec(S1, "./Counter/Reset", Some(&big), None),
+        StatusCode::REQUEST_ENTITY_TOO_LARGE
     );
     // The mount point itself cannot be deleted or renamed.
     assert_eq!(
