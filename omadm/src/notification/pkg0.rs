@@ -165,16 +165,16 @@ pub fn decode(message: &[u8]) -> Result<(Notification, [u8; DIGEST_LEN]), Notifi
 /// Decodes and verifies a notification. `credentials` maps the server ID found in the message
 /// to the server's password and the candidate nonces (the stored SRVCRED nonce, and possibly a
 /// reset nonce the device accepts when out of sync); the digest must match one of them.
-pub fn verify<'a>(
+pub fn verify(
     message: &[u8],
-    credentials: impl FnOnce(&str) -> Option<(&'a str, Vec<Vec<u8>>)>,
+    credentials: impl FnOnce(&str) -> Option<(String, Vec<Vec<u8>>)>,
 ) -> Result<Notification, NotificationError> {
     let (notification, digest) = decode(message)?;
     let (password, nonces) =
         credentials(&notification.server_id).ok_or(NotificationError::BadDigest)?;
     let trigger = &message[DIGEST_LEN..];
     let matched = nonces.iter().fold(false, |found, nonce| {
-        let expected = trigger_digest(&notification.server_id, password, nonce, trigger);
+        let expected = trigger_digest(&notification.server_id, &password, nonce, trigger);
         found | constant_time_eq(&expected, &digest)
     });
     if matched {
@@ -199,8 +199,8 @@ mod tests {
         }
     }
 
-    fn creds(id: &str) -> Option<(&'static str, Vec<Vec<u8>>)> {
-        (id == "virmo-server").then(|| ("serverpw", vec![b"stored-nonce".to_vec()]))
+    fn creds(id: &str) -> Option<(String, Vec<Vec<u8>>)> {
+        (id == "virmo-server").then(|| ("serverpw".to_owned(), vec![b"stored-nonce".to_vec()]))
     }
 
     #[test]
@@ -236,7 +236,7 @@ mod tests {
         let reset = encode(&sample(), "serverpw", b"0x00000000").unwrap();
         let both = |_: &str| {
             Some((
-                "serverpw",
+                "serverpw".to_owned(),
                 vec![b"stored-nonce".to_vec(), b"0x00000000".to_vec()],
             ))
         };

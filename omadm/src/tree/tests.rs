@@ -1154,6 +1154,19 @@ fn standard_objects() {
         b"next"
     );
     assert!(account_auth(&t, "srv9", AuthLevel::Server).is_none());
+    // A Pkg#0 from srv1 verifies with the SRVCRED secret and nonce stored in the tree.
+    let n = crate::notification::Notification {
+        version: crate::notification::VERSION_1_2,
+        ui_mode: crate::notification::UiMode::Background,
+        initiator: crate::notification::Initiator::Server,
+        session_id: 7,
+        server_id: "srv1".into(),
+        vendor_specific: Vec::new(),
+    };
+    let msg = crate::notification::encode(&n, "serverpw", b"next").unwrap();
+    let lookup =
+        |id: &str| account_auth(&t, id, AuthLevel::Server).map(|a| (a.secret, vec![a.nonce]));
+    assert_eq!(crate::notification::verify(&msg, lookup), Ok(n));
     // The server may delete its own account.
     assert_eq!(t.delete(S1, acc), Ok(StatusCode::OK));
     assert!(account_auth(&t, "srv1", AuthLevel::Client).is_none());
