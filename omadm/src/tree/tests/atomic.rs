@@ -35,6 +35,7 @@ fn atomic_rolls_back_stored_and_handler_changes() {
     assert_eq!(outcome.status, StatusCode::OK);
     assert_eq!(data(&t, S1, "./A").unwrap(), "a");
     assert_eq!(state.lock().unwrap().value, 99);
+    assert_bytes_consistent(&t);
 }
 
 #[test]
@@ -67,6 +68,7 @@ fn atomic_fails_on_a_handler_that_cannot_roll_back() {
     t.add(S1, "./C", &chr("c")).unwrap();
     t.commit_atomic();
     assert_eq!(data(&t, S1, "./C").unwrap(), "c");
+    assert_bytes_consistent(&t);
 }
 
 /// A handler whose rollback fails (e.g. the VM operation cannot be undone).
@@ -138,4 +140,5 @@ fn sequence_runs_everything_in_order() {
     let statuses: Vec<u16> = out.iter().map(|o| o.status.0).collect();
     assert_eq!(statuses, [200, 404, 200, 200]);
     assert_eq!(out[3].results[0].data.as_deref(), Some(&b"2"[..]));
+    assert_bytes_consistent(&t);
 }

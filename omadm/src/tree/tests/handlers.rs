@@ -153,6 +153,7 @@ fn handler_values_exec_and_dynamic_nodes() {
         t.delete(S1, "./Counter"),
         Err(StatusCode::COMMAND_NOT_ALLOWED)
     );
+    assert_bytes_consistent(&t);
 }
 
 #[test]

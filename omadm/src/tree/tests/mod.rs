@@ -56,3 +56,12 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// The cached byte count matches a full recount.
+fn assert_bytes_consistent(t: &DmTree) {
+    assert_eq!(
+        t.stored_bytes,
+        t.root.stored_bytes(),
+        "cached stored bytes drifted"
+    );
+}

@@ -54,6 +54,8 @@ fn persistence_round_trip_and_corruption() {
     let mut other = tree();
     other.reload(&file).unwrap();
     assert_eq!(data(&other, S1, "./A/C").unwrap(), "c");
+    assert_bytes_consistent(&other);
+    assert_bytes_consistent(&t);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

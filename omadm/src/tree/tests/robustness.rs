@@ -1,5 +1,6 @@
 //! Timing and garbage input.
 
+use super::super::ATOMIC_FAILED;
 use super::*;
 
 /// Timing of the engine on a 10 000-leaf stored tree (run with `--ignored --nocapture`).
@@ -85,7 +86,71 @@ fn garbage_input_never_panics() {
         let _ = crate::notification::decode(&bytes);
         let _ = crate::auth::parse_hmac_header(&text);
         let _ = crate::auth::parse_basic(&text);
+        assert_bytes_consistent(&t);
     }
     // The tree still works.
     assert!(t.get(S1, ".").is_ok());
+}
+
+/// Random valid operations (including rolled-back Atomics) keep the byte count exact and the
+/// tree saveable.
+#[test]
+fn random_operations_keep_the_byte_count() {
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let names = ["a", "b", "c"];
+    let mut t = tree();
+    let mut successes = 0;
+    for round in 0..2000 {
+        let uri = |n: &mut dyn FnMut(u64) -> u64| {
+            let depth = 1 + n(3) as usize;
+            let segs: Vec<&str> = (0..depth).map(|_| names[n(3) as usize]).collect();
+            format!("./R/{}", segs.join("/"))
+        };
+        let target = uri(&mut next);
+        let value = "x".repeat(next(20) as usize);
+        let op = match next(5) {
+            0 => DmOp::Add {
+                target,
+                item: chr(&value),
+            },
+            1 => DmOp::Add {
+                target,
+                item: Item::interior(),
+            },
+            2 => DmOp::Replace {
+                target,
+                item: chr(&value),
+            },
+            3 => DmOp::Delete { target },
+            _ => DmOp::Copy {
+                source: target,
+                target: uri(&mut next),
+            },
+        };
+        if round % 10 == 0 {
+            let outcome = t.run_atomic(
+                S1,
+                &[
+                    op.clone(),
+                    DmOp::Delete {
+                        target: "./Nope".into(),
+                    },
+                ],
+            );
+            assert_eq!(outcome.status, ATOMIC_FAILED);
+        } else if t.execute(S1, &op).status.is_success() {
+            successes += 1;
+        }
+        assert_bytes_consistent(&t);
+    }
+    assert!(
+        successes > 200,
+        "the random walk mostly failed ({successes} successes)"
+    );
 }

@@ -122,4 +122,5 @@ fn standard_objects() {
     // The server may delete its own account.
     assert_eq!(t.delete(S1, acc), Ok(StatusCode::OK));
     assert!(account_auth(&t, "srv1", AuthLevel::Client).is_none());
+    assert_bytes_consistent(&t);
 }

@@ -65,6 +65,7 @@ fn add_creates_missing_parents_and_refuses_duplicates() {
         t.add(S1, "./X/Q?prop=ACL", &chr("")),
         Err(StatusCode::COMMAND_NOT_ALLOWED)
     );
+    assert_bytes_consistent(&t);
 }
 
 #[test]
@@ -242,6 +243,7 @@ fn replace_statuses() {
     );
     assert_eq!(t.accepts_size(8), Err(StatusCode::DEVICE_FULL));
     assert_eq!(t.accepts_size(1), Ok(()), "4 + 7 + 1 bytes fit in 12");
+    assert_bytes_consistent(&t);
 }
 
 #[test]
@@ -280,6 +282,7 @@ fn delete_statuses() {
     t.put_node(&perm, Node::leaf(Scope::Permanent, Format::Chr, vec![], 0))
         .unwrap();
     assert_eq!(t.delete(S1, "./A/D"), Err(StatusCode::COMMAND_NOT_ALLOWED));
+    assert_bytes_consistent(&t);
 }
 
 #[test]
@@ -376,6 +379,7 @@ fn properties_and_verno() {
         t.replace(S1, "./A/K?prop=Name", &chr("a/b")),
         Err(StatusCode::BAD_REQUEST)
     );
+    assert_bytes_consistent(&t);
 }
 
 #[test]
@@ -430,4 +434,5 @@ fn copy_leaf_and_subtree() {
         Err(StatusCode::PERMISSION_DENIED)
     );
     assert_eq!(t.copy(S1, "./Nope", "./W"), Err(StatusCode::NOT_FOUND));
+    assert_bytes_consistent(&t);
 }
