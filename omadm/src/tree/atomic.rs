@@ -9,9 +9,9 @@ use super::{AtomicOutcome, DmOp, DmTree, DmUri, Node, OpOutcome, Requester};
 use crate::status::StatusCode;
 
 /// 507 "Atomic failed" (SyncML RepPro 1.2 status table).
-pub const ATOMIC_FAILED: StatusCode = StatusCode(507);
+pub const ATOMIC_FAILED: StatusCode = StatusCode::ATOMIC_FAILED;
 /// 516 "Atomic roll back failed" (SyncML RepPro 1.2 status table).
-pub const ATOMIC_ROLLBACK_FAILED: StatusCode = StatusCode(516);
+pub const ATOMIC_ROLLBACK_FAILED: StatusCode = StatusCode::ATOMIC_ROLLBACK_FAILED;
 
 pub(super) struct AtomicTx {
     snapshot: Node,
