@@ -324,7 +324,7 @@ mod tests {
     #[test]
     fn a_looping_chain_is_refused_and_completed_empty() {
         let mem = guest_memory();
-        let mut q = GuestQueue::new(&mem, 8);
+        let q = GuestQueue::new(&mem, 8);
         // Descriptor 0 -> 1 -> 0 -> ...
         q.write_descriptor(0, 0x10_000, 16, DESC_NEXT, 1);
         q.write_descriptor(1, 0x11_000, 16, DESC_NEXT, 0);
@@ -343,7 +343,7 @@ mod tests {
     #[test]
     fn out_of_memory_buffers_and_bad_indexes_are_refused() {
         let mem = guest_memory();
-        let mut q = GuestQueue::new(&mem, 8);
+        let q = GuestQueue::new(&mem, 8);
         q.write_descriptor(0, 0xffff_ff00_0000, 16, 0, 0);
         q.publish(0);
         q.write_descriptor(1, 0x10_000, 16, DESC_NEXT, 200);
@@ -371,7 +371,7 @@ mod tests {
     #[test]
     fn a_runaway_available_index_is_refused_without_looping() {
         let mem = guest_memory();
-        let mut q = GuestQueue::new(&mem, 8);
+        let q = GuestQueue::new(&mem, 8);
         q.set_avail_idx(1000);
         let mut queue = q.ready_queue();
         let stats = DeviceStats::default();
@@ -385,7 +385,7 @@ mod tests {
     #[test]
     fn indirect_tables_are_followed_once_and_nesting_is_refused() {
         let mem = guest_memory();
-        let mut q = GuestQueue::new(&mem, 8);
+        let q = GuestQueue::new(&mem, 8);
         let table = 0x20_000u64;
         q.write_raw_descriptor(table, 0, 0x10_000, 16, DESC_NEXT, 1);
         q.write_raw_descriptor(table, 1, 0x11_000, 64, DESC_WRITE, 0);

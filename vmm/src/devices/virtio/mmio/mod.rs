@@ -2,6 +2,8 @@
 
 mod events;
 mod state;
+#[cfg(test)]
+mod tests;
 mod transport;
 
 pub use state::{QueueRegsState, TransportState};

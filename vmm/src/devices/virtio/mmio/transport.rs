@@ -187,7 +187,7 @@ impl VirtioMmioTransport {
     }
 
     /// Lets the device work on queue `index`, then raises the interrupt if it used any buffer.
-    pub(super) fn run_queue(&mut self, index: usize) {
+    pub(crate) fn run_queue(&mut self, index: usize) {
         let indirect = self.acked_features() & features::RING_INDIRECT_DESC != 0;
         let active = self.driver_ok();
         let ready = self.queues.get(index).is_some_and(|q| q.ready());
@@ -203,7 +203,7 @@ impl VirtioMmioTransport {
     }
 
     /// Lets the device handle an event on its backend fd number `token`.
-    pub(super) fn run_backend(&mut self, token: usize) {
+    pub(crate) fn run_backend(&mut self, token: usize) {
         let indirect = self.acked_features() & features::RING_INDIRECT_DESC != 0;
         let active = self.driver_ok();
         let mut ctx = QueueContext::new(&self.mem, &mut self.queues, &self.stats, active, indirect);
