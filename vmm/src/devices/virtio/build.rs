@@ -70,3 +70,70 @@ impl VirtioMmioTransport {
             .map_err(|source| BuildError::Transport { id, source })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use vmm_sys_util::tempfile::TempFile;
+
+    use super::*;
+    use crate::devices::virtio::config::DeviceClass;
+    use crate::devices::virtio::spec::{DEVICE_ID_BLOCK, DEVICE_ID_RNG};
+    use crate::devices::virtio::test_utils::guest_memory;
+
+    fn config(class: DeviceClass, kind: DeviceKind, allowed: bool) -> DeviceConfig {
+        DeviceConfig {
+            id: "dev0".into(),
+            class,
+            kind,
+            allowed,
+        }
+    }
+
+    #[test]
+    fn configs_build_the_matching_device_and_prohibited_ones_are_not_created() {
+        let image = TempFile::new().unwrap();
+        image.as_file().set_len(4096).unwrap();
+        let disk = DeviceKind::Block {
+            path: image.as_path().to_owned(),
+            read_only: true,
+        };
+        let t = VirtioMmioTransport::from_config(
+            &config(DeviceClass::RemovableStorage, disk.clone(), true),
+            guest_memory(),
+        )
+        .unwrap();
+        assert_eq!(t.device_type(), DEVICE_ID_BLOCK);
+        assert_eq!(t.class(), DeviceClass::RemovableStorage);
+        assert_eq!(t.queue_evts().len(), 1);
+
+        let t = VirtioMmioTransport::from_config(
+            &config(DeviceClass::Entropy, DeviceKind::Rng, true),
+            guest_memory(),
+        )
+        .unwrap();
+        assert_eq!(t.device_type(), DEVICE_ID_RNG);
+
+        let prohibited = VirtioMmioTransport::from_config(
+            &config(DeviceClass::Storage, disk, false),
+            guest_memory(),
+        );
+        assert!(matches!(prohibited, Err(BuildError::ProhibitedAtBoot(id)) if id == "dev0"));
+
+        let missing = DeviceKind::Block {
+            path: "/nonexistent/virmo.img".into(),
+            read_only: false,
+        };
+        let err = VirtioMmioTransport::from_config(
+            &config(DeviceClass::Storage, missing, true),
+            guest_memory(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, BuildError::Block { .. }), "{err}");
+
+        let mismatch = config(DeviceClass::Network, DeviceKind::Rng, true);
+        assert!(matches!(
+            VirtioMmioTransport::from_config(&mismatch, guest_memory()),
+            Err(BuildError::Config(_))
+        ));
+    }
+}
