@@ -228,3 +228,45 @@ fn block_state_survives_restore_and_refuses_a_different_image() {
     let mut wrong = VirtioMmioTransport::new("disk0", Box::new(block), r.mem.clone()).unwrap();
     assert!(wrong.restore(&saved).is_err());
 }
+
+/// Throughput of the request path (queue handling + file I/O through the bounce buffer), on a
+/// 64 MiB image in the page cache. Run with `--ignored --nocapture`, in release for numbers.
+#[test]
+#[ignore = "measurement, not a check"]
+fn blk_sequential_throughput() {
+    const IMAGE: u64 = 64 << 20;
+    const REQUEST: u32 = 128 * 1024;
+    let image = TempFile::new().unwrap();
+    image.as_file().set_len(IMAGE).unwrap();
+    let mem = guest_memory();
+    let mut q = GuestQueue::new(&mem, 16);
+    let block = Block::open(image.as_path(), false, DeviceClass::Storage, true, "bench").unwrap();
+    let mut t = VirtioMmioTransport::new("disk0", Box::new(block), mem.clone()).unwrap();
+    bring_up(&mut t, &[&q]);
+    for (request_type, name) in [(T_OUT, "write"), (T_IN, "read")] {
+        let start = std::time::Instant::now();
+        let mut sector = 0;
+        while sector * 512 < IMAGE {
+            let mut h = [0u8; 16];
+            h[0..4].copy_from_slice(&request_type.to_le_bytes());
+            h[8..16].copy_from_slice(&sector.to_le_bytes());
+            mem.write_slice(&h, GuestAddress(HEADER)).unwrap();
+            let flags = if request_type == T_OUT { 0 } else { DESC_WRITE };
+            q.add_chain(&[
+                (HEADER, 16, 0),
+                (0x100_000, REQUEST, flags),
+                (STATUS, 1, DESC_WRITE),
+            ]);
+            t.run_queue(0);
+            sector += u64::from(REQUEST) / 512;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let mib_s = IMAGE as f64 / (1 << 20) as f64 / secs;
+        println!(
+            "virtio-blk sequential {name}: {mib_s:.0} MiB/s ({} KiB requests)",
+            REQUEST / 1024
+        );
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(), S_OK);
+        assert!(mib_s > 10.0);
+    }
+}
