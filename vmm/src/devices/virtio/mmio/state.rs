@@ -146,8 +146,8 @@ impl VirtioMmioTransport {
         if self.driver_ok() {
             let acked = self.driver_features & self.device.features();
             self.device.activate(acked);
-            for evt in &self.queue_evts {
-                if evt.write(1).is_err() {
+            for (queue, evt) in self.queues.iter().zip(&self.queue_evts) {
+                if queue.ready() && evt.write(1).is_err() {
                     bump(&self.stats.backend_errors);
                 }
             }

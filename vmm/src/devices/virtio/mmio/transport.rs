@@ -166,7 +166,9 @@ impl VirtioMmioTransport {
         if self.driver_ok() {
             // Held work (entropy requests, deferred frames) may move now.
             for index in 0..self.queues.len() {
-                self.run_queue(index);
+                if self.queues[index].ready() {
+                    self.run_queue(index);
+                }
             }
         }
         GateState {
