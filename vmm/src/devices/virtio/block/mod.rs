@@ -154,7 +154,10 @@ impl Block {
                     .map(|written| written as u32)
                     .map_err(RequestError::GuestMemory)
             }
-            RequestKind::Unsupported(_) => return (S_UNSUPP, 0),
+            RequestKind::Unsupported(_) => {
+                bump(&ctx.stats.failed_requests);
+                return (S_UNSUPP, 0);
+            }
         };
         match result {
             Ok(written) => {
