@@ -270,3 +270,18 @@ fn blk_sequential_throughput() {
         assert!(mib_s > 10.0);
     }
 }
+
+#[test]
+fn prohibited_storage_disk_fails_requests_and_reports_no_medium_like_removable() {
+    let mut r = rig(false, DeviceClass::Storage);
+    let gate = r.t.set_allowed(false);
+    assert_eq!((gate.class, gate.allowed), (DeviceClass::Storage, false));
+    assert_eq!(r.capacity(), 0);
+    assert_eq!(
+        read_reg(&mut r.t, regs::INTERRUPT_STATUS) & CONFIG_CHANGE,
+        CONFIG_CHANGE
+    );
+    assert_eq!(r.submit(T_IN, 0, 512).0, S_IOERR);
+    assert!(r.t.set_allowed(true).allowed);
+    assert_eq!(r.submit(T_IN, 0, 512).0, S_OK);
+}
