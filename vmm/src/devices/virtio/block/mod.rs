@@ -11,6 +11,7 @@ mod request;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -43,6 +44,12 @@ pub enum BlockError {
         #[source]
         source: std::io::Error,
     },
+    #[error("disk image {} is in use by another process (lock held)", path.display())]
+    Locked {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot find the size of disk image {}", path.display())]
     Size {
         path: PathBuf,
@@ -71,6 +78,22 @@ pub struct Block {
     bounce: Vec<u8>,
 }
 
+/// Takes an advisory lock on the image for as long as `file` is open: exclusive for a writable
+/// disk, shared for a read-only one, so two VMs never write the same image.
+fn lock_image(file: &File, read_only: bool) -> std::io::Result<()> {
+    let mode = if read_only {
+        libc::LOCK_SH
+    } else {
+        libc::LOCK_EX
+    };
+    // SAFETY: flock takes no pointers; `file` is an open fd for the whole call.
+    let ret = unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 impl Block {
     /// Opens the raw image at `path`. `serial` (cut to 20 bytes) is what GET_ID answers.
     pub fn open(
@@ -88,6 +111,10 @@ impl Block {
                 path: path.to_owned(),
                 source,
             })?;
+        lock_image(&file, read_only).map_err(|source| BlockError::Locked {
+            path: path.to_owned(),
+            source,
+        })?;
         let size = file
             .seek(SeekFrom::End(0))
             .map_err(|source| BlockError::Size {

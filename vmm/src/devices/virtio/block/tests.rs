@@ -216,8 +216,10 @@ fn block_state_survives_restore_and_refuses_a_different_image() {
     let mut r = rig(false, DeviceClass::Storage);
     r.t.set_allowed(false);
     let saved = r.t.state();
-    let block = Block::open(r.image.as_path(), false, DeviceClass::Storage, true, "x").unwrap();
-    let mut fresh = VirtioMmioTransport::new("disk0", Box::new(block), r.mem.clone()).unwrap();
+    let Rig { mem, t, image, .. } = r;
+    drop(t); // releases the image lock, as the saving VMM process exits
+    let block = Block::open(image.as_path(), false, DeviceClass::Storage, true, "x").unwrap();
+    let mut fresh = VirtioMmioTransport::new("disk0", Box::new(block), mem.clone()).unwrap();
     fresh.restore(&saved).unwrap();
     assert!(!fresh.allowed());
     assert_eq!(fresh.state(), saved);
@@ -225,7 +227,7 @@ fn block_state_survives_restore_and_refuses_a_different_image() {
     let other = TempFile::new().unwrap();
     other.as_file().set_len(4096).unwrap();
     let block = Block::open(other.as_path(), false, DeviceClass::Storage, true, "x").unwrap();
-    let mut wrong = VirtioMmioTransport::new("disk0", Box::new(block), r.mem.clone()).unwrap();
+    let mut wrong = VirtioMmioTransport::new("disk0", Box::new(block), mem.clone()).unwrap();
     assert!(wrong.restore(&saved).is_err());
 }
 
@@ -284,4 +286,21 @@ fn prohibited_storage_disk_fails_requests_and_reports_no_medium_like_removable()
     assert_eq!(r.submit(T_IN, 0, 512).0, S_IOERR);
     assert!(r.t.set_allowed(true).allowed);
     assert_eq!(r.submit(T_IN, 0, 512).0, S_OK);
+}
+
+#[test]
+fn a_writable_image_cannot_be_opened_twice() {
+    let image = TempFile::new().unwrap();
+    image.as_file().set_len(4096).unwrap();
+    let _first = Block::open(image.as_path(), false, DeviceClass::Storage, true, "a").unwrap();
+    let second = Block::open(image.as_path(), false, DeviceClass::Storage, true, "b");
+    assert!(matches!(second, Err(super::BlockError::Locked { .. })));
+    let shared = Block::open(image.as_path(), true, DeviceClass::Storage, true, "c");
+    assert!(shared.is_err(), "no reader beside a writer");
+
+    let ro = TempFile::new().unwrap();
+    ro.as_file().set_len(4096).unwrap();
+    let _a = Block::open(ro.as_path(), true, DeviceClass::RemovableStorage, true, "a").unwrap();
+    let _b = Block::open(ro.as_path(), true, DeviceClass::RemovableStorage, true, "b").unwrap();
+    assert!(Block::open(ro.as_path(), false, DeviceClass::Storage, true, "c").is_err());
 }
