@@ -306,3 +306,29 @@ fn malformed_tx_chains_are_refused_and_counted() {
     assert_eq!(r.t.stats().invalid_chains, 2);
     assert!(r.wire.recv_test_frame(Duration::from_millis(200)).is_none());
 }
+
+/// TX throughput of the device path (chain check, gather, tap write) with full-size frames.
+/// Run with `--ignored --nocapture`, in release for numbers.
+#[test]
+#[ignore = "measurement, not a check"]
+fn net_tx_throughput() {
+    const FRAMES: u32 = 50_000;
+    let mut r = rig();
+    let frame = test_frame(&[0x5a; 1500]);
+    let mut bytes = vec![0u8; VNET_HDR_SIZE];
+    bytes.extend_from_slice(&frame);
+    r.mem.write_slice(&bytes, GuestAddress(TX_BUF)).unwrap();
+    let start = Instant::now();
+    for _ in 0..FRAMES {
+        r.tx.add_chain(&[(TX_BUF, bytes.len() as u32, 0)]);
+        r.t.run_queue(1);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let gbit = f64::from(FRAMES) * frame.len() as f64 * 8.0 / secs / 1e9;
+    println!(
+        "virtio-net TX: {:.0} frames/s, {gbit:.2} Gbit/s ({}-byte frames)",
+        f64::from(FRAMES) / secs,
+        frame.len()
+    );
+    assert_eq!(r.t.stats().completed_requests, u64::from(FRAMES));
+}
