@@ -70,18 +70,6 @@ impl<'a> QueueContext<'a> {
         }
     }
 
-    /// Whether `queue` has a chain available, without taking it.
-    pub fn has_available(&mut self, queue: usize) -> bool {
-        if !self.usable(queue) {
-            return false;
-        }
-        let q = &self.queues[queue];
-        match q.avail_idx(self.mem, std::sync::atomic::Ordering::Acquire) {
-            Ok(idx) => idx.0 != q.next_avail(),
-            Err(_) => false,
-        }
-    }
-
     /// Returns chain `head` to the guest with `len` bytes written.
     pub fn complete(&mut self, queue: usize, head: u16, len: u32) {
         if !self.usable(queue) {

@@ -99,6 +99,12 @@ impl VirtioMmioTransport {
     /// Applies a saved state to a transport freshly built from the same device config.
     /// Nothing is changed if the state is refused.
     pub fn restore(&mut self, state: &TransportState) -> Result<(), RestoreError> {
+        if state.id != self.id {
+            return Err(RestoreError::ConfigMismatch(format!(
+                "saved state is for device {:?}, this is device {:?}",
+                state.id, self.id
+            )));
+        }
         if state.device_type != self.device.device_type() {
             return Err(RestoreError::WrongDeviceType {
                 saved: state.device.type_name(),

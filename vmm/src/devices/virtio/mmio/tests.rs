@@ -256,6 +256,9 @@ fn state_round_trips_through_serde_and_restores_a_running_device() {
 
     // A state for another device type, or with rings outside memory, is refused.
     let mut bad = saved.clone();
+    bad.id = "rng1".into();
+    assert!(fresh.restore(&bad).is_err(), "another device's state");
+    let mut bad = saved.clone();
     bad.device_type = 2;
     assert!(fresh.restore(&bad).is_err());
     let mut bad = saved;
