@@ -1,0 +1,170 @@
+//! What a virtio device type (blk, net, rng) provides to the transport.
+//!
+//! The transport owns the queues, the eventfds, the interrupt and the registers; a device owns
+//! its backend (file, tap, entropy source), its config space and its `allowed` gate. The
+//! transport calls the device with a [`QueueContext`] when a queue was notified or a backend fd
+//! became ready.
+
+use std::os::unix::io::RawFd;
+
+use event_manager::EventSet;
+use serde::{Deserialize, Serialize};
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+
+use super::block::BlockState;
+use super::chain::{pop_chain, Popped};
+use super::config::DeviceClass;
+use super::net::NetState;
+use super::rng::RngState;
+use super::stats::{bump, DeviceStats};
+
+/// Everything a device may touch while it handles an event.
+pub struct QueueContext<'a> {
+    pub mem: &'a GuestMemoryMmap,
+    /// Every queue of the device; a queue the driver did not make ready is never handed out.
+    queues: &'a mut [Queue],
+    pub stats: &'a DeviceStats,
+    /// `DRIVER_OK` is set and the device is not failed: queues may be used.
+    pub active: bool,
+    /// `VIRTIO_RING_F_INDIRECT_DESC` was negotiated.
+    indirect: bool,
+    /// A used ring was written: the transport raises the interrupt after the device returns.
+    used_written: bool,
+}
+
+impl<'a> QueueContext<'a> {
+    pub(crate) fn new(
+        mem: &'a GuestMemoryMmap,
+        queues: &'a mut [Queue],
+        stats: &'a DeviceStats,
+        active: bool,
+        indirect: bool,
+    ) -> Self {
+        QueueContext {
+            mem,
+            queues,
+            stats,
+            active,
+            indirect,
+            used_written: false,
+        }
+    }
+
+    fn usable(&self, queue: usize) -> bool {
+        self.active && self.queues.get(queue).is_some_and(|q| q.ready())
+    }
+
+    /// Takes the next checked chain off `queue`. Refused chains are counted, given back to
+    /// the guest and skipped, so this returns only a good chain or `None`.
+    pub fn pop(&mut self, queue: usize) -> Option<super::chain::Chain> {
+        if !self.usable(queue) {
+            return None;
+        }
+        loop {
+            match pop_chain(&mut self.queues[queue], self.mem, self.stats, self.indirect) {
+                Popped::Empty => return None,
+                Popped::Chain(chain) => return Some(chain),
+                Popped::Refused(_) => self.used_written = true,
+            }
+        }
+    }
+
+    /// Returns chain `head` to the guest with `len` bytes written.
+    pub fn complete(&mut self, queue: usize, head: u16, len: u32) {
+        if !self.usable(queue) {
+            return;
+        }
+        match self.queues[queue].add_used(self.mem, head, len) {
+            Ok(()) => self.used_written = true,
+            Err(err) => {
+                tracing::warn!(%err, head, "cannot write used ring");
+                bump(&self.stats.invalid_chains);
+            }
+        }
+    }
+
+    pub(crate) fn used_written(&self) -> bool {
+        self.used_written
+    }
+}
+
+/// What changed when a device's `allowed` gate was switched.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GateChange {
+    /// The config space changed: the transport bumps the generation and raises a
+    /// configuration-change interrupt.
+    pub config_changed: bool,
+}
+
+/// An fd the device wants watched on the event loop, beside its queue eventfds.
+#[derive(Clone, Copy, Debug)]
+pub struct BackendFd {
+    pub fd: RawFd,
+    pub events: EventSet,
+}
+
+/// Saved state of the device half (the transport saves its own half).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum DeviceState {
+    Block(BlockState),
+    Net(NetState),
+    Rng(RngState),
+}
+
+/// Why a saved device state could not be applied.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RestoreError {
+    #[error("saved state is for a {saved} device, this one is a {actual} device")]
+    WrongDeviceType {
+        saved: &'static str,
+        actual: &'static str,
+    },
+    #[error("saved state does not match the device config: {0}")]
+    ConfigMismatch(String),
+    #[error("saved transport has {saved} queues, the device has {actual}")]
+    QueueCount { saved: usize, actual: usize },
+    #[error("saved queue {index} is invalid: {reason}")]
+    BadQueue { index: usize, reason: String },
+}
+
+impl DeviceState {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            DeviceState::Block(_) => "block",
+            DeviceState::Net(_) => "net",
+            DeviceState::Rng(_) => "rng",
+        }
+    }
+}
+
+/// One virtio device type behind the MMIO transport.
+pub trait VirtioDevice: Send {
+    /// The virtio device ID (virtio 1.2, 5).
+    fn device_type(&self) -> u32;
+    fn class(&self) -> DeviceClass;
+    /// Feature bits offered to the driver.
+    fn features(&self) -> u64;
+    /// Maximum size of each queue; the length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// The current bytes of the device configuration space.
+    fn config_space(&self) -> Vec<u8>;
+    /// Called at `DRIVER_OK` with the features the driver accepted.
+    fn activate(&mut self, _acked_features: u64) {}
+    /// Device reset: forget all guest-visible progress (but not the `allowed` gate).
+    fn reset(&mut self);
+    /// Queue `index` was notified (or work may be pending on it).
+    fn process_queue(&mut self, index: usize, ctx: &mut QueueContext<'_>);
+    /// Extra fds to watch; the event for `backend_fds()[i]` is delivered as token `i`.
+    fn backend_fds(&self) -> Vec<BackendFd> {
+        Vec::new()
+    }
+    /// A backend fd became ready. `ctx.active` is false before `DRIVER_OK`.
+    fn process_backend_event(&mut self, _token: usize, _ctx: &mut QueueContext<'_>) {}
+    /// Switches the gate. Idempotent: switching to the current state changes nothing.
+    fn set_allowed(&mut self, allowed: bool) -> GateChange;
+    fn allowed(&self) -> bool;
+    fn state(&self) -> DeviceState;
+    fn restore(&mut self, state: &DeviceState) -> Result<(), RestoreError>;
+}
