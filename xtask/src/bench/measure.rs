@@ -1,7 +1,7 @@
 //! Measuring one VMM process: time from spawn to a console marker, and its memory.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -26,48 +26,82 @@ impl BootSample {
     }
 }
 
+/// A spawned VMM whose console lines arrive on a channel, stamped with their arrival time.
+pub struct Console {
+    pub child: Child,
+    pub started: Instant,
+    lines: mpsc::Receiver<(Instant, String)>,
+}
+
+impl Console {
+    pub fn spawn(mut cmd: Command) -> Result<Self> {
+        let started = Instant::now();
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the VMM under test")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).split(b'\n') {
+                let Ok(line) = line else { break };
+                let text = String::from_utf8_lossy(&line).to_string();
+                if tx.send((Instant::now(), text)).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            child,
+            started,
+            lines,
+        })
+    }
+
+    /// Waits for a line containing `marker`; returns when it arrived.
+    pub fn wait_for(&mut self, marker: &str, timeout: Duration) -> Result<Instant> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((at, line)) if line.contains(marker) => return Ok(at),
+                Ok(_) => {}
+                Err(_) => bail!("no {marker:?} on the console within {timeout:?}"),
+            }
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Spawns `cmd`, waits for a stdout line containing `marker`, measures, kills the process.
 pub fn boot_to_marker(
-    mut cmd: Command,
+    cmd: Command,
     marker: &str,
     guest_mib: u64,
     timeout: Duration,
 ) -> Result<BootSample> {
-    let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the VMM under test")?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let (tx, rx) = mpsc::channel();
-    let marker_owned = marker.to_string();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).split(b'\n') {
-            let Ok(line) = line else { break };
-            if String::from_utf8_lossy(&line).contains(&marker_owned) {
-                let _ = tx.send(Instant::now());
-            }
-        }
-    });
-    let seen = rx.recv_timeout(timeout);
-    let result = match seen {
-        Ok(at) => {
-            let pid = child.id();
-            let (rss_kib, guest_rss_kib) = rss_split(pid, guest_mib)?;
-            Ok(BootSample {
-                to_marker: at - start,
-                rss_kib,
-                guest_rss_kib,
-                peak_kib: status_field(pid, "VmHWM:")?,
-            })
-        }
-        Err(_) => Err(anyhow::anyhow!("no {marker:?} within {timeout:?}")),
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+    let mut console = Console::spawn(cmd)?;
+    let at = console.wait_for(marker, timeout)?;
+    let pid = console.child.id();
+    let (rss_kib, guest_rss_kib) = rss_split(pid, guest_mib)?;
+    Ok(BootSample {
+        to_marker: at - console.started,
+        rss_kib,
+        guest_rss_kib,
+        peak_kib: status_field(pid, "VmHWM:")?,
+    })
 }
 
 /// (total RSS, RSS of the guest RAM mapping) in KiB, from /proc/PID/smaps. The guest RAM mapping
