@@ -564,3 +564,7 @@ impl Snapshot {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;
