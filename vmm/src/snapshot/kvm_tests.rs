@@ -81,10 +81,15 @@ fn build_vm(memory: GuestMemoryMmap<()>) -> TestVm {
 }
 
 fn fresh_guest() -> TestVm {
+    guest_running(GUEST_CODE)
+}
+
+/// A new VM about to run `code` in real mode at `CODE_ADDR`.
+fn guest_running(code: &[u8]) -> TestVm {
     let ranges: Vec<_> = REGIONS.iter().map(|&(a, s)| (GuestAddress(a), s)).collect();
     let memory = GuestMemoryMmap::<()>::from_ranges(&ranges).expect("guest memory");
     memory
-        .write_slice(GUEST_CODE, GuestAddress(CODE_ADDR))
+        .write_slice(code, GuestAddress(CODE_ADDR))
         .expect("load code");
     memory
         .write_slice(MARKER, GuestAddress(MARKER_ADDR))
@@ -135,14 +140,20 @@ fn run_and_snapshot(dir: &std::path::Path, outs: usize) {
     let expected: Vec<u8> = (1..=outs as u8).collect();
     assert_eq!(seen, expected);
     complete_pending_io(&mut guest.vcpu).expect("complete pending out");
+    snapshot_guest(&guest, dir, outs as u8);
+    assert_eq!(counter_in_memory(&guest.memory), outs as u32);
+}
 
+/// Saves a stopped guest (pending I/O completed) into the snapshot folder `dir`, with one
+/// device state holding `device_byte`.
+fn snapshot_guest(guest: &TestVm, dir: &std::path::Path, device_byte: u8) {
     let ctx = VcpuSaveContext::new(&guest.kvm, &guest.vm).expect("save context");
     let vcpu_state = save_vcpu(&guest.vcpu, &ctx).expect("save vCPU");
     let mut vm_state = save_vm(&guest.vm).expect("save VM");
     vm_state.devices.push(DeviceState {
         id: "counter-port".to_string(),
         kind: "test".to_string(),
-        data: vec![outs as u8],
+        data: vec![device_byte],
     });
     let state = MachineState {
         vm_id: "counter".to_string(),
@@ -160,7 +171,6 @@ fn run_and_snapshot(dir: &std::path::Path, outs: usize) {
         .expect("writer")
         .write(&state, &guest.memory)
         .expect("write snapshot");
-    assert_eq!(counter_in_memory(&guest.memory), outs as u32);
 }
 
 fn resume_from(dir: &std::path::Path, mode: MemoryRestore) -> TestVm {
@@ -175,7 +185,6 @@ fn resume_from(dir: &std::path::Path, mode: MemoryRestore) -> TestVm {
     let guest = build_vm(memory);
     restore_vcpu(&guest.vcpu, &snapshot.state.vcpus[0]).expect("restore vCPU");
     restore_vm(&guest.vm, &snapshot.state.vm).expect("restore VM");
-    assert_eq!(snapshot.state.vm.devices[0].data, vec![10]);
     guest
 }
 
@@ -185,6 +194,8 @@ fn check_resumes_counting(mode: MemoryRestore) {
     run_and_snapshot(&snap, 10);
 
     let mut guest = resume_from(&snap, mode);
+    let snapshot = Snapshot::open(&snap).expect("open");
+    assert_eq!(snapshot.state.vm.devices[0].data, vec![10]);
     assert_eq!(counter_in_memory(&guest.memory), 10);
     let seen = run_outs(&mut guest.vcpu, 5);
     assert_eq!(
@@ -275,4 +286,44 @@ fn short_xsave_is_refused_on_restore() {
     let guest = fresh_guest();
     let err = restore_vcpu(&guest.vcpu, &state).expect_err("16-word XSAVE accepted");
     assert!(matches!(err, VcpuStateError::XsaveTooShort { words: 16 }));
+}
+
+/// Real mode, loaded at 0x1000: reads a byte from port 0x3f9, stores it, echoes it, halts.
+/// ```text
+/// 1000: ba f9 03   mov dx, 0x3f9
+/// 1003: ec         in al, dx
+/// 1004: a2 00 30   mov [0x3000], al
+/// 1007: ba f8 03   mov dx, 0x3f8
+/// 100a: ee         out dx, al
+/// 100b: f4         hlt
+/// ```
+const ECHO_CODE: &[u8] = &[
+    0xba, 0xf9, 0x03, 0xec, 0xa2, 0x00, 0x30, 0xba, 0xf8, 0x03, 0xee, 0xf4,
+];
+
+#[test]
+fn input_answered_before_the_snapshot_reaches_the_restored_guest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snap = dir.path().join("echo");
+    let mut guest = guest_running(ECHO_CODE);
+    match guest.vcpu.run().expect("KVM_RUN") {
+        VcpuExit::IoIn(0x3f9, data) => data[0] = 0x42,
+        other => panic!("expected the guest to read port 0x3f9, got {other:?}"),
+    }
+    // The `in` completes (AL = 0x42, RIP past it) only on the next KVM_RUN.
+    complete_pending_io(&mut guest.vcpu).expect("complete pending in");
+    assert_eq!(guest.vcpu.get_regs().expect("regs").rax & 0xff, 0x42);
+    snapshot_guest(&guest, &snap, 0);
+    drop(guest);
+
+    let mut restored = resume_from(&snap, MemoryRestore::Lazy);
+    match restored.vcpu.run().expect("KVM_RUN") {
+        VcpuExit::IoOut(0x3f8, data) => assert_eq!(data, [0x42]),
+        other => panic!("restored guest should echo 0x42, got {other:?}"),
+    }
+    let stored: u8 = restored
+        .memory
+        .read_obj(GuestAddress(0x3000))
+        .expect("read");
+    assert_eq!(stored, 0x42);
 }
