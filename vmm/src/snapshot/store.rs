@@ -304,6 +304,10 @@ impl SnapshotWriter {
 
     /// Writes `state` and `memory` as the new snapshot. The VM must be stopped (no vCPU or
     /// device writes guest memory) and `state.memory` must describe `memory`.
+    ///
+    /// On error the snapshot folder holds a complete snapshot all the same: the previous one,
+    /// or the new one if the error came after [`WriteStep::Commit`] (fsync of the parent or
+    /// removal of the previous folder failed; the new snapshot may then not be durable yet).
     pub fn write(
         &mut self,
         state: &MachineState,
@@ -464,7 +468,10 @@ impl Snapshot {
     pub fn open(dir: &Path) -> Result<Self> {
         let paths = Paths::new(dir)?;
         if paths.parent.is_dir() {
-            paths.recover()?;
+            // Best effort: a read-only parent must not stop reading a good snapshot.
+            if let Err(err) = paths.recover() {
+                tracing::warn!(error = %err, dir = %dir.display(), "cannot clean snapshot leftovers");
+            }
         }
         if !dir.is_dir() {
             return Err(StoreError::NotFound(dir.to_path_buf()));

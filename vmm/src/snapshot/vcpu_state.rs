@@ -11,6 +11,8 @@
 //!    and LAPIC state that the later calls read.
 //! 2. `KVM_GET_REGS`, `KVM_GET_SREGS` (SREGS also carries a pending external interrupt).
 //! 3. `KVM_GET_XSAVE2` (or `KVM_GET_XSAVE` on kernels without `KVM_CAP_XSAVE2`), `KVM_GET_XCRS`.
+//!    The x87/SSE state (what `KVM_GET_FPU` returns) is the legacy part of the XSAVE area, so it
+//!    is not saved a second time.
 //! 4. `KVM_GET_DEBUGREGS`.
 //! 5. `KVM_GET_LAPIC` (may itself update the LAPIC, so after MP state).
 //! 6. `KVM_GET_TSC_KHZ` (optional: some hosts cannot report it), `KVM_GET_CPUID2`.
