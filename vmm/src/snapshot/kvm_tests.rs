@@ -327,3 +327,19 @@ fn input_answered_before_the_snapshot_reaches_the_restored_guest() {
         .expect("read");
     assert_eq!(stored, 0x42);
 }
+
+#[test]
+fn msr_the_host_refuses_is_skipped_and_the_rest_saved() {
+    let mut guest = fresh_guest();
+    run_outs(&mut guest.vcpu, 1);
+    complete_pending_io(&mut guest.vcpu).expect("complete pending out");
+    let mut ctx = VcpuSaveContext::new(&guest.kvm, &guest.vm).expect("save context");
+    let listed = ctx.msrs.len();
+    // An index no CPU implements, in the middle of the list.
+    ctx.msrs.insert(listed / 2, 0xdead_beef);
+    let state = save_vcpu(&guest.vcpu, &ctx).expect("save despite the bogus MSR");
+    let saved = state.msrs.len() + usize::from(state.tsc_deadline.is_some());
+    assert_eq!(saved, listed);
+    assert!(state.msrs.iter().all(|m| m.index != 0xdead_beef));
+    assert!(state.msrs.iter().any(|m| m.index == MSR_IA32_TSC));
+}

@@ -117,7 +117,7 @@ pub enum StoreError {
     #[error("invalid snapshot state")]
     Format(#[from] FormatError),
     /// Memory file write or load failed.
-    #[error("snapshot memory")]
+    #[error("snapshot memory could not be saved or loaded")]
     Memory(#[from] MemoryFileError),
     /// The step hook aborted the write.
     #[error("snapshot write aborted before step {step:?}")]

@@ -16,7 +16,8 @@
 //! 4. `KVM_GET_DEBUGREGS`.
 //! 5. `KVM_GET_LAPIC` (may itself update the LAPIC, so after MP state).
 //! 6. `KVM_GET_TSC_KHZ` (optional: some hosts cannot report it), `KVM_GET_CPUID2`.
-//! 7. `KVM_GET_MSRS` for the list from [`msrs_to_save`](super::msrs::msrs_to_save), in chunks.
+//! 7. `KVM_GET_MSRS` for the list from [`msrs_to_save`](super::msrs::msrs_to_save), in chunks;
+//!    an MSR the host refuses to read is skipped with a warning (it could not be restored).
 //! 8. `KVM_GET_VCPU_EVENTS` last: pending exceptions/interrupts/NMIs may be changed by the
 //!    reads above.
 //!
@@ -332,10 +333,14 @@ fn set_xsave(vcpu: &VcpuFd, words: &[u32]) -> Result<()> {
     unsafe { vcpu.set_xsave2(&xsave) }.map_err(ioctl("KVM_SET_XSAVE"))
 }
 
+/// Reads the MSRs in `indices`. An MSR the host refuses to read (it does not exist for this
+/// guest's CPUID) is left out with a warning: it could not be restored either.
 fn get_msrs(vcpu: &VcpuFd, indices: &[u32]) -> Result<(Vec<MsrValue>, Option<u64>)> {
     let mut msrs = Vec::with_capacity(indices.len());
     let mut tsc_deadline = None;
-    for chunk in indices.chunks(KVM_MAX_MSR_ENTRIES) {
+    let mut pending = indices;
+    while !pending.is_empty() {
+        let chunk = &pending[..pending.len().min(KVM_MAX_MSR_ENTRIES)];
         let entries: Vec<kvm_msr_entry> = chunk
             .iter()
             .map(|&index| kvm_msr_entry {
@@ -348,13 +353,7 @@ fn get_msrs(vcpu: &VcpuFd, indices: &[u32]) -> Result<(Vec<MsrValue>, Option<u64
             source,
         })?;
         let read = vcpu.get_msrs(&mut buffer).map_err(ioctl("KVM_GET_MSRS"))?;
-        if read < chunk.len() {
-            return Err(VcpuStateError::MsrRefused {
-                ioctl: "KVM_GET_MSRS",
-                index: chunk[read],
-            });
-        }
-        for entry in buffer.as_slice() {
+        for entry in buffer.as_slice().iter().take(read) {
             if entry.index == MSR_IA32_TSC_DEADLINE {
                 tsc_deadline = Some(entry.data);
             } else {
@@ -364,6 +363,12 @@ fn get_msrs(vcpu: &VcpuFd, indices: &[u32]) -> Result<(Vec<MsrValue>, Option<u64
                 });
             }
         }
+        pending = if read < chunk.len() {
+            tracing::warn!(msr = chunk[read], "host refuses to read MSR; not saved");
+            &pending[read + 1..]
+        } else {
+            &pending[chunk.len()..]
+        };
     }
     Ok((msrs, tsc_deadline))
 }
