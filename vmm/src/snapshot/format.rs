@@ -19,12 +19,9 @@
 //! magic and version keep their offsets in every version so that any reader can say "version N
 //! unsupported" rather than "corrupted".
 
-use std::io::Read;
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
+pub use super::layout::{MemoryLayout, MemoryRegionLayout, TargetLayout, PAGE_SIZE};
 use super::vcpu_state::VcpuState;
 use super::vm_state::VmState;
 
@@ -39,8 +36,6 @@ pub const HEADER_LEN: usize = 32;
 /// Largest body accepted: a VM state is a few hundred KiB even with many vCPUs and devices, so
 /// anything bigger is damage, not a VM.
 pub const MAX_BODY_LEN: u64 = 64 << 20;
-/// Guest memory granularity: region addresses and sizes are multiples of it.
-pub const PAGE_SIZE: u64 = 4096;
 
 /// Errors reading, writing or checking a snapshot's state and layout.
 #[derive(Debug, thiserror::Error)]
@@ -133,92 +128,6 @@ pub enum FormatError {
         /// Value of the target VM.
         target: u64,
     },
-    /// Reading `state.bin` failed.
-    #[error("cannot read {path}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// One guest memory region and where it lives in `memory.bin`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemoryRegionLayout {
-    /// Guest physical address of the first byte.
-    pub guest_addr: u64,
-    /// Length in bytes (a multiple of [`PAGE_SIZE`]).
-    pub size: u64,
-    /// Offset of the region's first byte in `memory.bin`.
-    pub file_offset: u64,
-}
-
-/// Guest memory regions, sorted by guest address, packed back to back in `memory.bin`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemoryLayout {
-    /// The regions.
-    pub regions: Vec<MemoryRegionLayout>,
-}
-
-impl MemoryLayout {
-    /// The layout of `memory`: its regions in guest address order, each placed right after the
-    /// previous one in the file.
-    pub fn of(memory: &GuestMemoryMmap<()>) -> Self {
-        let mut file_offset = 0;
-        let regions = memory
-            .iter()
-            .map(|region| {
-                let layout = MemoryRegionLayout {
-                    guest_addr: region.start_addr().0,
-                    size: region.len(),
-                    file_offset,
-                };
-                file_offset += region.len();
-                layout
-            })
-            .collect();
-        Self { regions }
-    }
-
-    /// Total guest memory in bytes, which is also the length of `memory.bin`.
-    pub fn total_bytes(&self) -> u64 {
-        self.regions.iter().map(|r| r.size).sum()
-    }
-
-    /// Checks that regions are page aligned, sorted, disjoint and packed from file offset 0.
-    pub fn validate(&self) -> Result<(), FormatError> {
-        let bad = |reason: String| Err(FormatError::Inconsistent(reason));
-        let mut next_offset = 0u64;
-        let mut previous_end = 0u64;
-        for (i, r) in self.regions.iter().enumerate() {
-            if r.size == 0 || r.size % PAGE_SIZE != 0 || r.guest_addr % PAGE_SIZE != 0 {
-                return bad(format!("memory region {i} is empty or not page aligned"));
-            }
-            let Some(end) = r.guest_addr.checked_add(r.size) else {
-                return bad(format!("memory region {i} wraps the address space"));
-            };
-            if i > 0 && r.guest_addr < previous_end {
-                return bad(format!(
-                    "memory region {i} overlaps or precedes region {}",
-                    i - 1
-                ));
-            }
-            if r.file_offset != next_offset {
-                return bad(format!(
-                    "memory region {i} is at file offset {:#x}, expected {next_offset:#x}",
-                    r.file_offset
-                ));
-            }
-            previous_end = end;
-            next_offset += r.size;
-        }
-        if self.regions.is_empty() {
-            return bad("no memory regions".to_string());
-        }
-        Ok(())
-    }
 }
 
 /// What the VMM needs to rebuild the VM before restoring state into it.
@@ -232,15 +141,6 @@ pub struct MachineConfig {
     pub kernel_cmdline: String,
     /// The VMM core's full VM configuration in its own encoding (opaque here).
     pub vm_config: Vec<u8>,
-}
-
-/// The target a snapshot is restored into, for [`MachineState::check_fits`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TargetLayout {
-    /// vCPUs of the target VM.
-    pub vcpu_count: u32,
-    /// Guest memory bytes of the target VM.
-    pub memory_bytes: u64,
 }
 
 /// Everything in `state.bin`.
@@ -408,27 +308,6 @@ pub fn decode_state(bytes: &[u8]) -> Result<MachineState, FormatError> {
     Ok(state)
 }
 
-/// Reads and decodes `state.bin` at `path`, refusing files bigger than the cap before reading.
-pub fn read_state_file(path: &Path) -> Result<MachineState, FormatError> {
-    let io = |source| FormatError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let cap = HEADER_LEN as u64 + MAX_BODY_LEN;
-    let len = file.metadata().map_err(io)?.len();
-    if len > cap {
-        return Err(FormatError::TooLarge {
-            len: len.saturating_sub(HEADER_LEN as u64),
-            max: MAX_BODY_LEN,
-        });
-    }
-    let mut bytes = Vec::with_capacity(len as usize);
-    // `take` keeps the cap even if the file grows between `metadata` and `read`.
-    file.take(cap + 1).read_to_end(&mut bytes).map_err(io)?;
-    decode_state(&bytes)
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -565,32 +444,6 @@ pub(crate) mod tests {
             decode_state(&bytes),
             Err(FormatError::Inconsistent(_))
         ));
-    }
-
-    #[test]
-    fn bad_layouts_are_refused() {
-        let region = |guest_addr, size, file_offset| MemoryRegionLayout {
-            guest_addr,
-            size,
-            file_offset,
-        };
-        let cases = [
-            vec![],
-            vec![region(0, 0x1001, 0)],
-            vec![region(0x800, 0x1000, 0)],
-            vec![region(0, 0x2000, 0), region(0x1000, 0x1000, 0x2000)],
-            vec![region(0, 0x1000, 0), region(0x2000, 0x1000, 0x2000)],
-            vec![region(u64::MAX - 0xfff, 0x2000, 0)],
-        ];
-        for regions in cases {
-            let layout = MemoryLayout { regions };
-            assert!(layout.validate().is_err(), "{layout:?} accepted");
-        }
-        let good = MemoryLayout {
-            regions: vec![region(0, 0x1000, 0), region(0x2000, 0x3000, 0x1000)],
-        };
-        good.validate().expect("valid layout");
-        assert_eq!(good.total_bytes(), 0x4000);
     }
 
     #[test]

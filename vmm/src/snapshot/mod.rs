@@ -18,6 +18,7 @@
 //! The on-disk format is described in `docs/snapshot.md`.
 
 pub mod format;
+pub mod layout;
 pub mod manifest;
 pub mod memory_file;
 pub mod msrs;
