@@ -85,7 +85,7 @@ impl MemoryLayout {
     }
 }
 
-/// The target a snapshot is restored into, for [`MachineState::check_fits`].
+/// The target a snapshot is restored into, for [`MachineState::check_fits`](super::format::MachineState::check_fits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TargetLayout {
     /// vCPUs of the target VM.

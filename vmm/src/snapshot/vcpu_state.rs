@@ -16,7 +16,7 @@
 //! 4. `KVM_GET_DEBUGREGS`.
 //! 5. `KVM_GET_LAPIC` (may itself update the LAPIC, so after MP state).
 //! 6. `KVM_GET_TSC_KHZ` (optional: some hosts cannot report it), `KVM_GET_CPUID2`.
-//! 7. `KVM_GET_MSRS` for the list from [`msrs_to_save`](super::msrs::msrs_to_save), in chunks;
+//! 7. `KVM_GET_MSRS` for the list from [`msrs_to_save`], in chunks;
 //!    an MSR the host refuses to read is skipped with a warning (it could not be restored).
 //! 8. `KVM_GET_VCPU_EVENTS` last: pending exceptions/interrupts/NMIs may be changed by the
 //!    reads above.
