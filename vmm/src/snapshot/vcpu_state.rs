@@ -312,24 +312,39 @@ fn get_xsave(vcpu: &VcpuFd, xsave2_size: Option<usize>) -> Result<Vec<u32>> {
     }
 }
 
+/// The largest XSAVE area this CPU can produce, in bytes: CPUID.(EAX=0DH,ECX=0):ECX, the size
+/// for every feature XCR0 can enable. KVM never reads more than that in `KVM_SET_XSAVE`.
+fn host_xsave_max_bytes() -> usize {
+    // `unsafe` for toolchains before `__cpuid_count` became a safe function (the MSRV is 1.85).
+    #[allow(unused_unsafe)]
+    // SAFETY: CPUID exists on every x86_64 CPU and only reads identification registers.
+    let leaf = unsafe { std::arch::x86_64::__cpuid_count(0xd, 0) };
+    leaf.ecx as usize
+}
+
 fn set_xsave(vcpu: &VcpuFd, words: &[u32]) -> Result<()> {
     if words.len() < XSAVE_LEGACY_WORDS {
         return Err(VcpuStateError::XsaveTooShort { words: words.len() });
     }
     let (legacy, extra) = words.split_at(XSAVE_LEGACY_WORDS);
-    let mut xsave = Xsave::new(extra.len()).map_err(|source| VcpuStateError::Buffer {
-        what: "XSAVE",
-        source,
-    })?;
+    // The buffer must be as large as what KVM reads on this host, which may exceed what the
+    // saving host wrote; the zero tail is ignored (its features are off in the saved header).
+    let host_extra_words = host_xsave_max_bytes()
+        .saturating_sub(std::mem::size_of::<kvm_xsave>())
+        .div_ceil(4);
+    let mut xsave =
+        Xsave::new(extra.len().max(host_extra_words)).map_err(|source| VcpuStateError::Buffer {
+            what: "XSAVE",
+            source,
+        })?;
     // SAFETY: only the plain-data `region` array is written; the FAM length stays as allocated.
     unsafe { xsave.as_mut_fam_struct() }
         .xsave
         .region
         .copy_from_slice(legacy);
-    xsave.as_mut_slice().copy_from_slice(extra);
-    // SAFETY: the buffer holds the 4 KiB legacy area plus `extra.len()` words, exactly the
-    // size it was saved with on a host whose KVM_GET_XSAVE2 wrote that much; KVM reads no more
-    // than the size of the XSAVE features enabled in the CPUID set above.
+    xsave.as_mut_slice()[..extra.len()].copy_from_slice(extra);
+    // SAFETY: the buffer is at least the 4 KiB legacy area and at least the largest XSAVE area
+    // this CPU supports (`host_xsave_max_bytes`), which bounds what KVM_SET_XSAVE reads.
     unsafe { vcpu.set_xsave2(&xsave) }.map_err(ioctl("KVM_SET_XSAVE"))
 }
 
