@@ -151,7 +151,9 @@ fn abort_at_each_step_leaves_previous_or_new_snapshot() {
 }
 
 /// Entry point of the writer child process (run by the kill tests, skipped otherwise).
-/// `VIRMO_SNAPSHOT_TEST_CHILD=<dir>|<first generation>|<step index to abort at, or "loop">`.
+/// `VIRMO_SNAPSHOT_TEST_CHILD=<dir>|<first generation>|loop` writes generations forever;
+/// `...|<step index>|<marker file>` writes one generation, and before that step creates the
+/// marker and waits to be killed.
 #[test]
 #[ignore = "child process of the kill tests"]
 fn child_writer() {
@@ -169,12 +171,15 @@ fn child_writer() {
             }
         }
         step => {
-            let abort_at = WriteStep::ALL[step.parse::<usize>().expect("step index")];
+            let stop_at = WriteStep::ALL[step.parse::<usize>().expect("step index")];
+            let marker = PathBuf::from(parts.next().expect("marker file"));
             let (state, memory) = generation(first, 1 << 20);
             let hook: StepHook = Box::new(move |step| {
-                if step == abort_at {
-                    // Dies at once: no unwinding, no destructor, no cleanup.
-                    std::process::abort();
+                if step == stop_at {
+                    fs::write(&marker, b"")?;
+                    loop {
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
                 }
                 Ok(())
             });
@@ -182,7 +187,7 @@ fn child_writer() {
                 .expect("writer")
                 .with_step_hook(hook)
                 .write(&state, &memory);
-            panic!("the writer survived its abort step: {outcome:?}");
+            panic!("the writer went past its stop step: {outcome:?}");
         }
     }
 }
@@ -200,15 +205,28 @@ fn spawn_child(dir: &Path, first: u32, mode: &str) -> std::process::Child {
 #[test]
 fn writer_killed_at_each_step_leaves_previous_or_new_snapshot() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let markers = tempfile::tempdir().expect("marker folder");
     let snap = dir.path().join("vm");
     write_generation(&snap, 1, 1 << 20);
     let mut current = 1;
     for (k, &step) in WriteStep::ALL.iter().enumerate() {
         let gen = 100 + k as u32;
-        let status = spawn_child(&snap, gen, &k.to_string())
-            .wait()
-            .expect("wait child");
-        assert!(!status.success(), "child survived step {step:?}");
+        let marker = markers.path().join(format!("step-{k}"));
+        let mut child = spawn_child(&snap, gen, &format!("{k}|{}", marker.display()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !marker.exists() {
+            assert!(
+                child.try_wait().expect("poll child").is_none(),
+                "child died before step {step:?}"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "child never reached {step:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().expect("SIGKILL the writer");
+        child.wait().expect("reap the writer");
         if step > WriteStep::Commit {
             current = gen;
         }
