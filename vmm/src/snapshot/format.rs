@@ -422,6 +422,59 @@ pub(crate) mod tests {
         }
     }
 
+    /// Deterministic xorshift, so failures reproduce.
+    fn xorshift(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    /// Re-seals `body` under a valid header, so decoding gets past the checksums.
+    fn sealed(body: &[u8]) -> Vec<u8> {
+        let mut bytes = header_bytes(FORMAT_VERSION, 0, body).to_vec();
+        bytes.extend_from_slice(body);
+        bytes
+    }
+
+    #[test]
+    fn mutated_bodies_with_valid_checksums_never_panic() {
+        let body = postcard::to_stdvec(&sample_machine_state(2, &[(0, 0x4000)])).expect("enc");
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut refused = 0;
+        for round in 0..3000 {
+            let mut mutated = body.clone();
+            let flips = 1 + (xorshift(&mut seed) % 4) as usize;
+            for _ in 0..flips {
+                let at = (xorshift(&mut seed) % mutated.len() as u64) as usize;
+                mutated[at] = xorshift(&mut seed) as u8;
+            }
+            if round % 3 == 0 {
+                let keep = (xorshift(&mut seed) % mutated.len() as u64) as usize;
+                mutated.truncate(keep);
+            }
+            if decode_state(&sealed(&mutated)).is_err() {
+                refused += 1;
+            }
+        }
+        // Most mutations hit a length, a tag or the layout; value-only changes may decode.
+        assert!(refused > 1000, "only {refused} of 3000 mutations refused");
+    }
+
+    #[test]
+    fn random_bytes_are_refused() {
+        let mut seed = 42u64;
+        for len in [0usize, 1, 8, 31, 32, 33, 100, 5000] {
+            let bytes: Vec<u8> = (0..len).map(|_| xorshift(&mut seed) as u8).collect();
+            assert!(decode_state(&bytes).is_err());
+            let mut with_magic = bytes.clone();
+            if with_magic.len() >= 8 {
+                with_magic[..8].copy_from_slice(&MAGIC);
+                assert!(decode_state(&with_magic).is_err());
+            }
+        }
+    }
+
     #[test]
     fn oversized_body_claim_is_refused_before_reading() {
         let body = [0u8; 4];

@@ -343,3 +343,17 @@ fn msr_the_host_refuses_is_skipped_and_the_rest_saved() {
     assert!(state.msrs.iter().all(|m| m.index != 0xdead_beef));
     assert!(state.msrs.iter().any(|m| m.index == MSR_IA32_TSC));
 }
+
+#[test]
+fn memory_file_of_a_real_guest_holds_only_its_touched_pages() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snap = dir.path().join("counter");
+    run_and_snapshot(&snap, 4);
+    let meta = std::fs::metadata(snap.join("memory.bin")).expect("stat");
+    assert_eq!(meta.len(), memory_bytes());
+    // Code, counter and marker pages: 12 KiB of 80 KiB, plus file system slack.
+    let on_disk = meta.blocks() * 512;
+    assert!(on_disk >= 3 * 4096, "{on_disk} bytes on disk");
+    assert!(on_disk <= 3 * 4096 + 16 * 1024, "{on_disk} bytes on disk");
+}
