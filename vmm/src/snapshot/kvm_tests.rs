@@ -40,13 +40,20 @@ const GUEST_CODE: &[u8] = &[
 struct TestVm {
     kvm: Kvm,
     vm: VmFd,
+    /// vCPU 0, the boot processor.
     vcpu: VcpuFd,
+    /// vCPUs 1.., application processors that never run in these tests.
+    aps: Vec<VcpuFd>,
     memory: GuestMemoryMmap<()>,
 }
 
 /// A VM built the way the VMM core builds one: memory slots, irqchip and PIT, one vCPU with
 /// the host's supported CPUID.
 fn build_vm(memory: GuestMemoryMmap<()>) -> TestVm {
+    build_smp_vm(memory, 1)
+}
+
+fn build_smp_vm(memory: GuestMemoryMmap<()>, vcpu_count: u64) -> TestVm {
     let kvm = Kvm::new().expect("open /dev/kvm");
     let vm = kvm.create_vm().expect("create VM");
     for (slot, region) in memory.iter().enumerate() {
@@ -67,15 +74,22 @@ fn build_vm(memory: GuestMemoryMmap<()>) -> TestVm {
         ..Default::default()
     })
     .expect("create PIT");
-    let vcpu = vm.create_vcpu(0).expect("create vCPU");
     let cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .expect("supported CPUID");
-    vcpu.set_cpuid2(&cpuid).expect("set CPUID");
+    let mut vcpus: Vec<VcpuFd> = (0..vcpu_count)
+        .map(|id| {
+            let vcpu = vm.create_vcpu(id).expect("create vCPU");
+            vcpu.set_cpuid2(&cpuid).expect("set CPUID");
+            vcpu
+        })
+        .collect();
+    let vcpu = vcpus.remove(0);
     TestVm {
         kvm,
         vm,
         vcpu,
+        aps: vcpus,
         memory,
     }
 }
@@ -356,4 +370,83 @@ fn memory_file_of_a_real_guest_holds_only_its_touched_pages() {
     let on_disk = meta.blocks() * 512;
     assert!(on_disk >= 3 * 4096, "{on_disk} bytes on disk");
     assert!(on_disk <= 3 * 4096 + 16 * 1024, "{on_disk} bytes on disk");
+}
+
+#[test]
+fn two_vcpus_are_saved_and_restored_in_index_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snap = dir.path().join("smp");
+    let ranges: Vec<_> = REGIONS.iter().map(|&(a, s)| (GuestAddress(a), s)).collect();
+    let memory = GuestMemoryMmap::<()>::from_ranges(&ranges).expect("guest memory");
+    memory
+        .write_slice(GUEST_CODE, GuestAddress(CODE_ADDR))
+        .expect("load code");
+    let mut guest = build_smp_vm(memory, 2);
+    let mut sregs = guest.vcpu.get_sregs().expect("sregs");
+    sregs.cs.base = 0;
+    sregs.cs.selector = 0;
+    guest.vcpu.set_sregs(&sregs).expect("set sregs");
+    let boot = kvm_bindings::kvm_regs {
+        rip: CODE_ADDR,
+        rflags: 2,
+        ..Default::default()
+    };
+    guest.vcpu.set_regs(&boot).expect("set regs");
+    // The AP never runs; give it a register value to recognise after the restore.
+    let mut ap_regs = guest.aps[0].get_regs().expect("AP regs");
+    ap_regs.rbx = 0x77;
+    guest.aps[0].set_regs(&ap_regs).expect("set AP regs");
+    let ap_mp_state = guest.aps[0].get_mp_state().expect("AP MP state");
+
+    assert_eq!(run_outs(&mut guest.vcpu, 6), vec![1, 2, 3, 4, 5, 6]);
+    complete_pending_io(&mut guest.vcpu).expect("complete pending out");
+    let ctx = VcpuSaveContext::new(&guest.kvm, &guest.vm).expect("save context");
+    let vcpus = vec![
+        save_vcpu(&guest.vcpu, &ctx).expect("save BSP"),
+        save_vcpu(&guest.aps[0], &ctx).expect("save AP"),
+    ];
+    let state = MachineState {
+        vm_id: "smp".to_string(),
+        config: MachineConfig {
+            vcpu_count: 2,
+            memory_mib: 0,
+            kernel_cmdline: String::new(),
+            vm_config: Vec::new(),
+        },
+        memory: MemoryLayout::of(&guest.memory),
+        vcpus,
+        vm: save_vm(&guest.vm).expect("save VM"),
+    };
+    SnapshotWriter::new(&snap)
+        .expect("writer")
+        .write(&state, &guest.memory)
+        .expect("write snapshot");
+    drop(guest);
+
+    let snapshot = Snapshot::open(&snap).expect("open");
+    let one_vcpu = TargetLayout {
+        vcpu_count: 1,
+        memory_bytes: memory_bytes(),
+    };
+    assert!(snapshot.check_fits(&one_vcpu).is_err());
+    snapshot
+        .check_fits(&TargetLayout {
+            vcpu_count: 2,
+            ..one_vcpu
+        })
+        .expect("two vCPUs fit");
+    let memory = snapshot.load_memory(MemoryRestore::Lazy).expect("memory");
+    let mut restored = build_smp_vm(memory, 2);
+    restore_vcpu(&restored.vcpu, &snapshot.state.vcpus[0]).expect("restore BSP");
+    restore_vcpu(&restored.aps[0], &snapshot.state.vcpus[1]).expect("restore AP");
+    restore_vm(&restored.vm, &snapshot.state.vm).expect("restore VM");
+    assert_eq!(restored.aps[0].get_regs().expect("AP regs").rbx, 0x77);
+    assert_eq!(
+        restored.aps[0]
+            .get_mp_state()
+            .expect("AP MP state")
+            .mp_state,
+        ap_mp_state.mp_state
+    );
+    assert_eq!(run_outs(&mut restored.vcpu, 2), vec![7, 8]);
 }
