@@ -8,3 +8,4 @@
 pub mod api;
 pub mod control;
 pub mod devices;
+pub mod snapshot;

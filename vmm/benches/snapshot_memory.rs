@@ -1,0 +1,191 @@
+//! Guest memory save and restore throughput, against the floor of a plain sequential write.
+//!
+//! `cargo bench -p vmm --bench snapshot_memory [-- <MiB>...]` (default: 256 and 1024 MiB;
+//! `VIRMO_BENCH_DIR` picks the folder, default the system temp folder; `VIRMO_BENCH_RUNS` the
+//! number of runs per case, default 5). Every page of guest memory is non-zero (the worst case
+//! for the sparse writer). Reports the median of the runs. "cold" cases evict the file from the
+//! page cache first (`posix_fadvise(DONTNEED)` after `fsync`), "warm" ones read it from cache.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm::snapshot::memory_file::{
+    checksum_memory_file, load_memory_eager, map_memory_lazy, write_memory_file,
+};
+use vmm::snapshot::MemoryLayout;
+
+const MIB: usize = 1 << 20;
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn evict(path: &Path) {
+    let file = File::open(path).expect("open for eviction");
+    // SAFETY: advisory call on a descriptor `file` keeps open; it only drops clean cached pages.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0, "posix_fadvise failed");
+}
+
+fn dense_memory(bytes: usize) -> GuestMemoryMmap<()> {
+    let memory =
+        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), bytes)]).expect("guest memory");
+    let page: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8 + 1).collect();
+    for addr in (0..bytes as u64).step_by(4096) {
+        memory.write_slice(&page, GuestAddress(addr)).expect("fill");
+    }
+    memory
+}
+
+/// Reads one byte of every page, as a guest touching all its memory would.
+fn touch_all(memory: &GuestMemoryMmap<()>) -> u64 {
+    let mut sum = 0u64;
+    for region in memory.iter() {
+        for offset in (0..region.len()).step_by(4096) {
+            let addr = region.start_addr().0 + offset;
+            sum += u64::from(memory.read_obj::<u8>(GuestAddress(addr)).expect("read"));
+        }
+    }
+    sum
+}
+
+/// Writes one byte in every page, as a guest dirtying all its memory would (copy-on-write).
+fn dirty_all(memory: &GuestMemoryMmap<()>) {
+    for region in memory.iter() {
+        for offset in (0..region.len()).step_by(4096) {
+            let addr = GuestAddress(region.start_addr().0 + offset);
+            memory.write_obj(0xffu8, addr).expect("write");
+        }
+    }
+}
+
+fn floor_write(path: &Path, bytes: usize) -> Duration {
+    let buf = vec![0x5au8; 2 * MIB];
+    let _ = std::fs::remove_file(path);
+    let start = Instant::now();
+    let mut file = File::create(path).expect("create");
+    for _ in 0..bytes / buf.len() {
+        file.write_all(&buf).expect("write");
+    }
+    file.sync_all().expect("fsync");
+    start.elapsed()
+}
+
+fn save(path: &Path, memory: &GuestMemoryMmap<()>) -> (Duration, u32) {
+    let _ = std::fs::remove_file(path);
+    let start = Instant::now();
+    let file = File::create(path).expect("create");
+    let summary = write_memory_file(memory, &file).expect("save");
+    file.sync_all().expect("fsync");
+    (start.elapsed(), summary.crc32)
+}
+
+fn run(dir: &Path, mib: usize, runs: usize) {
+    let bytes = mib * MIB;
+    let memory = dense_memory(bytes);
+    let layout = MemoryLayout::of(&memory);
+    let floor_path = dir.join("floor.bin");
+    let memory_path = dir.join("memory.bin");
+
+    let mut rows: Vec<(&str, Vec<Duration>)> = Vec::new();
+    let mut record = |name, d| match rows.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, v)) => v.push(d),
+        None => rows.push((name, vec![d])),
+    };
+    for _ in 0..runs {
+        record(
+            "floor: sequential write + fsync",
+            floor_write(&floor_path, bytes),
+        );
+        let (took, crc) = save(&memory_path, &memory);
+        record("save: sparse write + fsync", took);
+
+        evict(&memory_path);
+        let start = Instant::now();
+        assert_eq!(checksum_memory_file(&memory_path).expect("checksum"), crc);
+        record("verify memory CRC only (read), cold cache", start.elapsed());
+
+        evict(&memory_path);
+        let start = Instant::now();
+        let eager = load_memory_eager(&memory_path, &layout, Some(crc)).expect("eager");
+        record("eager restore, cold cache, CRC checked", start.elapsed());
+        drop(eager);
+
+        let start = Instant::now();
+        let eager = load_memory_eager(&memory_path, &layout, None).expect("eager");
+        record("eager restore, warm cache, no CRC", start.elapsed());
+        drop(eager);
+
+        evict(&memory_path);
+        let start = Instant::now();
+        let lazy = map_memory_lazy(&memory_path, &layout).expect("lazy");
+        record("lazy restore: map only", start.elapsed());
+        std::hint::black_box(touch_all(&lazy));
+        record(
+            "lazy restore: map + touch every page, cold",
+            start.elapsed(),
+        );
+        drop(lazy);
+
+        let start = Instant::now();
+        let lazy = map_memory_lazy(&memory_path, &layout).expect("lazy");
+        std::hint::black_box(touch_all(&lazy));
+        record(
+            "lazy restore: map + touch every page, warm",
+            start.elapsed(),
+        );
+        drop(lazy);
+
+        let start = Instant::now();
+        let lazy = map_memory_lazy(&memory_path, &layout).expect("lazy");
+        dirty_all(&lazy);
+        record(
+            "lazy restore: map + write every page, warm",
+            start.elapsed(),
+        );
+        drop(lazy);
+    }
+    println!("{mib} MiB, median of {runs}:");
+    for (name, samples) in rows {
+        let (min, max) = (samples.iter().min().copied(), samples.iter().max().copied());
+        let ms = |d: Option<Duration>| d.unwrap_or_default().as_secs_f64() * 1e3;
+        let m = median(samples);
+        let rate = bytes as f64 / MIB as f64 / m.as_secs_f64();
+        println!(
+            "  {name:<46} {:>9.1} ms  {rate:>8.0} MiB/s  (min {:.1}, max {:.1})",
+            m.as_secs_f64() * 1e3,
+            ms(min),
+            ms(max)
+        );
+    }
+    let _ = std::fs::remove_file(&floor_path);
+    let _ = std::fs::remove_file(&memory_path);
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![256, 1024]
+    } else {
+        sizes
+    };
+    let runs = std::env::var("VIRMO_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let base = std::env::var_os("VIRMO_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::tempdir_in(base).expect("bench folder");
+    for mib in sizes {
+        run(dir.path(), mib, runs);
+    }
+}

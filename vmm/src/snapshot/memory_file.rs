@@ -1,0 +1,540 @@
+//! The `memory.bin` file: guest RAM, one region after the other at the file offsets of the
+//! [`MemoryLayout`], written sparsely.
+//!
+//! Saving copies guest memory in 2 MiB chunks, writes only the 4 KiB pages that are not all
+//! zero (`pwrite`), and sets the file length last, so zero pages are holes that read back as
+//! zeros and take no disk space. The CRC-32 covers the whole logical file, holes included.
+//!
+//! Restoring:
+//! - [`MemoryRestore::Lazy`] maps each region of the file `MAP_PRIVATE`: nothing is read until
+//!   the guest (or KVM on its behalf) touches a page; writes go to private copy-on-write pages
+//!   and never reach the file. The file is opened read-only. Snapshot folders are replaced by
+//!   renaming, never rewritten in place, so a mapped `memory.bin` never changes underneath.
+//! - [`MemoryRestore::Eager`] allocates anonymous memory and reads the file's data extents
+//!   into it (`SEEK_DATA`/`SEEK_HOLE`): holes are skipped, fresh anonymous memory is already zero.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use vm_memory::guest_memory::FileOffset;
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{
+    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
+    MemoryRegionAddress,
+};
+
+use super::format::{MemoryLayout, PAGE_SIZE};
+
+/// Copy unit between guest memory and the file.
+const CHUNK_BYTES: usize = 2 << 20;
+const PAGE: usize = PAGE_SIZE as usize;
+
+/// How guest memory is rebuilt from `memory.bin`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum MemoryRestore {
+    /// Map the file copy-on-write; pages load on first touch.
+    Lazy,
+    /// Read the file into anonymous memory before the guest runs.
+    Eager,
+}
+
+/// Errors writing or loading `memory.bin`.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryFileError {
+    /// A file operation failed.
+    #[error("memory file: {op} failed")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Guest memory could not be read or written.
+    #[error("guest memory access failed")]
+    GuestMemory(#[source] vm_memory::GuestMemoryError),
+    /// Mapping a region failed.
+    #[error("cannot map guest memory region at {guest_addr:#x} ({size} bytes)")]
+    Mmap {
+        /// Region start.
+        guest_addr: u64,
+        /// Region length.
+        size: u64,
+        /// The mmap error.
+        #[source]
+        source: vm_memory::mmap::MmapRegionError,
+    },
+    /// The regions do not form a valid guest memory.
+    #[error("cannot assemble guest memory from the layout")]
+    Regions(#[source] vm_memory::GuestRegionCollectionError),
+    /// The anonymous memory for an eager restore could not be allocated.
+    #[error("cannot allocate guest memory")]
+    Allocate(#[source] vm_memory::mmap::FromRangesError),
+    /// The file length does not match the layout.
+    #[error("memory.bin has {actual} bytes, the layout needs {expected}")]
+    SizeMismatch {
+        /// Bytes the layout needs.
+        expected: u64,
+        /// Bytes in the file.
+        actual: u64,
+    },
+    /// The file content does not match the recorded checksum.
+    #[error("memory.bin is corrupted: CRC-32 {actual:#010x}, expected {expected:#010x}")]
+    ChecksumMismatch {
+        /// Recorded.
+        expected: u32,
+        /// Computed.
+        actual: u32,
+    },
+}
+
+type Result<T> = std::result::Result<T, MemoryFileError>;
+
+fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> MemoryFileError {
+    move |source| MemoryFileError::Io { op, source }
+}
+
+/// What [`write_memory_file`] wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryFileSummary {
+    /// Logical file length (all guest memory).
+    pub len: u64,
+    /// CRC-32 of the logical content, holes read as zeros.
+    pub crc32: u32,
+    /// Bytes actually written (non-zero pages).
+    pub data_bytes: u64,
+}
+
+fn is_zero(page: &[u8]) -> bool {
+    // Fixed-size inner blocks let the compiler vectorise the OR reduction.
+    page.chunks_exact(64)
+        .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
+}
+
+/// Writes all of `memory` into `file` (new and empty) following [`MemoryLayout::of`]`(memory)`,
+/// skipping zero pages. The vCPUs and devices must not write guest memory meanwhile.
+pub fn write_memory_file(memory: &GuestMemoryMmap<()>, file: &File) -> Result<MemoryFileSummary> {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let mut file_offset = 0u64;
+    let mut data_bytes = 0u64;
+    for region in memory.iter() {
+        let size = region.len();
+        let mut done = 0u64;
+        while done < size {
+            let n = (size - done).min(CHUNK_BYTES as u64) as usize;
+            let chunk = &mut buf[..n];
+            region
+                .get_slice(MemoryRegionAddress(done), n)
+                .map_err(MemoryFileError::GuestMemory)?
+                .copy_to(chunk);
+            hasher.update(chunk);
+            data_bytes += write_nonzero_runs(file, chunk, file_offset + done)?;
+            done += n as u64;
+        }
+        file_offset += size;
+    }
+    file.set_len(file_offset).map_err(io("set length"))?;
+    Ok(MemoryFileSummary {
+        len: file_offset,
+        crc32: hasher.finalize(),
+        data_bytes,
+    })
+}
+
+/// Writes each run of consecutive non-zero pages of `chunk` with one `pwrite`.
+fn write_nonzero_runs(file: &File, chunk: &[u8], at: u64) -> Result<u64> {
+    let mut written = 0u64;
+    let mut run_start: Option<usize> = None;
+    for (i, page) in chunk.chunks(PAGE).enumerate() {
+        match (is_zero(page), run_start) {
+            (false, None) => run_start = Some(i * PAGE),
+            (true, Some(start)) => {
+                let end = i * PAGE;
+                file.write_all_at(&chunk[start..end], at + start as u64)
+                    .map_err(io("write"))?;
+                written += (end - start) as u64;
+                run_start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(start) = run_start {
+        file.write_all_at(&chunk[start..], at + start as u64)
+            .map_err(io("write"))?;
+        written += (chunk.len() - start) as u64;
+    }
+    Ok(written)
+}
+
+/// A stretch of the file: data, or a hole that reads as zeros.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Extent {
+    Data { offset: u64, len: u64 },
+    Hole { offset: u64, len: u64 },
+}
+
+/// `lseek(fd, offset, whence)` for `SEEK_DATA`/`SEEK_HOLE`; `None` when there is no more data.
+fn seek(file: &File, offset: u64, whence: libc::c_int) -> Result<Option<u64>> {
+    let offset = i64::try_from(offset).map_err(|_| MemoryFileError::SizeMismatch {
+        expected: i64::MAX as u64,
+        actual: offset,
+    })?;
+    // SAFETY: lseek only reads the descriptor's state; `file` keeps the descriptor open.
+    let at = unsafe { libc::lseek(file.as_raw_fd(), offset, whence) };
+    if at >= 0 {
+        return Ok(Some(at as u64));
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ENXIO) {
+        Ok(None)
+    } else {
+        Err(io("seek data/hole")(err))
+    }
+}
+
+/// The data and hole extents covering `[start, end)`, in order.
+fn extents(file: &File, start: u64, end: u64) -> Result<Vec<Extent>> {
+    let mut out = Vec::new();
+    let mut at = start;
+    while at < end {
+        let data = seek(file, at, libc::SEEK_DATA)?.unwrap_or(end).min(end);
+        if data > at {
+            out.push(Extent::Hole {
+                offset: at,
+                len: data - at,
+            });
+        }
+        if data >= end {
+            break;
+        }
+        let hole = seek(file, data, libc::SEEK_HOLE)?.unwrap_or(end).min(end);
+        out.push(Extent::Data {
+            offset: data,
+            len: hole - data,
+        });
+        at = hole;
+    }
+    Ok(out)
+}
+
+/// Tells the kernel the file is read front to back, so it reads ahead further.
+fn advise_sequential(file: &File) {
+    // SAFETY: an advisory call on a descriptor `file` keeps open; no memory is passed. Failure
+    // only loses the hint.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+}
+
+fn check_len(file: &File, layout: &MemoryLayout) -> Result<()> {
+    let actual = file.metadata().map_err(io("stat"))?.len();
+    let expected = layout.total_bytes();
+    if actual != expected {
+        return Err(MemoryFileError::SizeMismatch { expected, actual });
+    }
+    Ok(())
+}
+
+fn feed_zeros(hasher: &mut crc32fast::Hasher, zeros: &[u8], mut len: u64) {
+    while len > 0 {
+        let n = len.min(zeros.len() as u64) as usize;
+        hasher.update(&zeros[..n]);
+        len -= n as u64;
+    }
+}
+
+/// Computes the CRC-32 of `memory.bin` as [`write_memory_file`] did, reading only data extents.
+pub fn checksum_memory_file(path: &Path) -> Result<u32> {
+    let file = File::open(path).map_err(io("open"))?;
+    let len = file.metadata().map_err(io("stat"))?.len();
+    advise_sequential(&file);
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let zeros = vec![0u8; CHUNK_BYTES];
+    for extent in extents(&file, 0, len)? {
+        match extent {
+            Extent::Hole { len, .. } => feed_zeros(&mut hasher, &zeros, len),
+            Extent::Data { offset, len } => {
+                let mut done = 0;
+                while done < len {
+                    let n = (len - done).min(CHUNK_BYTES as u64) as usize;
+                    file.read_exact_at(&mut buf[..n], offset + done)
+                        .map_err(io("read"))?;
+                    hasher.update(&buf[..n]);
+                    done += n as u64;
+                }
+            }
+        }
+    }
+    Ok(hasher.finalize())
+}
+
+/// Builds guest memory backed by `memory.bin` mapped `MAP_PRIVATE | MAP_NORESERVE`: pages fault
+/// in from the file on first touch; guest writes stay private. Register the regions with KVM
+/// (`KVM_SET_USER_MEMORY_REGION`) as for any guest memory.
+pub fn map_memory_lazy(path: &Path, layout: &MemoryLayout) -> Result<GuestMemoryMmap<()>> {
+    let file = File::open(path).map_err(io("open"))?;
+    check_len(&file, layout)?;
+    let mut regions = Vec::with_capacity(layout.regions.len());
+    for r in &layout.regions {
+        let mmap_error = |source| MemoryFileError::Mmap {
+            guest_addr: r.guest_addr,
+            size: r.size,
+            source,
+        };
+        let fd = file.try_clone().map_err(io("duplicate descriptor"))?;
+        let mapping = MmapRegionBuilder::new(r.size as usize)
+            .with_file_offset(FileOffset::new(fd, r.file_offset))
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+            .build()
+            .map_err(mmap_error)?;
+        let region = GuestRegionMmap::new(mapping, GuestAddress(r.guest_addr)).ok_or(
+            MemoryFileError::Regions(vm_memory::GuestRegionCollectionError::NoMemoryRegion),
+        )?;
+        regions.push(region);
+    }
+    GuestMemoryMmap::from_regions(regions).map_err(MemoryFileError::Regions)
+}
+
+/// Builds anonymous guest memory and reads `memory.bin` into it. With `expected_crc32`, the
+/// content is checked on the way and a mismatch is refused.
+pub fn load_memory_eager(
+    path: &Path,
+    layout: &MemoryLayout,
+    expected_crc32: Option<u32>,
+) -> Result<GuestMemoryMmap<()>> {
+    let file = File::open(path).map_err(io("open"))?;
+    check_len(&file, layout)?;
+    advise_sequential(&file);
+    let ranges: Vec<(GuestAddress, usize)> = layout
+        .regions
+        .iter()
+        .map(|r| (GuestAddress(r.guest_addr), r.size as usize))
+        .collect();
+    let memory = GuestMemoryMmap::<()>::from_ranges(&ranges).map_err(MemoryFileError::Allocate)?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let zeros = vec![
+        0u8;
+        if expected_crc32.is_some() {
+            CHUNK_BYTES
+        } else {
+            0
+        }
+    ];
+    for r in &layout.regions {
+        let region_end = r.file_offset + r.size;
+        for extent in extents(&file, r.file_offset, region_end)? {
+            match extent {
+                Extent::Hole { len, .. } => {
+                    if expected_crc32.is_some() {
+                        feed_zeros(&mut hasher, &zeros, len);
+                    }
+                }
+                Extent::Data { offset, len } => {
+                    let mut done = 0;
+                    while done < len {
+                        let n = (len - done).min(CHUNK_BYTES as u64) as usize;
+                        let at = offset + done;
+                        file.read_exact_at(&mut buf[..n], at).map_err(io("read"))?;
+                        if expected_crc32.is_some() {
+                            hasher.update(&buf[..n]);
+                        }
+                        let guest = GuestAddress(r.guest_addr + (at - r.file_offset));
+                        memory
+                            .write_slice(&buf[..n], guest)
+                            .map_err(MemoryFileError::GuestMemory)?;
+                        done += n as u64;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(expected) = expected_crc32 {
+        let actual = hasher.finalize();
+        if actual != expected {
+            return Err(MemoryFileError::ChecksumMismatch { expected, actual });
+        }
+    }
+    Ok(memory)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn memory_with_pattern(ranges: &[(u64, usize)], touched: &[u64]) -> GuestMemoryMmap<()> {
+        let ranges: Vec<_> = ranges.iter().map(|&(a, s)| (GuestAddress(a), s)).collect();
+        let memory = GuestMemoryMmap::<()>::from_ranges(&ranges).expect("allocate");
+        for &addr in touched {
+            let page: Vec<u8> = (0..PAGE).map(|i| (i as u64 ^ addr) as u8 | 1).collect();
+            memory
+                .write_slice(&page, GuestAddress(addr))
+                .expect("write");
+        }
+        memory
+    }
+
+    fn same_content(a: &GuestMemoryMmap<()>, b: &GuestMemoryMmap<()>) -> bool {
+        a.iter().zip(b.iter()).all(|(ra, rb)| {
+            let len = ra.len() as usize;
+            let mut va = vec![0u8; len];
+            let mut vb = vec![0u8; len];
+            a.read_slice(&mut va, ra.start_addr()).expect("read a");
+            b.read_slice(&mut vb, rb.start_addr()).expect("read b");
+            ra.start_addr() == rb.start_addr() && va == vb
+        })
+    }
+
+    const RANGES: &[(u64, usize)] = &[(0, 4 << 20), (0x1_0000_0000, 1 << 20)];
+    const TOUCHED: &[u64] = &[
+        0,
+        0x5000,
+        0x20_0000,
+        0x3f_f000,
+        0x1_0000_0000,
+        0x1_000f_f000,
+    ];
+
+    #[test]
+    fn sparse_file_round_trips_lazily_and_eagerly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("memory.bin");
+        let memory = memory_with_pattern(RANGES, TOUCHED);
+        let file = File::create(&path).expect("create");
+        let summary = write_memory_file(&memory, &file).expect("write");
+        drop(file);
+        let layout = MemoryLayout::of(&memory);
+        assert_eq!(summary.len, 5 << 20);
+        assert_eq!(summary.data_bytes, TOUCHED.len() as u64 * PAGE_SIZE);
+        assert_eq!(
+            checksum_memory_file(&path).expect("checksum"),
+            summary.crc32
+        );
+
+        let lazy = map_memory_lazy(&path, &layout).expect("lazy");
+        assert!(same_content(&memory, &lazy));
+        let eager = load_memory_eager(&path, &layout, Some(summary.crc32)).expect("eager");
+        assert!(same_content(&memory, &eager));
+    }
+
+    #[test]
+    fn zero_pages_take_no_disk_space() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("memory.bin");
+        let memory = memory_with_pattern(&[(0, 64 << 20)], &[0x1000, 0x10_0000, 0x3ff_f000]);
+        let file = File::create(&path).expect("create");
+        write_memory_file(&memory, &file).expect("write");
+        file.sync_all().expect("fsync");
+        let meta = std::fs::metadata(&path).expect("stat");
+        assert_eq!(meta.len(), 64 << 20);
+        let on_disk = meta.blocks() * 512;
+        // Three touched pages; allow the file system some metadata/blocks of slack.
+        assert!(
+            on_disk <= 3 * PAGE_SIZE + (64 << 10),
+            "{on_disk} bytes on disk"
+        );
+        assert!(on_disk >= 3 * PAGE_SIZE, "{on_disk} bytes on disk");
+    }
+
+    #[test]
+    fn lazy_writes_stay_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("memory.bin");
+        let memory = memory_with_pattern(&[(0, 1 << 20)], &[0x2000]);
+        let file = File::create(&path).expect("create");
+        let summary = write_memory_file(&memory, &file).expect("write");
+        let layout = MemoryLayout::of(&memory);
+        let lazy = map_memory_lazy(&path, &layout).expect("lazy");
+        lazy.write_slice(&[0xAB; 16], GuestAddress(0x2000))
+            .expect("guest write");
+        lazy.write_slice(&[0xCD; 16], GuestAddress(0x9000))
+            .expect("guest write");
+        assert_eq!(
+            checksum_memory_file(&path).expect("checksum"),
+            summary.crc32
+        );
+    }
+
+    #[test]
+    fn corrupted_memory_is_refused_by_eager_check() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("memory.bin");
+        let memory = memory_with_pattern(&[(0, 1 << 20)], &[0x2000]);
+        let file = File::create(&path).expect("create");
+        let summary = write_memory_file(&memory, &file).expect("write");
+        file.write_all_at(&[0x55], 0x2010).expect("damage");
+        let layout = MemoryLayout::of(&memory);
+        assert!(matches!(
+            load_memory_eager(&path, &layout, Some(summary.crc32)),
+            Err(MemoryFileError::ChecksumMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn byte_written_into_a_hole_is_refused_by_eager_check() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("memory.bin");
+        let memory = memory_with_pattern(&[(0, 1 << 20)], &[0x2000]);
+        let file = File::create(&path).expect("create");
+        let summary = write_memory_file(&memory, &file).expect("write");
+        file.write_all_at(&[0x01], 0x8_0000).expect("damage a hole");
+        let layout = MemoryLayout::of(&memory);
+        assert!(matches!(
+            load_memory_eager(&path, &layout, Some(summary.crc32)),
+            Err(MemoryFileError::ChecksumMismatch { .. })
+        ));
+        assert_ne!(
+            checksum_memory_file(&path).expect("checksum"),
+            summary.crc32
+        );
+    }
+
+    #[test]
+    fn truncated_memory_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("memory.bin");
+        let memory = memory_with_pattern(&[(0, 1 << 20)], &[0x2000]);
+        let file = File::create(&path).expect("create");
+        write_memory_file(&memory, &file).expect("write");
+        file.set_len(0x8000).expect("truncate");
+        let layout = MemoryLayout::of(&memory);
+        assert!(matches!(
+            map_memory_lazy(&path, &layout),
+            Err(MemoryFileError::SizeMismatch { .. })
+        ));
+        assert!(matches!(
+            load_memory_eager(&path, &layout, None),
+            Err(MemoryFileError::SizeMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn extents_split_data_and_holes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = File::create(dir.path().join("f")).expect("create");
+        file.write_all_at(&[1; 4096], 0x10000).expect("write");
+        file.set_len(0x40000).expect("len");
+        let found = extents(&file, 0, 0x40000).expect("extents");
+        assert_eq!(
+            found,
+            vec![
+                Extent::Hole {
+                    offset: 0,
+                    len: 0x10000
+                },
+                Extent::Data {
+                    offset: 0x10000,
+                    len: 0x1000
+                },
+                Extent::Hole {
+                    offset: 0x11000,
+                    len: 0x2f000
+                },
+            ]
+        );
+    }
+}
