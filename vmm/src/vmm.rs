@@ -17,8 +17,8 @@ use crate::devices::console::{self, ConsoleOutput};
 use crate::devices::i8042::{I8042, I8042_PORT, I8042_PORT_LEN};
 use crate::devices::pvpanic::{self, PvPanic, PVPANIC_PORT, PVPANIC_PORT_LEN};
 use crate::devices::resources::{ResourceError, Resources};
-use crate::devices::rtc::{CmosRtc, RTC_PORT, RTC_PORT_LEN};
-use crate::devices::serial::{SerialDevice, COM1_GSI, COM1_PORT, COM1_PORT_LEN};
+use crate::devices::rtc::{self, CmosRtc, RTC_PORT, RTC_PORT_LEN};
+use crate::devices::serial::{self, SerialDevice, COM1_GSI, COM1_PORT, COM1_PORT_LEN};
 use crate::memory::{self, MemoryError, ACPI_TABLES_END, ACPI_TABLES_START};
 use crate::stop::{StopReason, StopSignal};
 use crate::vstate::vcpu::{Vcpu, VcpuError};
@@ -128,7 +128,9 @@ impl Vmm {
             console,
         )));
         pio.insert(COM1_PORT, COM1_PORT_LEN, serial.clone())?;
+        resources.add_dsdt_aml(&serial::dsdt_aml());
         pio.insert(RTC_PORT, RTC_PORT_LEN, Arc::new(Mutex::new(CmosRtc::new())))?;
+        resources.add_dsdt_aml(&rtc::dsdt_aml());
         pio.insert(
             I8042_PORT,
             I8042_PORT_LEN,

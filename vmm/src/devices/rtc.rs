@@ -4,6 +4,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use acpi_tables::{aml, Aml};
+
 use crate::devices::bus::BusDevice;
 
 pub const RTC_PORT: u64 = 0x70;
@@ -146,6 +148,24 @@ impl BusDevice for CmosRtc {
             _ => {}
         }
     }
+}
+
+/// The DSDT entry for the RTC (`PNP0B00`), without an interrupt: it has no alarms.
+pub fn dsdt_aml() -> Vec<u8> {
+    let port = RTC_PORT as u16;
+    let mut bytes = Vec::new();
+    aml::Device::new(
+        "_SB_.RTC_".into(),
+        vec![
+            &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0B00")),
+            &aml::Name::new(
+                "_CRS".into(),
+                &aml::ResourceTemplate::new(vec![&aml::IO::new(port, port, 1, RTC_PORT_LEN as u8)]),
+            ),
+        ],
+    )
+    .to_aml_bytes(&mut bytes);
+    bytes
 }
 
 #[cfg(test)]

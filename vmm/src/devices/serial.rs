@@ -2,6 +2,7 @@
 
 use std::io;
 
+use acpi_tables::{aml, Aml};
 use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
@@ -65,6 +66,29 @@ impl BusDevice for SerialDevice {
     }
 }
 
+/// The DSDT entry for COM1 (`PNP0501`). In hardware-reduced ACPI mode the guest sets up ISA
+/// interrupt lines only for devices the firmware describes, so the UART must be listed.
+pub fn dsdt_aml() -> Vec<u8> {
+    let port = COM1_PORT as u16;
+    let mut bytes = Vec::new();
+    aml::Device::new(
+        "_SB_.COM1".into(),
+        vec![
+            &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0501")),
+            &aml::Name::new("_UID".into(), &aml::ZERO),
+            &aml::Name::new(
+                "_CRS".into(),
+                &aml::ResourceTemplate::new(vec![
+                    &aml::IO::new(port, port, 1, COM1_PORT_LEN as u8),
+                    &aml::Interrupt::new(true, true, false, false, COM1_GSI),
+                ]),
+            ),
+        ],
+    )
+    .to_aml_bytes(&mut bytes);
+    bytes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +129,13 @@ mod tests {
         let mut wide = [0u8; 2];
         serial.read(0, &mut wide);
         assert_eq!(wide, [0xff, 0xff]);
+    }
+
+    #[test]
+    fn aml_lists_the_port_and_irq_4() {
+        let aml = dsdt_aml();
+        let has = |needle: &[u8]| aml.windows(needle.len()).any(|w| w == needle);
+        assert!(has(&[0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08]));
+        assert!(has(&[0x89, 0x06, 0x00, 0x03, 0x01, 0x04, 0x00, 0x00, 0x00]));
     }
 }
