@@ -1,1 +1,121 @@
-fn main() {}
+//! The `vmm` binary: one VM per process.
+//!
+//! ```text
+//! vmm --kernel K [--initramfs I] [--cmdline C] [--vcpus N] [--memory-mib M]
+//!     [--console stdout|none|file:PATH] [--api-socket PATH] [--id ID]
+//! vmm --config vm.json
+//! ```
+//!
+//! Exit statuses are listed in [`vmm::exit_status`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Parser;
+
+use vmm::api::server::ApiServer;
+use vmm::config::{ConsoleConfig, VmConfig, DEFAULT_CMDLINE};
+use vmm::exit_status;
+use vmm::vmm::Vmm;
+
+/// Runs one KVM virtual machine.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// A JSON VM config; excludes the other VM options.
+    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline", "vcpus", "memory_mib", "console", "id"])]
+    config: Option<PathBuf>,
+    /// Kernel: a bzImage, or an ELF vmlinux with a PVH entry point.
+    #[arg(long, required_unless_present = "config")]
+    kernel: Option<PathBuf>,
+    #[arg(long)]
+    initramfs: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, default_value = DEFAULT_CMDLINE)]
+    cmdline: String,
+    #[arg(long, default_value_t = 1)]
+    vcpus: u8,
+    #[arg(long, default_value_t = 256)]
+    memory_mib: u64,
+    /// stdout, none or file:PATH.
+    #[arg(long, default_value = "stdout")]
+    console: ConsoleConfig,
+    /// Serve the control API on this Unix socket (overrides the config file's).
+    #[arg(long)]
+    api_socket: Option<PathBuf>,
+    /// The VM's ID.
+    #[arg(long, default_value = "vm")]
+    id: String,
+}
+
+impl Cli {
+    fn into_config(self) -> anyhow::Result<VmConfig> {
+        let mut config = match self.config {
+            Some(path) => VmConfig::from_json_file(&path)?,
+            None => VmConfig {
+                id: self.id,
+                kernel: self.kernel.context("--kernel is required")?,
+                initramfs: self.initramfs,
+                cmdline: self.cmdline,
+                vcpus: self.vcpus,
+                memory_mib: self.memory_mib,
+                console: self.console,
+                api_socket: None,
+            },
+        };
+        if self.api_socket.is_some() {
+            config.api_socket = self.api_socket;
+        }
+        Ok(config)
+    }
+}
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let cli = Cli::parse();
+    let vmm = match start(cli, started) {
+        Ok(vmm) => vmm,
+        Err(e) => {
+            eprintln!("vmm: error: {e:#}");
+            return ExitCode::from(exit_status::BAD_CONFIG as u8);
+        }
+    };
+    let reason = vmm.wait();
+    vmm.shut_down();
+    if let Some(path) = &vmm.config().api_socket {
+        let _ = std::fs::remove_file(path);
+    }
+    eprintln!("vmm: {reason}");
+    // Exit without unwinding the other threads (the API server, stdin reader).
+    std::process::exit(reason.exit_status());
+}
+
+fn start(cli: Cli, started: Instant) -> anyhow::Result<Arc<Vmm>> {
+    let config = cli.into_config()?;
+    // Bind first: a socket in use is refused before any VM resource is created.
+    let api = match &config.api_socket {
+        Some(path) => Some(ApiServer::bind(path)?),
+        None => None,
+    };
+    let vmm = Arc::new(Vmm::build_with_devices(
+        config,
+        started,
+        Box::new(|_| Ok(())),
+    )?);
+    if let Some(api) = api {
+        api.spawn(vmm.clone())?;
+    }
+    vmm.start()?;
+    Ok(vmm)
+}

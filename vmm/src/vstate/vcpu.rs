@@ -1,0 +1,265 @@
+//! One vCPU: its initial state (CPUID, MSRs, FPU, LAPIC; registers for the boot vCPU) and one
+//! step of its run loop, which dispatches port and MMIO exits to the buses.
+
+use std::sync::Arc;
+
+use kvm_bindings::{
+    CpuId, KVM_EXIT_INTERNAL_ERROR, KVM_INTERNAL_ERROR_EMULATION, KVM_SYSTEM_EVENT_CRASH,
+    KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vm_memory::GuestMemoryMmap;
+
+use super::vm::{IrqChip, Vm};
+use crate::arch::x86_64::regs::{self, EntryMode};
+use crate::arch::x86_64::{cpuid, msr};
+use crate::devices::bus::Bus;
+
+/// `kvm_run.emulation_failure.flags`: the instruction bytes are valid.
+const EMULATION_FLAG_INSTRUCTION_BYTES: u64 = 1;
+
+/// Why a vCPU could not be created, set up or run.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    #[error("cannot create vCPU {index}")]
+    Create {
+        index: u8,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error("cannot set {what} of vCPU {index}")]
+    Setup {
+        index: u8,
+        what: &'static str,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error("KVM accepted only {set} of {total} boot MSRs on vCPU {index}")]
+    PartialMsrs { index: u8, set: usize, total: usize },
+    #[error("cannot build the boot MSR list")]
+    Msrs(#[source] msr::MsrError),
+    #[error("cannot write the boot vCPU's structures to guest memory")]
+    Regs(#[source] regs::RegsError),
+    #[error("KVM_RUN failed on vCPU {index}")]
+    Run {
+        index: u8,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+}
+
+/// What one `KVM_RUN` ended with, once port/MMIO accesses are handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VcpuEvent {
+    /// An exit was handled; run again.
+    Handled,
+    /// `KVM_RUN` was interrupted by a kick (signal or `immediate_exit`).
+    Interrupted,
+    /// The vCPU executed `HLT` (only without an in-kernel irqchip).
+    Halted,
+    /// Triple fault (`KVM_EXIT_SHUTDOWN`).
+    TripleFault,
+    /// The guest asked for a reset through a KVM system event.
+    ResetRequested,
+    /// The guest asked to power off (or crashed) through a KVM system event.
+    ShutdownRequested,
+    /// KVM could not run the guest; the text says what KVM reported.
+    KvmFailure(String),
+}
+
+/// A vCPU and the buses its exits go to.
+pub struct Vcpu {
+    index: u8,
+    fd: VcpuFd,
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
+}
+
+impl Vcpu {
+    /// Creates vCPU `index` (its APIC ID is the index too).
+    pub fn new(vm: &Vm, index: u8, pio: Arc<Bus>, mmio: Arc<Bus>) -> Result<Self, VcpuError> {
+        let fd = vm
+            .fd()
+            .create_vcpu(u64::from(index))
+            .map_err(|source| VcpuError::Create { index, source })?;
+        Ok(Self {
+            index,
+            fd,
+            pio,
+            mmio,
+        })
+    }
+
+    pub fn index(&self) -> u8 {
+        self.index
+    }
+
+    /// The KVM vCPU (for snapshot save/restore while paused).
+    pub fn fd(&self) -> &VcpuFd {
+        &self.fd
+    }
+
+    pub fn fd_mut(&mut self) -> &mut VcpuFd {
+        &mut self.fd
+    }
+
+    fn setup_err(&self, what: &'static str) -> impl Fn(kvm_ioctls::Error) -> VcpuError {
+        let index = self.index;
+        move |source| VcpuError::Setup {
+            index,
+            what,
+            source,
+        }
+    }
+
+    /// Sets CPUID (from `supported`, normalised for this vCPU), MSRs, FPU and, with an
+    /// in-kernel irqchip, the LAPIC's LINT pins.
+    pub fn configure(
+        &self,
+        supported: &CpuId,
+        vcpu_count: u8,
+        tsc_deadline: bool,
+        irqchip: IrqChip,
+    ) -> Result<(), VcpuError> {
+        let mut cpuid = supported.clone();
+        cpuid::normalize(cpuid.as_mut_slice(), self.index, vcpu_count, tsc_deadline);
+        self.fd
+            .set_cpuid2(&cpuid)
+            .map_err(self.setup_err("CPUID"))?;
+
+        let msrs = msr::boot_msrs().map_err(VcpuError::Msrs)?;
+        let set = self.fd.set_msrs(&msrs).map_err(self.setup_err("MSRs"))?;
+        let total = msrs.as_slice().len();
+        if set != total {
+            return Err(VcpuError::PartialMsrs {
+                index: self.index,
+                set,
+                total,
+            });
+        }
+        self.fd
+            .set_fpu(&regs::boot_fpu())
+            .map_err(self.setup_err("FPU state"))?;
+        if irqchip == IrqChip::InKernel {
+            let mut lapic = self.fd.get_lapic().map_err(self.setup_err("LAPIC"))?;
+            regs::configure_lint(&mut lapic);
+            self.fd.set_lapic(&lapic).map_err(self.setup_err("LAPIC"))?;
+        }
+        Ok(())
+    }
+
+    /// Puts the boot vCPU at the kernel's entry point.
+    pub fn configure_boot(&self, mem: &GuestMemoryMmap, mode: &EntryMode) -> Result<(), VcpuError> {
+        let sregs = self
+            .fd
+            .get_sregs()
+            .map_err(self.setup_err("special registers"))?;
+        let sregs = regs::boot_sregs(mem, mode, sregs).map_err(VcpuError::Regs)?;
+        self.fd
+            .set_sregs(&sregs)
+            .map_err(self.setup_err("special registers"))?;
+        self.fd
+            .set_regs(&regs::boot_regs(mode))
+            .map_err(self.setup_err("registers"))?;
+        Ok(())
+    }
+
+    /// Runs the vCPU until its next exit and handles it.
+    pub fn run_once(&mut self) -> Result<VcpuEvent, VcpuError> {
+        let event = match self.fd.run() {
+            Ok(VcpuExit::IoIn(port, data)) => {
+                self.pio.read(u64::from(port), data);
+                VcpuEvent::Handled
+            }
+            Ok(VcpuExit::IoOut(port, data)) => {
+                self.pio.write(u64::from(port), data);
+                VcpuEvent::Handled
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                self.mmio.read(addr, data);
+                VcpuEvent::Handled
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                self.mmio.write(addr, data);
+                VcpuEvent::Handled
+            }
+            Ok(VcpuExit::Hlt) => VcpuEvent::Halted,
+            Ok(VcpuExit::Shutdown) => VcpuEvent::TripleFault,
+            Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
+                KVM_SYSTEM_EVENT_RESET => VcpuEvent::ResetRequested,
+                KVM_SYSTEM_EVENT_SHUTDOWN | KVM_SYSTEM_EVENT_CRASH => VcpuEvent::ShutdownRequested,
+                other => {
+                    tracing::warn!(vcpu = self.index, kind = other, "ignoring KVM system event");
+                    VcpuEvent::Handled
+                }
+            },
+            Ok(VcpuExit::InternalError) => VcpuEvent::KvmFailure(self.internal_error_detail()),
+            Ok(VcpuExit::FailEntry(reason, cpu)) => VcpuEvent::KvmFailure(format!(
+                "VM entry failed, hardware reason {reason:#x} on host CPU {cpu}"
+            )),
+            Ok(VcpuExit::IrqWindowOpen | VcpuExit::Intr) => VcpuEvent::Handled,
+            Ok(other) => {
+                tracing::debug!(vcpu = self.index, "ignoring vCPU exit {other:?}");
+                VcpuEvent::Handled
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                self.fd.set_kvm_immediate_exit(0);
+                VcpuEvent::Interrupted
+            }
+            Err(source) => {
+                return Err(VcpuError::Run {
+                    index: self.index,
+                    source,
+                })
+            }
+        };
+        Ok(event)
+    }
+
+    /// Completes any port/MMIO access KVM is waiting on, without running guest code, so the
+    /// vCPU state is consistent for saving.
+    pub fn complete_pending_io(&mut self) {
+        self.fd.set_kvm_immediate_exit(1);
+        // EINTR is the expected outcome; any other result means there was nothing pending.
+        let _ = self.fd.run();
+        self.fd.set_kvm_immediate_exit(0);
+    }
+
+    /// What KVM reported with `KVM_EXIT_INTERNAL_ERROR`, with the instruction bytes of an
+    /// emulation failure and the guest's RIP.
+    fn internal_error_detail(&mut self) -> String {
+        let rip = self.fd.get_regs().map(|r| r.rip).ok();
+        let run = self.fd.get_kvm_run();
+        if run.exit_reason != KVM_EXIT_INTERNAL_ERROR {
+            return "internal error".to_string();
+        }
+        // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the member KVM wrote.
+        let internal = unsafe { run.__bindgen_anon_1.internal };
+        let mut detail = format!("KVM internal error, suberror {}", internal.suberror);
+        if let Some(rip) = rip {
+            detail.push_str(&format!(", guest RIP {rip:#x}"));
+        }
+        let ndata = (internal.ndata as usize).min(internal.data.len());
+        if internal.suberror == KVM_INTERNAL_ERROR_EMULATION {
+            detail.push_str(" (instruction emulation failed)");
+            // Layout of kvm_run.emulation_failure: flags (u64), insn_size (u8), insn_bytes[15].
+            if ndata >= 3 && internal.data[0] & EMULATION_FLAG_INSTRUCTION_BYTES != 0 {
+                let bytes: Vec<u8> = internal.data[1..3]
+                    .iter()
+                    .flat_map(|w| w.to_le_bytes())
+                    .collect();
+                let size = usize::from(bytes[0]).min(15);
+                let insn: Vec<String> =
+                    bytes[1..=size].iter().map(|b| format!("{b:02x}")).collect();
+                detail.push_str(&format!(", instruction bytes: {}", insn.join(" ")));
+            }
+        } else if ndata > 0 {
+            let data: Vec<String> = internal.data[..ndata]
+                .iter()
+                .map(|d| format!("{d:#x}"))
+                .collect();
+            detail.push_str(&format!(", data: {}", data.join(" ")));
+        }
+        detail
+    }
+}
