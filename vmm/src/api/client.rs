@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::http::response::{parse_response_head, ResponseBody};
+use super::http::MAX_RESPONSE_BODY_BYTES;
 use super::types::{
     DeviceInfo, DevicePolicy, DevicePolicyRequest, ErrorBody, ShutdownOutcome, ShutdownRequest,
     ShutdownResponse, SnapshotInfo, SnapshotRequest, VersionInfo, VmInfo,
@@ -28,8 +29,6 @@ pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Pause between attempts of [`VmmClient::wait_ready`].
 const READY_POLL_INTERVAL: Duration = Duration::from_millis(20);
-/// Largest response accepted.
-const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -355,7 +354,7 @@ fn read_response(stream: &mut UnixStream) -> Result<(u16, Vec<u8>), ReadFailure>
     }
 }
 
-/// Reads into `buf` until `done(buf)` or EOF, at most [`MAX_RESPONSE_BYTES`].
+/// Reads into `buf` until `done(buf)` or EOF, at most [`MAX_RESPONSE_BODY_BYTES`].
 fn read_until(
     stream: &mut UnixStream,
     buf: &mut Vec<u8>,
@@ -368,9 +367,9 @@ fn read_until(
             return Ok(());
         }
         buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > MAX_RESPONSE_BYTES {
+        if buf.len() > MAX_RESPONSE_BODY_BYTES {
             return Err(ReadFailure::Malformed(format!(
-                "response larger than {MAX_RESPONSE_BYTES} bytes"
+                "response larger than {MAX_RESPONSE_BODY_BYTES} bytes"
             )));
         }
     }

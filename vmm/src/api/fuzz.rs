@@ -6,7 +6,7 @@
 
 use super::http::request::parse_request_head;
 use super::http::response::{parse_response_head, ResponseBody};
-use super::http::{Response, StatusCode, MAX_BODY_BYTES, MAX_HEAD_BYTES};
+use super::http::{Response, StatusCode, MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_RESPONSE_BODY_BYTES};
 use super::routes::{dispatch, error_response, Dispatch, Responder};
 use super::types::{
     DeviceInfo, DevicePolicy, ErrorBody, RunState, ShutdownOutcome, SnapshotInfo, VmInfo,
@@ -67,7 +67,7 @@ pub fn response_bytes(data: &[u8]) {
         assert!(used <= data.len());
         assert!((100..=999).contains(&head.status), "status {}", head.status);
         if let ResponseBody::Length(n) = head.body {
-            assert!(n <= MAX_BODY_BYTES);
+            assert!(n <= MAX_RESPONSE_BODY_BYTES);
         }
     }
 }
