@@ -14,18 +14,21 @@ use serde::de::DeserializeOwned;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::http::response::{parse_response_head, ResponseBody};
+use super::http::MAX_RESPONSE_BODY_BYTES;
 use super::types::{
-    ErrorBody, ShutdownOutcome, ShutdownRequest, ShutdownResponse, VersionInfo, VmInfo,
+    DeviceInfo, DevicePolicy, DevicePolicyRequest, ErrorBody, ShutdownOutcome, ShutdownRequest,
+    ShutdownResponse, SnapshotInfo, SnapshotRequest, VersionInfo, VmInfo,
 };
 
 /// Default time to wait for the socket to accept a connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default time to wait for each read or write of a request (a shutdown adds its own timeout).
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time a snapshot may take, on top of the I/O timeout: saving a large guest's memory
+/// takes seconds to minutes on a slow disk.
+pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Pause between attempts of [`VmmClient::wait_ready`].
 const READY_POLL_INTERVAL: Duration = Duration::from_millis(20);
-/// Largest response accepted.
-const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,9 @@ pub enum ClientError {
     /// The VMM answered with an error status; `message` is its `ErrorBody` text.
     #[error("the VMM refused the request with status {status}: {message}")]
     Status { status: u16, message: String },
+    /// The request could not be encoded (e.g. a path that is not UTF-8).
+    #[error("cannot encode the request: {0}")]
+    Encode(String),
     #[error("the VMM's answer is malformed: {0}")]
     BadResponse(String),
     #[error("the VMM API socket {path} did not answer within {waited:?}")]
@@ -62,6 +68,7 @@ pub struct VmmClient {
     socket_path: PathBuf,
     connect_timeout: Duration,
     io_timeout: Duration,
+    snapshot_timeout: Duration,
 }
 
 impl VmmClient {
@@ -71,6 +78,7 @@ impl VmmClient {
             socket_path: socket_path.into(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             io_timeout: DEFAULT_IO_TIMEOUT,
+            snapshot_timeout: DEFAULT_SNAPSHOT_TIMEOUT,
         }
     }
 
@@ -78,6 +86,13 @@ impl VmmClient {
     pub fn with_timeouts(mut self, connect: Duration, io: Duration) -> Self {
         self.connect_timeout = connect;
         self.io_timeout = io;
+        self
+    }
+
+    /// Replaces how long [`VmmClient::snapshot`] waits for the VMM to finish saving (on top of
+    /// the I/O timeout).
+    pub fn with_snapshot_timeout(mut self, timeout: Duration) -> Self {
+        self.snapshot_timeout = timeout;
         self
     }
 
@@ -104,8 +119,7 @@ impl VmmClient {
     /// the outcome (up to `timeout` plus the I/O timeout).
     pub fn shutdown(&self, timeout: Duration) -> Result<ShutdownOutcome, ClientError> {
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let body = serde_json::to_vec(&ShutdownRequest { timeout_ms })
-            .map_err(|e| ClientError::BadResponse(format!("cannot encode the request: {e}")))?;
+        let body = encode(&ShutdownRequest { timeout_ms })?;
         let response: ShutdownResponse =
             self.call_json("PUT", "/v1/vm/shutdown", Some(&body), timeout)?;
         Ok(response.outcome)
@@ -114,6 +128,33 @@ impl VmmClient {
     /// `PUT /v1/vm/stop`.
     pub fn stop(&self) -> Result<(), ClientError> {
         self.call_empty("PUT", "/v1/vm/stop")
+    }
+
+    /// `PUT /v1/vm/snapshot`: pauses the VM and saves it into the folder `dir` (absolute).
+    ///
+    /// Without `keep_running` the VMM process exits after answering (VirMO "suspend"); with it
+    /// the VM stays paused (continue it with [`VmmClient::resume`]). Waits up to the snapshot
+    /// timeout ([`DEFAULT_SNAPSHOT_TIMEOUT`] unless [`VmmClient::with_snapshot_timeout`]) plus
+    /// the I/O timeout.
+    pub fn snapshot(&self, dir: &Path, keep_running: bool) -> Result<SnapshotInfo, ClientError> {
+        let body = encode(&SnapshotRequest {
+            dir: dir.to_path_buf(),
+            keep_running,
+        })?;
+        self.call_json("PUT", "/v1/vm/snapshot", Some(&body), self.snapshot_timeout)
+    }
+
+    /// `GET /v1/devices`: the VM's peripherals and their policy.
+    pub fn devices(&self) -> Result<Vec<DeviceInfo>, ClientError> {
+        self.call_json("GET", "/v1/devices", None, Duration::ZERO)
+    }
+
+    /// `PUT /v1/devices/{id}/policy`: allows or prohibits the device `id` (idempotent); the
+    /// effective policy after the call. An unknown `id` is a `Status` error with status 404.
+    pub fn set_device_policy(&self, id: &str, allowed: bool) -> Result<DevicePolicy, ClientError> {
+        let body = encode(&DevicePolicyRequest { allowed })?;
+        let path = format!("/v1/devices/{}/policy", percent_encode(id));
+        self.call_json("PUT", &path, Some(&body), Duration::ZERO)
     }
 
     /// `GET /v1/version`.
@@ -230,6 +271,26 @@ impl VmmClient {
     }
 }
 
+/// A request body as JSON.
+fn encode(body: &impl serde::Serialize) -> Result<Vec<u8>, ClientError> {
+    serde_json::to_vec(body).map_err(|e| ClientError::Encode(e.to_string()))
+}
+
+/// `segment` with everything but RFC 3986 unreserved characters percent-encoded, to be one path
+/// segment.
+fn percent_encode(segment: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 fn encode_request(method: &str, path: &str, body: Option<&[u8]>) -> Vec<u8> {
     let mut bytes = format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\nConnection: close\r\n"
@@ -293,7 +354,7 @@ fn read_response(stream: &mut UnixStream) -> Result<(u16, Vec<u8>), ReadFailure>
     }
 }
 
-/// Reads into `buf` until `done(buf)` or EOF, at most [`MAX_RESPONSE_BYTES`].
+/// Reads into `buf` until `done(buf)` or EOF, at most [`MAX_RESPONSE_BODY_BYTES`].
 fn read_until(
     stream: &mut UnixStream,
     buf: &mut Vec<u8>,
@@ -306,9 +367,9 @@ fn read_until(
             return Ok(());
         }
         buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > MAX_RESPONSE_BYTES {
+        if buf.len() > MAX_RESPONSE_BODY_BYTES {
             return Err(ReadFailure::Malformed(format!(
-                "response larger than {MAX_RESPONSE_BYTES} bytes"
+                "response larger than {MAX_RESPONSE_BODY_BYTES} bytes"
             )));
         }
     }
@@ -353,6 +414,70 @@ mod tests {
             request,
             b"PUT /v1/vm/pause HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn device_ids_are_percent_encoded_into_one_segment() {
+        assert_eq!(percent_encode("net0"), "net0");
+        assert_eq!(percent_encode("usb disk/2"), "usb%20disk%2F2");
+        assert_eq!(percent_encode("a-b.c_d~e"), "a-b.c_d~e");
+        assert_eq!(percent_encode("\u{e9}%"), "%C3%A9%25");
+        let (_dir, client, server) = serve_once(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 47\r\n\r\n{\"id\":\"usb disk\",\"allowed\":true,\"changed\":true}",
+        );
+        let policy = client.set_device_policy("usb disk", true).unwrap();
+        assert_eq!(
+            policy,
+            DevicePolicy {
+                id: "usb disk".into(),
+                allowed: true,
+                changed: true
+            }
+        );
+        let request = String::from_utf8(server.join().unwrap()).unwrap();
+        assert!(
+            request.starts_with("PUT /v1/devices/usb%20disk/policy HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(request.ends_with("\r\n\r\n{\"allowed\":true}"), "{request}");
+    }
+
+    #[test]
+    fn snapshot_sends_dir_and_keep_running() {
+        let (_dir, client, server) = serve_once(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 85\r\n\r\n\
+              {\"dir\":\"/s\",\"state_bytes\":1,\"memory_bytes_written\":2,\"memory_size\":3,\"duration_ms\":4}",
+        );
+        let info = client.snapshot(Path::new("/s"), false).unwrap();
+        assert_eq!(
+            (
+                info.state_bytes,
+                info.memory_bytes_written,
+                info.memory_size,
+                info.duration_ms
+            ),
+            (1, 2, 3, 4)
+        );
+        let request = String::from_utf8(server.join().unwrap()).unwrap();
+        assert!(
+            request.starts_with("PUT /v1/vm/snapshot HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(
+            request.ends_with("\r\n\r\n{\"dir\":\"/s\",\"keep_running\":false}"),
+            "{request}"
+        );
+    }
+
+    #[test]
+    fn a_path_that_is_not_utf8_is_an_encode_error() {
+        use std::os::unix::ffi::OsStrExt;
+        let client = VmmClient::new("/nonexistent/api.sock");
+        let dir = Path::new(std::ffi::OsStr::from_bytes(b"/snap\xff"));
+        assert!(matches!(
+            client.snapshot(dir, true),
+            Err(ClientError::Encode(_))
+        ));
     }
 
     #[test]

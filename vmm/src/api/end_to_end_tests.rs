@@ -14,20 +14,45 @@ use super::client::{ClientError, VmmClient};
 use super::http::connection::Timeouts;
 use super::server::{ApiServer, MAX_CONNECTIONS};
 use super::test_support::TempDir;
-use super::types::{RunState, ShutdownOutcome, VmInfo};
+use super::types::{
+    device_class, device_kind, DeviceInfo, DevicePolicy, RunState, ShutdownOutcome, SnapshotInfo,
+    VmInfo,
+};
 use crate::control::{ControlError, VmControl, VmRequest, VmResponse};
 
-/// Pauses, resumes and shuts down like a VM would, and records every request.
+/// Pauses, resumes, shuts down, "saves" and gates devices like a VM would, and records every
+/// request. A snapshot pauses it and reports sizes without writing anything.
 struct RecordingVm {
     state: Mutex<RunState>,
     requests: Mutex<Vec<VmRequest>>,
+    devices: Mutex<Vec<DeviceInfo>>,
+    /// A device whose state cannot be saved: snapshots are refused while it is there.
+    unsaveable: Mutex<Option<String>>,
 }
 
 impl RecordingVm {
     fn new() -> Arc<Self> {
+        let device = |id: &str, class: &str, kind: &str| DeviceInfo {
+            id: id.into(),
+            class: class.into(),
+            kind: kind.into(),
+            allowed: true,
+            rejected_requests: 0,
+        };
         Arc::new(Self {
             state: Mutex::new(RunState::Running),
             requests: Mutex::new(Vec::new()),
+            devices: Mutex::new(vec![
+                device("disk0", device_class::STORAGE, device_kind::BLOCK),
+                device(
+                    "usb disk",
+                    device_class::REMOVABLE_STORAGE,
+                    device_kind::BLOCK,
+                ),
+                device("net0", device_class::NETWORK, device_kind::NET),
+                device("rng0", device_class::ENTROPY, device_kind::RNG),
+            ]),
+            unsaveable: Mutex::new(None),
         })
     }
 
@@ -75,6 +100,39 @@ impl VmControl for RecordingVm {
                 },
             )),
             VmRequest::Stop => Ok(VmResponse::Done),
+            VmRequest::Snapshot { .. } if *state == RunState::ShuttingDown => {
+                Err(invalid(*state, "the VM is shutting down"))
+            }
+            VmRequest::Snapshot { dir, .. } => {
+                if let Some(id) = self.unsaveable.lock().unwrap().as_ref() {
+                    return Err(ControlError::Unsupported(format!(
+                        "device {id} cannot be saved"
+                    )));
+                }
+                *state = RunState::Paused;
+                Ok(VmResponse::Snapshot(SnapshotInfo {
+                    dir,
+                    state_bytes: 4096,
+                    memory_bytes_written: 3 << 20,
+                    memory_size: 128 << 20,
+                    duration_ms: 2,
+                }))
+            }
+            VmRequest::ListDevices => Ok(VmResponse::Devices(self.devices.lock().unwrap().clone())),
+            VmRequest::SetDevicePolicy { id, allowed } => {
+                let mut devices = self.devices.lock().unwrap();
+                let device = devices
+                    .iter_mut()
+                    .find(|d| d.id == id)
+                    .ok_or_else(|| ControlError::NotFound(format!("the VM has no device {id}")))?;
+                let changed = device.allowed != allowed;
+                device.allowed = allowed;
+                Ok(VmResponse::DevicePolicy(DevicePolicy {
+                    id,
+                    allowed,
+                    changed,
+                }))
+            }
         }
     }
 }
@@ -149,6 +207,33 @@ fn the_typed_client_drives_every_route() {
         client.shutdown(Duration::from_millis(10)).unwrap(),
         ShutdownOutcome::Forced
     );
+    let devices = client.devices().unwrap();
+    let ids: Vec<&str> = devices.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["disk0", "usb disk", "net0", "rng0"]);
+    assert!(devices.iter().all(|d| d.allowed));
+    assert_eq!(devices[1].class, "removable-storage");
+    let set = |id: &str, allowed| client.set_device_policy(id, allowed).unwrap();
+    let changed = |id: &str, allowed, changed| DevicePolicy {
+        id: id.into(),
+        allowed,
+        changed,
+    };
+    assert_eq!(set("net0", false), changed("net0", false, true));
+    assert_eq!(set("net0", false), changed("net0", false, false));
+    assert_eq!(set("usb disk", false), changed("usb disk", false, true));
+    assert_eq!(set("usb disk", true), changed("usb disk", true, true));
+    let allowed: Vec<bool> = client
+        .devices()
+        .unwrap()
+        .iter()
+        .map(|d| d.allowed)
+        .collect();
+    assert_eq!(allowed, [true, true, false, true]);
+    let dir = PathBuf::from("/var/lib/virmo/vm-e2e/snapshot");
+    let saved = client.snapshot(&dir, true).unwrap();
+    assert_eq!((saved.dir, saved.memory_size), (dir.clone(), 128 << 20));
+    assert_eq!(client.info().unwrap().state, RunState::Paused);
+    client.resume().unwrap();
     client.stop().unwrap();
     assert_eq!(
         served.vm.requests(),
@@ -163,6 +248,30 @@ fn the_typed_client_drives_every_route() {
             VmRequest::Shutdown {
                 timeout: Duration::from_millis(10)
             },
+            VmRequest::ListDevices,
+            VmRequest::SetDevicePolicy {
+                id: "net0".into(),
+                allowed: false
+            },
+            VmRequest::SetDevicePolicy {
+                id: "net0".into(),
+                allowed: false
+            },
+            VmRequest::SetDevicePolicy {
+                id: "usb disk".into(),
+                allowed: false
+            },
+            VmRequest::SetDevicePolicy {
+                id: "usb disk".into(),
+                allowed: true
+            },
+            VmRequest::ListDevices,
+            VmRequest::Snapshot {
+                dir,
+                keep_running: true
+            },
+            VmRequest::GetInfo,
+            VmRequest::Resume,
             VmRequest::Stop,
         ]
     );
@@ -190,6 +299,62 @@ fn the_vms_refusals_reach_the_client_with_their_status() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn unknown_devices_are_404_and_unsaveable_vms_501() {
+    let served = serve();
+    let client = served.client();
+    match client.set_device_policy("usb9", false) {
+        Err(ClientError::Status {
+            status: 404,
+            message,
+        }) => assert_eq!(message, "not found: the VM has no device usb9"),
+        other => panic!("{other:?}"),
+    }
+    *served.vm.unsaveable.lock().unwrap() = Some("vsock0".into());
+    match client.snapshot("/tmp/snap".as_ref(), false) {
+        Err(ClientError::Status {
+            status: 501,
+            message,
+        }) => assert_eq!(message, "not supported: device vsock0 cannot be saved"),
+        other => panic!("{other:?}"),
+    }
+    match client.snapshot("relative/snap".as_ref(), true) {
+        Err(ClientError::Status {
+            status: 400,
+            message,
+        }) => assert!(message.contains("absolute"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    // The connection stays usable after a refusal; the refused snapshot did not end anything.
+    let mut stream = served.raw();
+    let text = exchange(
+        &mut stream,
+        b"PUT /v1/vm/snapshot HTTP/1.1\r\nHost: x\r\nContent-Length: 15\r\n\r\n{\"dir\":\"/snap\"}\
+          GET /v1/vm HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let statuses: Vec<&str> = text.split("HTTP/1.1 ").skip(1).map(|r| &r[..3]).collect();
+    assert_eq!(statuses, ["501", "200"], "{text}");
+    // The relative path never reached the VM.
+    assert_eq!(
+        served.vm.requests(),
+        vec![
+            VmRequest::SetDevicePolicy {
+                id: "usb9".into(),
+                allowed: false
+            },
+            VmRequest::Snapshot {
+                dir: "/tmp/snap".into(),
+                keep_running: false
+            },
+            VmRequest::Snapshot {
+                dir: "/snap".into(),
+                keep_running: false
+            },
+            VmRequest::GetInfo,
+        ]
+    );
 }
 
 #[test]
@@ -422,6 +587,101 @@ fn after_response_runs_once_the_answer_is_flushed() {
     release_tx.send(()).unwrap();
     let _ = client.version().unwrap();
     assert!(seen_rx.try_recv().is_err(), "version is not a VM request");
+}
+
+#[test]
+fn a_suspend_is_answered_then_the_hook_ends_the_process() {
+    let (seen_tx, seen_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let served = serve_with(move |server| {
+        server.after_response(move |request, result| {
+            let ends = request.ends_process() && result.is_ok();
+            seen_tx.send((request.clone(), ends)).unwrap();
+            if ends {
+                // Stands in for `process::exit`: the hook never returns while the test runs.
+                let _ = release_rx.lock().unwrap().recv();
+            }
+        })
+    });
+    // Saving with keep_running: the VM stays paused, the connection stays open.
+    let mut stream = served.raw();
+    let text = exchange(
+        &mut stream,
+        b"PUT /v1/vm/snapshot HTTP/1.1\r\nHost: x\r\nContent-Length: 35\r\n\r\n{\"dir\":\"/snap\",\"keep_running\":true}\
+          GET /v1/vm HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let statuses: Vec<&str> = text.split("HTTP/1.1 ").skip(1).map(|r| &r[..3]).collect();
+    assert_eq!(statuses, ["200", "200"], "{text}");
+    assert!(text.contains(r#""state":"paused""#), "{text}");
+    let keep = VmRequest::Snapshot {
+        dir: "/snap".into(),
+        keep_running: true,
+    };
+    assert_eq!(
+        seen_rx.recv_timeout(Duration::from_secs(2)).unwrap(),
+        (keep, false)
+    );
+    assert_eq!(
+        seen_rx.recv_timeout(Duration::from_secs(2)).unwrap(),
+        (VmRequest::GetInfo, false)
+    );
+    // Suspend: answered with Connection: close, nothing after it served, then the hook.
+    let mut stream = served.raw();
+    let text = exchange(
+        &mut stream,
+        b"PUT /v1/vm/snapshot HTTP/1.1\r\nHost: x\r\nContent-Length: 15\r\n\r\n{\"dir\":\"/snap\"}\
+          GET /v1/vm HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("Connection: close\r\n"), "{text}");
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    let saved: SnapshotInfo = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(saved.dir, PathBuf::from("/snap"));
+    let suspend = VmRequest::Snapshot {
+        dir: "/snap".into(),
+        keep_running: false,
+    };
+    assert_eq!(
+        seen_rx.recv_timeout(Duration::from_secs(2)).unwrap(),
+        (suspend, true)
+    );
+    release_tx.send(()).unwrap();
+    // A refused suspend ends nothing: the connection stays open, the hook is told so.
+    *served.vm.unsaveable.lock().unwrap() = Some("vsock0".into());
+    let mut stream = served.raw();
+    let text = exchange(
+        &mut stream,
+        b"PUT /v1/vm/snapshot HTTP/1.1\r\nHost: x\r\nContent-Length: 15\r\n\r\n{\"dir\":\"/snap\"}\
+          GET /v1/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let statuses: Vec<&str> = text.split("HTTP/1.1 ").skip(1).map(|r| &r[..3]).collect();
+    assert_eq!(statuses, ["501", "200"], "{text}");
+    let (request, ends) = seen_rx.recv_timeout(Duration::from_secs(2)).unwrap();
+    assert!(matches!(request, VmRequest::Snapshot { .. }) && !ends);
+}
+
+#[test]
+fn curl_style_device_requests_work() {
+    let served = serve();
+    let text = exchange(
+        &mut served.raw(),
+        b"PUT /v1/devices/net0/policy HTTP/1.1\r\nHost: localhost\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\
+          Content-Length: 17\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\n{\"allowed\":false}\
+          GET /v1/devices HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        text.contains(
+            "\r\n\r\n{\"id\":\"net0\",\"allowed\":false,\"changed\":true}HTTP/1.1 200 OK\r\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"{"id":"net0","class":"network","kind":"net","allowed":false,"rejected_requests":0}"#
+        ),
+        "{text}"
+    );
 }
 
 #[test]

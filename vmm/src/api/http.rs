@@ -24,3 +24,5 @@ pub use response::{Response, StatusCode};
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// Largest request body accepted: 64 KiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest response body the client accepts: 1 MiB (a long device list stays far below).
+pub const MAX_RESPONSE_BODY_BYTES: usize = 1024 * 1024;

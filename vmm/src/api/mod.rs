@@ -8,6 +8,9 @@
 //! - [`client`]: [`VmmClient`](client::VmmClient), the typed blocking client.
 
 pub mod client;
+/// Fuzzing entry points (for `vmm/fuzz/` and the random-input tests); not an API.
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod routes;
 pub mod server;

@@ -3,22 +3,24 @@
 //! Sans-IO: [`dispatch`] decides what a request means, [`Responder::reply`] turns the VM's
 //! answer into a [`Response`]; the server does the calling in between. A new route is one
 //! entry in [`ROUTES`] with a decoder (path parameters and body → [`VmRequest`]) and a responder
-//! (the [`VmResponse`] it expects → status and body). For instance the planned peripheral
-//! gating route would be
+//! (the [`VmResponse`] it expects → status and body), e.g. peripheral gating:
 //!
 //! ```text
 //! Route { method: "PUT", path: "/v1/devices/{id}/policy", action: Action::Vm {
-//!     decode: |params, body| { let p: DevicePolicy = json_body(body)?;
+//!     decode: |params, body| { let p: DevicePolicyRequest = json_body(body)?;
 //!                              Ok(VmRequest::SetDevicePolicy { id: params.get("id")?, allowed: p.allowed }) },
-//!     responder: Responder::NoContent } }
+//!     responder: Responder::DevicePolicy } }
 //! ```
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::http::{Response, StatusCode};
-use super::types::{ShutdownRequest, ShutdownResponse, VersionInfo};
+use super::types::{
+    DevicePolicyRequest, ShutdownRequest, ShutdownResponse, SnapshotRequest, VersionInfo,
+};
 use crate::control::{ControlError, VmRequest, VmResponse};
+use std::path::Path;
 use std::time::Duration;
 
 /// One entry of the route table.
@@ -50,6 +52,12 @@ pub enum Responder {
     Info,
     /// `VmResponse::Shutdown` → 200 with [`ShutdownResponse`].
     Shutdown,
+    /// `VmResponse::Snapshot` → 200 with [`SnapshotInfo`](super::types::SnapshotInfo).
+    Snapshot,
+    /// `VmResponse::Devices` → 200 with an array of [`DeviceInfo`](super::types::DeviceInfo).
+    Devices,
+    /// `VmResponse::DevicePolicy` → 200 with [`DevicePolicy`](super::types::DevicePolicy).
+    DevicePolicy,
 }
 
 impl Responder {
@@ -60,6 +68,15 @@ impl Responder {
             (Self::Info, Ok(VmResponse::Info(info))) => Response::json(StatusCode::OK, info),
             (Self::Shutdown, Ok(VmResponse::Shutdown(outcome))) => {
                 Response::json(StatusCode::OK, &ShutdownResponse { outcome: *outcome })
+            }
+            (Self::Snapshot, Ok(VmResponse::Snapshot(info))) => {
+                Response::json(StatusCode::OK, info)
+            }
+            (Self::Devices, Ok(VmResponse::Devices(devices))) => {
+                Response::json(StatusCode::OK, devices)
+            }
+            (Self::DevicePolicy, Ok(VmResponse::DevicePolicy(policy))) => {
+                Response::json(StatusCode::OK, policy)
             }
             (_, Ok(other)) => Response::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -75,6 +92,8 @@ pub fn error_response(error: &ControlError) -> Response {
     let status = match error {
         ControlError::InvalidState { .. } => StatusCode::CONFLICT,
         ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+        ControlError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
         ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     Response::error(status, error.to_string())
@@ -132,7 +151,64 @@ pub const ROUTES: &[Route] = &[
             responder: Responder::NoContent,
         },
     },
+    Route {
+        method: "PUT",
+        path: "/v1/vm/snapshot",
+        action: Action::Vm {
+            decode: |_, body| {
+                let request: SnapshotRequest = json_body(body)?;
+                check_snapshot_dir(&request.dir)?;
+                Ok(VmRequest::Snapshot {
+                    dir: request.dir,
+                    keep_running: request.keep_running,
+                })
+            },
+            responder: Responder::Snapshot,
+        },
+    },
+    Route {
+        method: "GET",
+        path: "/v1/devices",
+        action: Action::Vm {
+            decode: |_, body| no_body(body).map(|()| VmRequest::ListDevices),
+            responder: Responder::Devices,
+        },
+    },
+    Route {
+        method: "PUT",
+        path: "/v1/devices/{id}/policy",
+        action: Action::Vm {
+            decode: |params, body| {
+                let id = params.get("id")?;
+                let request: DevicePolicyRequest = json_body(body)?;
+                Ok(VmRequest::SetDevicePolicy {
+                    id,
+                    allowed: request.allowed,
+                })
+            },
+            responder: Responder::DevicePolicy,
+        },
+    },
 ];
+
+/// A snapshot folder must be an absolute path naming a folder (not `/`, not ending in `..`):
+/// the VMM's working directory is none of the caller's business, and the folder is written
+/// next to itself and renamed into place.
+fn check_snapshot_dir(dir: &Path) -> Result<(), Response> {
+    let why = if !dir.is_absolute() {
+        "must be an absolute path"
+    } else if dir.file_name().is_none() {
+        "must name a folder (not `/` and not ending in `..`)"
+    } else if dir.as_os_str().as_encoded_bytes().contains(&0) {
+        "must not contain NUL"
+    } else {
+        return Ok(());
+    };
+    Err(Response::error(
+        StatusCode::BAD_REQUEST,
+        format!("invalid field `dir`: {why}: {}", dir.display()),
+    ))
+}
 
 /// What a request means.
 #[derive(Debug)]
@@ -192,10 +268,12 @@ fn dispatch_in(routes: &[Route], method: &str, path: &str, body: &[u8]) -> Dispa
 pub struct PathParams(Vec<(&'static str, String)>);
 
 impl PathParams {
-    /// The value of parameter `name`; a 500 response if the route has none of that name (a bug
-    /// in the route table).
-    pub fn get(&self, name: &str) -> Result<&str, Response> {
-        self.0
+    /// The value of parameter `name`, percent-decoded; a 400 response if it does not decode to
+    /// UTF-8, a 500 response if the route has no parameter of that name (a bug in the route
+    /// table).
+    pub fn get(&self, name: &str) -> Result<String, Response> {
+        let raw = self
+            .0
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v.as_str())
@@ -204,8 +282,37 @@ impl PathParams {
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("route has no parameter {name}"),
                 )
-            })
+            })?;
+        percent_decode(raw).ok_or_else(|| {
+            Response::error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid path parameter `{name}`: bad percent-encoding or not UTF-8: {raw}"
+                ),
+            )
+        })
     }
+}
+
+/// Decodes `%XX` escapes; `None` for a malformed escape or a result that is not UTF-8.
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            if !hex.bytes().all(|h| h.is_ascii_hexdigit()) {
+                return None;
+            }
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Matches `path` against `pattern`; a `{name}` segment matches any non-empty segment.
@@ -287,7 +394,10 @@ pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::types::{RunState, ShutdownOutcome, VmInfo};
+    use crate::api::types::{
+        DeviceInfo, DevicePolicy, RunState, ShutdownOutcome, SnapshotInfo, VmInfo,
+    };
+    use std::path::PathBuf;
 
     fn reply(method: &str, path: &str, body: &[u8]) -> Response {
         match dispatch(method, path, body) {
@@ -351,6 +461,149 @@ mod tests {
                 Responder::Shutdown
             )
         );
+        assert_eq!(
+            vm(
+                "PUT",
+                "/v1/vm/snapshot",
+                br#"{"dir": "/var/lib/virmo/vm-1/snap"}"#
+            ),
+            (
+                VmRequest::Snapshot {
+                    dir: PathBuf::from("/var/lib/virmo/vm-1/snap"),
+                    keep_running: false
+                },
+                Responder::Snapshot
+            )
+        );
+        assert_eq!(
+            vm(
+                "PUT",
+                "/v1/vm/snapshot",
+                br#"{"keep_running": true, "dir": "/s"}"#
+            ),
+            (
+                VmRequest::Snapshot {
+                    dir: PathBuf::from("/s"),
+                    keep_running: true
+                },
+                Responder::Snapshot
+            )
+        );
+        assert_eq!(
+            vm("GET", "/v1/devices", b""),
+            (VmRequest::ListDevices, Responder::Devices)
+        );
+        assert_eq!(
+            vm("PUT", "/v1/devices/net0/policy", br#"{"allowed": false}"#),
+            (
+                VmRequest::SetDevicePolicy {
+                    id: "net0".into(),
+                    allowed: false
+                },
+                Responder::DevicePolicy
+            )
+        );
+    }
+
+    #[test]
+    fn device_ids_are_percent_decoded() {
+        for (segment, id) in [
+            ("usb%2D3", "usb-3"),
+            ("disk%20two", "disk two"),
+            ("%C3%A9t%c3%a9", "\u{e9}t\u{e9}"),
+            ("a%2Fb", "a/b"),
+        ] {
+            let path = format!("/v1/devices/{segment}/policy");
+            let (request, _) = vm("PUT", &path, br#"{"allowed": true}"#);
+            assert_eq!(
+                request,
+                VmRequest::SetDevicePolicy {
+                    id: id.into(),
+                    allowed: true
+                }
+            );
+        }
+        for segment in ["%", "%4", "%zz", "%+f", "%FF", "a%C3"] {
+            let path = format!("/v1/devices/{segment}/policy");
+            let response = reply("PUT", &path, br#"{"allowed": true}"#);
+            assert_eq!(response.status, StatusCode::BAD_REQUEST, "{segment}");
+            assert!(error_text(&response).contains("`id`"), "{segment}");
+        }
+    }
+
+    #[test]
+    fn snapshot_dirs_must_be_absolute_folder_paths() {
+        for (body, expected) in [
+            (&br#"{"dir": "snap"}"#[..], "absolute"),
+            (br#"{"dir": ""}"#, "absolute"),
+            (br#"{"dir": "./snap"}"#, "absolute"),
+            (br#"{"dir": "/"}"#, "name a folder"),
+            (br#"{"dir": "/var/.."}"#, "name a folder"),
+            (br#"{"dir": "/var/snap\u0000x"}"#, "NUL"),
+            (br#"{}"#, "missing field `dir`"),
+            (br#"{"dir": 7}"#, "invalid field `dir`"),
+            (
+                br#"{"dir": "/s", "keep_running": "yes"}"#,
+                "invalid field `keep_running`",
+            ),
+            (
+                br#"{"dir": "/s", "compress": true}"#,
+                "unknown field `compress`",
+            ),
+            (b"", "needs a JSON body"),
+        ] {
+            let response = reply("PUT", "/v1/vm/snapshot", body);
+            assert_eq!(response.status, StatusCode::BAD_REQUEST);
+            let text = error_text(&response);
+            assert!(text.contains(expected), "{text:?} lacks {expected:?}");
+        }
+    }
+
+    #[test]
+    fn bad_policy_bodies_are_400() {
+        for (body, expected) in [
+            (&b""[..], "needs a JSON body"),
+            (b"{}", "missing field `allowed`"),
+            (br#"{"allowed": "no"}"#, "invalid field `allowed`"),
+            (br#"{"allowed": 0}"#, "invalid field `allowed`"),
+            (br#"{"allowed": true, "id": "x"}"#, "unknown field `id`"),
+            (b"true", "expected a JSON object"),
+        ] {
+            let response = reply("PUT", "/v1/devices/net0/policy", body);
+            assert_eq!(response.status, StatusCode::BAD_REQUEST);
+            let text = error_text(&response);
+            assert!(text.contains(expected), "{text:?} lacks {expected:?}");
+        }
+        let response = reply("GET", "/v1/devices", br#"{"class":"network"}"#);
+        assert_eq!(response.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn device_routes_have_their_methods() {
+        for (method, path, allow) in [
+            ("PUT", "/v1/devices", "GET"),
+            ("GET", "/v1/devices/net0/policy", "PUT"),
+            ("DELETE", "/v1/devices/net0/policy", "PUT"),
+            ("GET", "/v1/vm/snapshot", "PUT"),
+            ("POST", "/v1/vm/snapshot", "PUT"),
+        ] {
+            let response = reply(method, path, b"");
+            assert_eq!(
+                response.status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            assert_eq!(response.headers, vec![("Allow", allow.to_owned())]);
+        }
+        for path in [
+            "/v1/devices/",
+            "/v1/devices/net0",
+            "/v1/devices//policy",
+            "/v1/devices/net0/policy/x",
+        ] {
+            let response = reply("PUT", path, br#"{"allowed": true}"#);
+            assert_eq!(response.status, StatusCode::NOT_FOUND, "{path}");
+        }
     }
 
     #[test]
@@ -438,10 +691,62 @@ mod tests {
             Responder::Shutdown.reply(&Ok(VmResponse::Shutdown(ShutdownOutcome::Forced)));
         assert_eq!(shutdown.status, StatusCode::OK);
         assert_eq!(shutdown.body, br#"{"outcome":"forced"}"#);
+
+        let saved = SnapshotInfo {
+            dir: "/var/lib/virmo/vm-1/snap".into(),
+            state_bytes: 81_920,
+            memory_bytes_written: 37_748_736,
+            memory_size: 268_435_456,
+            duration_ms: 412,
+        };
+        let snapshot = Responder::Snapshot.reply(&Ok(VmResponse::Snapshot(saved.clone())));
+        assert_eq!(snapshot.status, StatusCode::OK);
+        assert_eq!(
+            String::from_utf8(snapshot.body).unwrap(),
+            r#"{"dir":"/var/lib/virmo/vm-1/snap","state_bytes":81920,"memory_bytes_written":37748736,"memory_size":268435456,"duration_ms":412}"#
+        );
+
+        let devices = vec![
+            DeviceInfo {
+                id: "disk0".into(),
+                class: "storage".into(),
+                kind: "block".into(),
+                allowed: true,
+                rejected_requests: 0,
+            },
+            DeviceInfo {
+                id: "net0".into(),
+                class: "network".into(),
+                kind: "net".into(),
+                allowed: false,
+                rejected_requests: 12,
+            },
+        ];
+        let listed = Responder::Devices.reply(&Ok(VmResponse::Devices(devices.clone())));
+        assert_eq!(listed.status, StatusCode::OK);
+        assert_eq!(
+            serde_json::from_slice::<Vec<DeviceInfo>>(&listed.body).unwrap(),
+            devices
+        );
+        assert!(listed.body.starts_with(br#"[{"id":"disk0","class":"storage","kind":"block","allowed":true,"rejected_requests":0}"#));
+        let none = Responder::Devices.reply(&Ok(VmResponse::Devices(Vec::new())));
+        assert_eq!(
+            (none.status, none.body.as_slice()),
+            (StatusCode::OK, &b"[]"[..])
+        );
+
+        let policy = DevicePolicy {
+            id: "net0".into(),
+            allowed: true,
+            changed: false,
+        };
+        let set = Responder::DevicePolicy.reply(&Ok(VmResponse::DevicePolicy(policy)));
+        assert_eq!(set.status, StatusCode::OK);
+        assert_eq!(set.body, br#"{"id":"net0","allowed":true,"changed":false}"#);
     }
 
     #[test]
-    fn control_errors_become_409_400_500() {
+    fn control_errors_become_409_400_404_501_500() {
         let cases = [
             (
                 ControlError::InvalidState {
@@ -453,6 +758,14 @@ mod tests {
             (
                 ControlError::BadRequest("timeout too long".into()),
                 StatusCode::BAD_REQUEST,
+            ),
+            (
+                ControlError::NotFound("no device usb9".into()),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                ControlError::Unsupported("device vsock0 cannot be saved".into()),
+                StatusCode::NOT_IMPLEMENTED,
             ),
             (
                 ControlError::Internal("vCPU gone".into()),
@@ -468,8 +781,20 @@ mod tests {
 
     #[test]
     fn an_answer_of_the_wrong_kind_is_500() {
-        let response = Responder::Info.reply(&Ok(VmResponse::Done));
-        assert_eq!(response.status, StatusCode::INTERNAL_SERVER_ERROR);
+        for (responder, answer) in [
+            (Responder::Info, VmResponse::Done),
+            (Responder::Snapshot, VmResponse::Done),
+            (Responder::Devices, VmResponse::Info(info())),
+            (Responder::DevicePolicy, VmResponse::Devices(Vec::new())),
+            (Responder::NoContent, VmResponse::Devices(Vec::new())),
+        ] {
+            let response = responder.reply(&Ok(answer));
+            assert_eq!(
+                response.status,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{responder:?}"
+            );
+        }
     }
 
     #[test]

@@ -11,13 +11,15 @@
 //! [`Timeouts`]: an idle or stalled client cannot hold a thread. The threads log with `tracing`
 //! inside the span that was current when [`ApiServer::spawn`] was called (the VM's span).
 //!
-//! # Ending the process after Stop and Shutdown
+//! # Ending the process after Stop, Shutdown and suspend
 //! The VM must not end the process from inside [`VmControl::handle`]: the answer would be lost.
 //! Instead it registers an [`ApiServer::after_response`] hook. The server calls the hook with
 //! the request and the VM's result once the response has been written and flushed to the socket
-//! (or failed to be, when the client has gone), and a successful `Stop` or `Shutdown` response is
-//! sent with `Connection: close`. A response written to a Unix socket stays readable by the
-//! client after the server process exits, so the hook may call `std::process::exit` directly:
+//! (or failed to be, when the client has gone). A successful answer to a request that
+//! [ends the process](VmRequest::ends_process) (`Stop`, `Shutdown`, and `Snapshot` without
+//! `keep_running`) is sent with `Connection: close`, and nothing after it on that connection is
+//! served. A response written to a Unix socket stays readable by the client after the server
+//! process exits, so the hook may call `std::process::exit` directly:
 //!
 //! ```no_run
 //! # use std::sync::Arc;
@@ -26,13 +28,16 @@
 //! # fn run(vm: Arc<dyn VmControl>) -> Result<(), Box<dyn std::error::Error>> {
 //! ApiServer::bind("/run/virmo/vm-1.sock".as_ref())?
 //!     .after_response(|request, result| {
-//!         if matches!(request, VmRequest::Stop | VmRequest::Shutdown { .. }) && result.is_ok() {
+//!         if request.ends_process() && result.is_ok() {
 //!             std::process::exit(0);
 //!         }
 //!     })
 //!     .spawn(vm)?;
 //! # Ok(()) }
 //! ```
+//!
+//! Other connections may still be in the middle of a request when the hook exits: their clients
+//! see the connection close without an answer, as they would if the VMM died.
 //!
 //! # The socket
 //! [`ApiServer::bind`] makes the socket file `0600`: only the VMM's user (the agent that started
@@ -127,7 +132,8 @@ impl ApiServer {
     }
 
     /// Sets the hook called after each response to a VM request has been flushed (see the
-    /// module docs: this is where the VM ends the process after `Stop` and `Shutdown`).
+    /// module docs: this is where the VM ends the process after `Stop`, `Shutdown` and a
+    /// `Snapshot` without `keep_running`).
     pub fn after_response(
         mut self,
         hook: impl Fn(&VmRequest, &Result<VmResponse, ControlError>) + Send + Sync + 'static,
@@ -259,11 +265,11 @@ impl Served {
                 (responder.reply(&result), Some((request, result)))
             }
         };
-        let ends_vm = matches!(
+        let ends_process = matches!(
             &vm_result,
-            Some((VmRequest::Stop | VmRequest::Shutdown { .. }, Ok(_)))
+            Some((request, Ok(_))) if request.ends_process()
         );
-        let keep_alive = head.keep_alive && !ends_vm;
+        let keep_alive = head.keep_alive && !ends_process;
         let connection_header = match (keep_alive, head.version) {
             (false, _) => Some("close"),
             (true, Version::Http10) => Some("keep-alive"),

@@ -157,7 +157,7 @@ impl Framing {
             // Present but empty: as malformed as it gets.
             return Err(ParseError::UnsupportedTransferCoding(String::new()));
         }
-        let body_length = content_length(headers)?;
+        let body_length = content_length(headers, MAX_BODY_BYTES)?;
         let keep_alive = match version {
             Version::Http11 => !headers.has_token("connection", "close"),
             Version::Http10 => headers.has_token("connection", "keep-alive"),
@@ -178,8 +178,8 @@ impl Framing {
 }
 
 /// The body length from `Content-Length`: every value (repeated fields, comma lists) must be
-/// the same decimal number, at most [`MAX_BODY_BYTES`].
-pub(crate) fn content_length(headers: &Headers) -> Result<usize, ParseError> {
+/// the same decimal number, at most `limit`.
+pub(crate) fn content_length(headers: &Headers, limit: usize) -> Result<usize, ParseError> {
     let mut length: Option<u64> = None;
     for value in headers.list("content-length") {
         let bad = || ParseError::BadContentLength(value.to_owned());
@@ -200,11 +200,8 @@ pub(crate) fn content_length(headers: &Headers) -> Result<usize, ParseError> {
     let length = length.unwrap_or(0);
     usize::try_from(length)
         .ok()
-        .filter(|&l| l <= MAX_BODY_BYTES)
-        .ok_or(ParseError::BodyTooLarge {
-            length,
-            limit: MAX_BODY_BYTES,
-        })
+        .filter(|&l| l <= limit)
+        .ok_or(ParseError::BodyTooLarge { length, limit })
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::head::{escape, find_head_end, split_head, Headers, ParseError};
 use super::request::content_length;
+use super::MAX_RESPONSE_BODY_BYTES;
 use crate::api::types::ErrorBody;
 
 /// An HTTP status code and its reason phrase.
@@ -184,7 +185,7 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, 
     } else if let Some(coding) = headers.list("transfer-encoding").last() {
         return Err(ParseError::UnsupportedTransferCoding(coding.to_owned()));
     } else if headers.get("content-length").is_some() {
-        ResponseBody::Length(content_length(&headers)?)
+        ResponseBody::Length(content_length(&headers, MAX_RESPONSE_BODY_BYTES)?)
     } else {
         ResponseBody::UntilClose
     };
@@ -298,6 +299,21 @@ mod tests {
         assert!(matches!(
             parse_response_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
             Err(ParseError::UnsupportedTransferCoding(_))
+        ));
+    }
+
+    #[test]
+    fn response_bodies_may_be_larger_than_request_bodies_up_to_their_own_limit() {
+        let head = |length: usize| {
+            parse_response_head(
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n").as_bytes(),
+            )
+        };
+        let (parsed, _) = head(MAX_RESPONSE_BODY_BYTES).unwrap().unwrap();
+        assert_eq!(parsed.body, ResponseBody::Length(MAX_RESPONSE_BODY_BYTES));
+        assert!(matches!(
+            head(MAX_RESPONSE_BODY_BYTES + 1),
+            Err(ParseError::BodyTooLarge { limit, .. }) if limit == MAX_RESPONSE_BODY_BYTES
         ));
     }
 

@@ -1,0 +1,5 @@
+//! The bytes a client sends to the VMM's API socket: head parser, body framing, route table,
+//! body decoders and response encoding, with their invariants (`vmm::api::fuzz::request_bytes`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| vmm::api::fuzz::request_bytes(data));
