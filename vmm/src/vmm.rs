@@ -343,6 +343,13 @@ impl VmControl for Vmm {
                 self.stop.raise(StopReason::StopRequested);
                 Ok(VmResponse::Done)
             }
+            VmRequest::Snapshot { .. } => Err(ControlError::Unsupported(
+                "snapshots are not wired into this VMM yet".into(),
+            )),
+            VmRequest::ListDevices => Ok(VmResponse::Devices(Vec::new())),
+            VmRequest::SetDevicePolicy { id, .. } => Err(ControlError::NotFound(format!(
+                "no device {id}"
+            ))),
         }
     }
 }
