@@ -171,6 +171,8 @@ impl Vmm {
             ACPI_TABLES_END,
         )?;
         acpi::write(&memory, &tables)?;
+        let pm = acpi_pm::pm_registers();
+        boot::write_reset_stub(&memory, pm.reset_port, pm.reset_value)?;
         let entry = boot::load(
             &memory,
             &BootInputs {
