@@ -29,12 +29,14 @@ fn reported(vcpus: u32, memory_mib: u64) -> (u32, u64) {
     (nproc, mem_kb)
 }
 
-/// MemTotal is RAM minus what the kernel keeps for itself: within 25% of the configured size.
+/// MemTotal is RAM minus what the kernel keeps for itself (its image, page tables, memmap): the
+/// Debian cloud kernel keeps ~33 MiB at 128 MiB and ~43 MiB at 1 GiB (QEMU's guests alike).
 fn assert_memtotal(mem_kb: u64, memory_mib: u64) {
     let configured_kb = memory_mib * 1024;
+    let kept_kb = configured_kb.saturating_sub(mem_kb);
     assert!(
-        mem_kb <= configured_kb && mem_kb >= configured_kb * 3 / 4,
-        "MemTotal {mem_kb} kB for {memory_mib} MiB of guest RAM"
+        mem_kb <= configured_kb && kept_kb <= 64 * 1024,
+        "MemTotal {mem_kb} kB for {memory_mib} MiB of guest RAM: the kernel would keep {kept_kb} kB"
     );
 }
 

@@ -36,8 +36,9 @@ struct Cli {
     /// Kernel command line.
     #[arg(long, default_value = DEFAULT_CMDLINE)]
     cmdline: String,
+    /// vCPUs: 1 up to what KVM allows, at most 255 (the MADT's xAPIC IDs).
     #[arg(long, default_value_t = 1)]
-    vcpus: u8,
+    vcpus: u32,
     #[arg(long, default_value_t = 256)]
     memory_mib: u64,
     /// stdout, none or file:PATH.
@@ -60,7 +61,12 @@ impl Cli {
                 kernel: self.kernel.context("--kernel is required")?,
                 initramfs: self.initramfs,
                 cmdline: self.cmdline,
-                vcpus: self.vcpus,
+                vcpus: u8::try_from(self.vcpus).map_err(|_| {
+                    anyhow::anyhow!(
+                        "--vcpus {}: more vCPUs than this VMM supports (255: xAPIC IDs in the MADT)",
+                        self.vcpus
+                    )
+                })?,
                 memory_mib: self.memory_mib,
                 console: self.console,
                 api_socket: None,
@@ -83,7 +89,19 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let cli = Cli::parse();
+    // Usage errors exit with BAD_CONFIG like every other refusal (clap's own status, 2, is the
+    // guest-panic status); --help and --version exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(exit_status::BAD_CONFIG as u8)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let vmm = match start(cli, started) {
         Ok(vmm) => vmm,
         Err(e) => {

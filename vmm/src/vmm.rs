@@ -349,9 +349,9 @@ impl VmControl for Vmm {
                 "snapshots are not wired into this VMM yet".into(),
             )),
             VmRequest::ListDevices => Ok(VmResponse::Devices(Vec::new())),
-            VmRequest::SetDevicePolicy { id, .. } => Err(ControlError::NotFound(format!(
-                "no device {id}"
-            ))),
+            VmRequest::SetDevicePolicy { id, .. } => {
+                Err(ControlError::NotFound(format!("no device {id}")))
+            }
         }
     }
 }
