@@ -64,6 +64,11 @@ impl Codec for XmlCodec {
 
     fn decode(&self, input: &[u8]) -> Result<SyncMl, DecodeError> {
         self.limits.check_input(input)?;
+        if input.starts_with(b"\xFE\xFF") || input.starts_with(b"\xFF\xFE") {
+            return Err(DecodeError::UnsupportedCharset {
+                charset: "UTF-16".to_owned(),
+            });
+        }
         let root = parse(input, &self.limits)?;
         read::message(&root)
     }
@@ -71,7 +76,12 @@ impl Codec for XmlCodec {
 
 /// Parses `input` into an element tree.
 fn parse(input: &[u8], limits: &Limits) -> Result<Element, DecodeError> {
-    let mut reader = NsReader::from_reader(input);
+    // A UTF-8 byte order mark is not part of the document; offsets still count it.
+    let (base, document) = match input.strip_prefix(b"\xEF\xBB\xBF") {
+        Some(rest) => (3, rest),
+        None => (0, input),
+    };
+    let mut reader = NsReader::from_reader(document);
     let config = reader.config_mut();
     config.trim_text(false);
     config.check_end_names = true;
@@ -82,20 +92,15 @@ fn parse(input: &[u8], limits: &Limits) -> Result<Element, DecodeError> {
     let mut root: Option<Element> = None;
     let mut elements = 0usize;
     let mut seen_decl = false;
-    let document_start = if input.starts_with(b"\xEF\xBB\xBF") {
-        3
-    } else {
-        0
-    };
     loop {
-        let offset = position(reader.buffer_position());
+        let offset = base + position(reader.buffer_position());
         let (ns, event) = match reader.read_resolved_event() {
             Ok((ns, event)) => (namespace(ns, offset)?, event),
-            Err(err) => return Err(xml_error(position(reader.error_position()), err)),
+            Err(err) => return Err(xml_error(base + position(reader.error_position()), err)),
         };
         match event {
             Event::Decl(decl) => {
-                if seen_decl || root.is_some() || !stack.is_empty() || offset != document_start {
+                if seen_decl || root.is_some() || !stack.is_empty() || offset != base {
                     return Err(malformed(offset, "XML declaration not at the start"));
                 }
                 seen_decl = true;
@@ -126,6 +131,7 @@ fn parse(input: &[u8], limits: &Limits) -> Result<Element, DecodeError> {
                 let text = text
                     .xml10_content()
                     .map_err(|err| malformed(offset, &err.to_string()))?;
+                check_chars(&text, offset)?;
                 outside_text(&text, &stack, root.is_some(), offset)?;
                 if let Some(current) = stack.last_mut() {
                     current.push_text(&text);
@@ -135,6 +141,7 @@ fn parse(input: &[u8], limits: &Limits) -> Result<Element, DecodeError> {
                 let text = cdata
                     .xml10_content()
                     .map_err(|err| malformed(offset, &err.to_string()))?;
+                check_chars(&text, offset)?;
                 match stack.last_mut() {
                     Some(current) => current.push_text(&text),
                     None if root.is_some() => return Err(DecodeError::TrailingData { offset }),
@@ -339,7 +346,8 @@ fn namespace(ns: ResolveResult<'_>, offset: usize) -> Result<Option<Vec<u8>>, De
 }
 
 fn position(position: u64) -> usize {
-    usize::try_from(position).unwrap_or(usize::MAX)
+    // Positions are within the input, which is in memory: they fit.
+    usize::try_from(position).unwrap_or(usize::MAX / 2)
 }
 
 fn malformed(offset: usize, reason: &str) -> DecodeError {
@@ -351,6 +359,17 @@ fn malformed(offset: usize, reason: &str) -> DecodeError {
 
 fn xml_error(offset: usize, err: quick_xml::Error) -> DecodeError {
     malformed(offset, &err.to_string())
+}
+
+/// Character data may only hold XML 1.0 `Char`s (no control characters but tab, LF, CR).
+fn check_chars(text: &str, offset: usize) -> Result<(), DecodeError> {
+    match text.chars().find(|&c| !is_xml_char(c)) {
+        Some(c) => Err(malformed(
+            offset,
+            &format!("character U+{:04X} is not allowed in XML", c as u32),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// XML 1.0 `Char`: what a document may contain.
