@@ -12,6 +12,8 @@
 //!
 //! [`Data::Opaque`]: crate::model::Data::Opaque
 
+use std::borrow::Cow;
+
 use super::element::{Element, Node};
 use super::tag::{Tag, PAGE_METINF, PAGE_SYNCML};
 use super::write::{self, Sink};
@@ -130,7 +132,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Header, body, and nothing after.
-    fn document(mut self) -> Result<Element, DecodeError> {
+    fn document(mut self) -> Result<Element<'a>, DecodeError> {
         self.header()?;
         let root = self.body()?;
         if self.pos != self.input.len() {
@@ -182,8 +184,8 @@ impl<'a> Parser<'a> {
     }
 
     /// The element tree of the body, up to the root's `END`.
-    fn body(&mut self) -> Result<Element, DecodeError> {
-        let mut stack: Vec<Element> = Vec::new();
+    fn body(&mut self) -> Result<Element<'a>, DecodeError> {
+        let mut stack: Vec<Element<'a>> = Vec::new();
         let mut elements = 0usize;
         loop {
             let offset = self.pos;
@@ -213,23 +215,21 @@ impl<'a> Parser<'a> {
                     let ch = char::from_u32(code).filter(|&c| c != '\0').ok_or_else(|| {
                         malformed(offset, format!("ENTITY U+{code:04X} is not a character"))
                     })?;
-                    current(&mut stack, offset)?.push_text(ch.encode_utf8(&mut [0; 4]));
+                    current(&mut stack, offset)?.push_text(Cow::Owned(ch.to_string()));
                 }
                 token::STR_I => {
                     let text = self.inline_string()?;
-                    current(&mut stack, offset)?.push_text(text);
+                    current(&mut stack, offset)?.push_text(Cow::Borrowed(text));
                 }
                 token::STR_T => {
                     let index = self.mb_u32()?;
                     let text = self.table_string(index, offset)?;
-                    current(&mut stack, offset)?.push_text(text);
+                    current(&mut stack, offset)?.push_text(Cow::Borrowed(text));
                 }
                 token::OPAQUE => {
                     let len = self.length()?;
                     let bytes = self.take(len, "OPAQUE data")?;
-                    current(&mut stack, offset)?
-                        .nodes
-                        .push(Node::Opaque(bytes.to_vec()));
+                    current(&mut stack, offset)?.nodes.push(Node::Opaque(bytes));
                 }
                 token::LITERAL | token::LITERAL_A | token::LITERAL_C | token::LITERAL_AC => {
                     let index = self.mb_u32()?;
@@ -393,13 +393,16 @@ impl<'a> Parser<'a> {
     }
 }
 
-fn current(stack: &mut [Element], offset: usize) -> Result<&mut Element, DecodeError> {
+fn current<'s, 'a>(
+    stack: &'s mut [Element<'a>],
+    offset: usize,
+) -> Result<&'s mut Element<'a>, DecodeError> {
     stack
         .last_mut()
         .ok_or_else(|| malformed(offset, "content outside the root element".into()))
 }
 
-fn parent_name(stack: &[Element]) -> String {
+fn parent_name(stack: &[Element<'_>]) -> String {
     stack
         .last()
         .map_or("(document)", |parent| parent.tag.name())

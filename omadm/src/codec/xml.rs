@@ -8,6 +8,8 @@
 //! references other than the five predefined ones and character references, and anything but
 //! whitespace, comments or processing instructions after the root element.
 
+use std::borrow::Cow;
+
 use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
@@ -75,7 +77,7 @@ impl Codec for XmlCodec {
 }
 
 /// Parses `input` into an element tree.
-fn parse(input: &[u8], limits: &Limits) -> Result<Element, DecodeError> {
+fn parse<'a>(input: &'a [u8], limits: &Limits) -> Result<Element<'a>, DecodeError> {
     // A UTF-8 byte order mark is not part of the document; offsets still count it.
     let (base, document) = match input.strip_prefix(b"\xEF\xBB\xBF") {
         Some(rest) => (3, rest),
@@ -88,8 +90,8 @@ fn parse(input: &[u8], limits: &Limits) -> Result<Element, DecodeError> {
     config.check_comments = true;
     config.expand_empty_elements = false;
 
-    let mut stack: Vec<Element> = Vec::new();
-    let mut root: Option<Element> = None;
+    let mut stack: Vec<Element<'a>> = Vec::new();
+    let mut root: Option<Element<'a>> = None;
     let mut elements = 0usize;
     let mut seen_decl = false;
     loop {
@@ -134,7 +136,7 @@ fn parse(input: &[u8], limits: &Limits) -> Result<Element, DecodeError> {
                 check_chars(&text, offset)?;
                 outside_text(&text, &stack, root.is_some(), offset)?;
                 if let Some(current) = stack.last_mut() {
-                    current.push_text(&text);
+                    current.push_text(text);
                 }
             }
             Event::CData(cdata) => {
@@ -143,7 +145,7 @@ fn parse(input: &[u8], limits: &Limits) -> Result<Element, DecodeError> {
                     .map_err(|err| malformed(offset, &err.to_string()))?;
                 check_chars(&text, offset)?;
                 match stack.last_mut() {
-                    Some(current) => current.push_text(&text),
+                    Some(current) => current.push_text(text),
                     None if root.is_some() => return Err(DecodeError::TrailingData { offset }),
                     None => return Err(malformed(offset, "CDATA outside the root element")),
                 }
@@ -151,7 +153,7 @@ fn parse(input: &[u8], limits: &Limits) -> Result<Element, DecodeError> {
             Event::GeneralRef(reference) => {
                 let ch = resolve_reference(&reference, offset)?;
                 match stack.last_mut() {
-                    Some(current) => current.push_text(ch.encode_utf8(&mut [0; 4])),
+                    Some(current) => current.push_text(Cow::Owned(ch.to_string())),
                     None if root.is_some() => return Err(DecodeError::TrailingData { offset }),
                     None => return Err(malformed(offset, "reference outside the root element")),
                 }
@@ -180,9 +182,9 @@ fn parse(input: &[u8], limits: &Limits) -> Result<Element, DecodeError> {
 fn open(
     start: &BytesStart<'_>,
     ns: Option<&[u8]>,
-    parent: Option<&Element>,
+    parent: Option<&Element<'_>>,
     offset: usize,
-) -> Result<Element, DecodeError> {
+) -> Result<Element<'static>, DecodeError> {
     let local = start.local_name();
     let name = local.as_ref();
     let Some(parent) = parent else {
@@ -254,7 +256,7 @@ fn check_attributes(start: &BytesStart<'_>, offset: usize) -> Result<(), DecodeE
 }
 
 /// Attaches a finished element to its parent, or makes it the root.
-fn close(element: Element, stack: &mut [Element], root: &mut Option<Element>) {
+fn close<'a>(element: Element<'a>, stack: &mut [Element<'a>], root: &mut Option<Element<'a>>) {
     match stack.last_mut() {
         Some(parent) => parent.nodes.push(Node::Element(element)),
         None => *root = Some(element),
@@ -264,7 +266,7 @@ fn close(element: Element, stack: &mut [Element], root: &mut Option<Element>) {
 /// Text outside the root must be whitespace.
 fn outside_text(
     text: &str,
-    stack: &[Element],
+    stack: &[Element<'_>],
     after_root: bool,
     offset: usize,
 ) -> Result<(), DecodeError> {
