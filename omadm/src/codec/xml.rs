@@ -97,7 +97,7 @@ fn parse<'a>(input: &'a [u8], limits: &Limits) -> Result<Element<'a>, DecodeErro
     loop {
         let offset = base + position(reader.buffer_position());
         let (ns, event) = match reader.read_resolved_event() {
-            Ok((ns, event)) => (namespace(ns, offset)?, event),
+            Ok(pair) => pair,
             Err(err) => return Err(xml_error(base + position(reader.error_position()), err)),
         };
         match event {
@@ -112,14 +112,14 @@ fn parse<'a>(input: &'a [u8], limits: &Limits) -> Result<Element<'a>, DecodeErro
                 return Err(DecodeError::TrailingData { offset });
             }
             Event::Start(start) => {
-                let element = open(&start, ns.as_deref(), stack.last(), offset)?;
+                let element = open(&start, namespace(&ns, offset)?, stack.last(), offset)?;
                 elements += 1;
                 limits.check_elements(elements)?;
                 stack.push(element);
                 limits.check_depth(stack.len())?;
             }
             Event::Empty(start) => {
-                let element = open(&start, ns.as_deref(), stack.last(), offset)?;
+                let element = open(&start, namespace(&ns, offset)?, stack.last(), offset)?;
                 elements += 1;
                 limits.check_elements(elements)?;
                 limits.check_depth(stack.len() + 1)?;
@@ -333,15 +333,18 @@ fn resolve_reference(reference: &BytesRef<'_>, offset: usize) -> Result<char, De
 }
 
 /// The namespace an element resolved to; `None` when it has none.
-fn namespace(ns: ResolveResult<'_>, offset: usize) -> Result<Option<Vec<u8>>, DecodeError> {
+fn namespace<'r>(
+    ns: &'r ResolveResult<'_>,
+    offset: usize,
+) -> Result<Option<&'r [u8]>, DecodeError> {
     match ns {
         ResolveResult::Unbound => Ok(None),
-        ResolveResult::Bound(ns) => Ok(Some(ns.as_ref().to_vec())),
+        ResolveResult::Bound(ns) => Ok(Some(ns.as_ref())),
         ResolveResult::Unknown(prefix) => Err(malformed(
             offset,
             &format!(
                 "undeclared namespace prefix {:?}",
-                String::from_utf8_lossy(&prefix)
+                String::from_utf8_lossy(prefix)
             ),
         )),
     }
