@@ -461,9 +461,8 @@ impl Sink for WbxmlWriter {
     }
 
     fn opaque(&mut self, tag: Tag, bytes: &[u8]) -> Result<(), EncodeError> {
-        let len = u32::try_from(bytes.len()).map_err(|_| EncodeError::NotXmlText {
+        let len = u32::try_from(bytes.len()).map_err(|_| EncodeError::TooLarge {
             element: tag.name(),
-            reason: "more than 4 GiB",
         })?;
         self.tag(tag, true);
         self.out.push(token::OPAQUE);
