@@ -2,7 +2,9 @@
 //! code page 1 MetInf.
 //!
 //! The encoder writes version 1.3, public id 0x1201 (`-//SYNCML//DTD SyncML 1.2//EN`), charset
-//! UTF-8 (MIBenum 106), an empty string table, text as `STR_I` and [`Data::Opaque`] as `OPAQUE`.
+//! UTF-8 (MIBenum 106), an empty string table, text as `STR_I`, and as `OPAQUE` both
+//! [`Data::Opaque`] and the `Data` of an item or `Cred` whose format is `b64` or `bin` (common
+//! practice: libwbxml and Funambol do the same).
 //!
 //! The decoder accepts WBXML 1.1–1.3; public id 0x1201, 0x01 ("unknown", the root tag then says
 //! what the document is), or 0 with the public identifier in the string table; charset UTF-8 only;
@@ -458,6 +460,10 @@ impl Sink for WbxmlWriter {
         self.out.extend_from_slice(text.as_bytes());
         self.out.extend_from_slice(&[0, token::END]);
         Ok(())
+    }
+
+    fn binary_text(&mut self, tag: Tag, text: &str) -> Result<(), EncodeError> {
+        self.opaque(tag, text.as_bytes())
     }
 
     fn opaque(&mut self, tag: Tag, bytes: &[u8]) -> Result<(), EncodeError> {

@@ -455,6 +455,10 @@ impl Sink for XmlWriter {
         Ok(())
     }
 
+    fn binary_text(&mut self, tag: Tag, text: &str) -> Result<(), EncodeError> {
+        self.text(tag, text)
+    }
+
     fn opaque(&mut self, tag: Tag, bytes: &[u8]) -> Result<(), EncodeError> {
         let text = std::str::from_utf8(bytes).map_err(|_| EncodeError::NotXmlText {
             element: tag.name(),
