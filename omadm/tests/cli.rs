@@ -102,12 +102,66 @@ fn check_reports_the_status_a_strict_server_answers() {
     }
 }
 
+fn sample_notification() -> Vec<u8> {
+    use omadm::notification::{encode, Initiator, Notification, UiMode};
+    let n = Notification {
+        version: 12,
+        ui_mode: UiMode::Background,
+        initiator: Initiator::Server,
+        session_id: 0x1234,
+        server_id: "virmo-server".into(),
+        vendor_specific: Vec::new(),
+    };
+    encode(&n, "secret", b"nonce").expect("encode")
+}
+
 #[test]
-fn notification_decode_says_it_is_not_built_here() {
-    let result = omadm(&["notification", "decode", "-"], b"");
-    assert_eq!(result.status.code(), Some(2), "{result:?}");
+fn notification_decode_shows_the_fields_and_verifies_the_digest() {
+    let message = sample_notification();
+    let shown = omadm(&["notification", "decode", "-"], &message);
+    assert!(shown.status.success(), "{shown:?}");
+    let text = String::from_utf8(shown.stdout).unwrap();
+    assert!(text.contains("server-id:       virmo-server"), "{text}");
+    assert!(text.contains("session-id:      4660 (0x1234)"), "{text}");
+    assert!(text.contains("version:         1.2"), "{text}");
+
+    let good = omadm(
+        &[
+            "notification",
+            "decode",
+            "-",
+            "--password",
+            "secret",
+            "--nonce",
+            "nonce",
+        ],
+        &message,
+    );
+    assert!(good.status.success(), "{good:?}");
+    assert!(String::from_utf8_lossy(&good.stdout).contains("digest verified"));
+
+    let bad = omadm(
+        &[
+            "notification",
+            "decode",
+            "-",
+            "--password",
+            "wrong",
+            "--nonce",
+            "nonce",
+        ],
+        &message,
+    );
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("NOT verified"));
+}
+
+#[test]
+fn notification_decode_refuses_a_truncated_message() {
+    let result = omadm(&["notification", "decode", "-"], b"short");
+    assert!(!result.status.success(), "{result:?}");
     let text = String::from_utf8(result.stderr).unwrap();
-    assert!(text.contains("not built in this branch"), "{text}");
+    assert!(text.contains("not a Pkg#0 notification"), "{text}");
 }
 
 #[test]
