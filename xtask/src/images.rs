@@ -130,18 +130,7 @@ fn guest_initramfs(images: &Images, recipe: &Path) -> Result<Vec<u8>> {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
-    let tree = module_tree(images)?;
-    let mut order = String::new();
-    for (name, path) in tree.load_order(&wanted)? {
-        cpio.file(
-            &format!("lib/modules/{name}.ko"),
-            0o644,
-            &std::fs::read(&path)?,
-        );
-        order.push_str(&name);
-        order.push('\n');
-    }
-    cpio.file("lib/modules/load-order", 0o644, order.as_bytes());
+    add_modules(&mut cpio, images, &wanted)?;
 
     let scenarios = recipe.join("scenarios");
     let mut entries: Vec<_> = std::fs::read_dir(&scenarios)
@@ -160,6 +149,23 @@ fn guest_initramfs(images: &Images, recipe: &Path) -> Result<Vec<u8>> {
     let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::new(6));
     gz.write_all(&cpio.finish())?;
     Ok(gz.finish()?)
+}
+
+/// Puts `wanted` and their dependencies under /lib/modules/, with `load-order` listing them
+/// dependencies first (the /init scripts insmod them in that order).
+pub fn add_modules(cpio: &mut CpioWriter, images: &Images, wanted: &[&str]) -> Result<()> {
+    let mut order = String::new();
+    for (name, path) in module_tree(images)?.load_order(wanted)? {
+        cpio.file(
+            &format!("lib/modules/{name}.ko"),
+            0o644,
+            &std::fs::read(&path)?,
+        );
+        order.push_str(&name);
+        order.push('\n');
+    }
+    cpio.file("lib/modules/load-order", 0o644, order.as_bytes());
+    Ok(())
 }
 
 /// Puts the static busybox at /bin/busybox; /init installs its applet links at boot.

@@ -164,18 +164,7 @@ fn runner_initramfs(images: &Images, job: &RunnerJob, scratch: &Path) -> Result<
     }
     images::add_busybox(&mut cpio, &images.busybox_root)?;
 
-    let tree = images::module_tree(images)?;
-    let mut order = String::new();
-    for (name, path) in tree.load_order(RUNNER_MODULES)? {
-        cpio.file(
-            &format!("lib/modules/{name}.ko"),
-            0o644,
-            &std::fs::read(&path)?,
-        );
-        order.push_str(&name);
-        order.push('\n');
-    }
-    cpio.file("lib/modules/load-order", 0o644, order.as_bytes());
+    images::add_modules(&mut cpio, images, RUNNER_MODULES)?;
 
     let mut libraries = BTreeSet::new();
     for file in &job.files {

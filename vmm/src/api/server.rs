@@ -289,12 +289,12 @@ impl Served {
     fn refuse(&self, connection: &mut Connection, error: &ReadError) {
         match error.response() {
             Some(response) => {
-                tracing::warn!(status = response.status.code(), error = %error_chain(error), "API request refused");
+                tracing::warn!(status = response.status.code(), error = %crate::error_chain(error), "API request refused");
                 let _ = connection.write_response(&response, Some("close"));
                 connection.linger_close();
             }
             None => {
-                tracing::debug!(error = %error_chain(error), "API connection dropped");
+                tracing::debug!(error = %crate::error_chain(error), "API connection dropped");
                 connection.close();
             }
         }
@@ -323,16 +323,4 @@ fn log_request(
         }
         Ok(()) => tracing::info!(method, uri = target, status, micros, "API request"),
     }
-}
-
-/// `error: cause: cause` in one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
