@@ -115,6 +115,10 @@ impl Vmm {
         let mut vm = hypervisor.create_vm(IrqChip::InKernel)?;
         let memory = memory::create_guest_memory(config.memory_bytes())?;
         vm.register_memory(&memory)?;
+        tracing::debug!(
+            ms = vmm_started.elapsed().as_millis() as u64,
+            "VM and memory created"
+        );
 
         let stop = Arc::new(StopSignal::new());
         let pio = Arc::new(Bus::new("pio"));
@@ -152,6 +156,10 @@ impl Vmm {
         pio.insert(acpi_pm::GED_PORT, acpi_pm::GED_PORT_LEN, ged.clone())?;
         resources.add_dsdt_aml(&acpi_pm::dsdt_aml(ged_gsi));
 
+        tracing::debug!(
+            ms = vmm_started.elapsed().as_millis() as u64,
+            "devices created"
+        );
         extra_devices(&mut DeviceSetup {
             vm: &vm,
             memory: &memory,
@@ -185,6 +193,10 @@ impl Vmm {
             },
         )?;
 
+        tracing::debug!(
+            ms = vmm_started.elapsed().as_millis() as u64,
+            "guest loaded"
+        );
         let cpuid = hypervisor.supported_cpuid()?;
         let tsc_deadline = hypervisor.has_tsc_deadline();
         let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
