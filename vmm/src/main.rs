@@ -83,7 +83,19 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let cli = Cli::parse();
+    // clap exits with 2 on usage errors, which is our "guest panic" status: map them to 1.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(exit_status::BAD_CONFIG as u8),
+            };
+        }
+    };
     let vmm = match start(cli, started) {
         Ok(vmm) => vmm,
         Err(e) => {

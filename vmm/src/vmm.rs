@@ -27,7 +27,7 @@ use crate::vstate::vm::{Hypervisor, IrqChip, Vm, VmError};
 
 /// How long the process waits after a stop asked for through the API, so the API answer is
 /// written before the process exits.
-pub const API_ANSWER_GRACE: Duration = Duration::from_millis(100);
+pub const API_ANSWER_GRACE: Duration = Duration::from_millis(200);
 
 /// Why the VM could not be built or started. Every variant means exit status 1.
 #[derive(Debug, thiserror::Error)]
