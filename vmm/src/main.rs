@@ -115,6 +115,8 @@ fn main() -> ExitCode {
 
 fn start(cli: Cli, started: Instant) -> anyhow::Result<Arc<Vmm>> {
     let config = cli.into_config()?;
+    // Every log line of this VM carries its ID (the span is kept for the process's life).
+    std::mem::forget(tracing::info_span!("vm", id = %config.id).entered());
     // Bind first: a socket in use is refused before any VM resource is created.
     let api = match &config.api_socket {
         Some(path) => Some(ApiServer::bind(path)?),
