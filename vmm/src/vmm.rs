@@ -147,7 +147,9 @@ impl Vmm {
         };
         let hypervisor = Hypervisor::open()?;
         config.validate_for_host(hypervisor.host_limits())?;
+        tracing::debug!(ms = vmm_started.elapsed().as_millis() as u64, "KVM opened");
         let mut vm = hypervisor.create_vm(IrqChip::InKernel)?;
+        tracing::debug!(ms = vmm_started.elapsed().as_millis() as u64, "VM created");
         let memory = memory::create_guest_memory(config.memory_bytes())?;
         vm.register_memory(&memory)?;
         tracing::debug!(
