@@ -7,6 +7,8 @@
 //! Boots the guest with its console in a file, waits for `VIRMO-GUEST-READY`, pauses (checks that
 //! the console stands still), resumes, then shuts the VM down (ACPI power button, forced after the
 //! timeout) or stops it. Prints each answer and how the VM ended; exits with the VMM's status.
+//! `CONTROL_WAIT_FOR=TEXT` waits for TEXT on the console too before the requests;
+//! `CONTROL_VCPUS=N` sets the vCPU count.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -31,13 +33,19 @@ fn main() -> anyhow::Result<()> {
     config.cmdline = args[3].clone();
     config.console = ConsoleConfig::File(console.clone());
     config.memory_mib = 256;
+    if let Ok(vcpus) = std::env::var("CONTROL_VCPUS") {
+        config.vcpus = vcpus.parse()?;
+    }
+    let wait_for = std::env::var("CONTROL_WAIT_FOR").unwrap_or_else(|_| "VIRMO-GUEST-READY".into());
     let ending = args.get(4).map(String::as_str).unwrap_or("shutdown");
     let timeout_ms: u64 = args.get(5).map(|t| t.parse()).transpose()?.unwrap_or(5000);
 
     let vmm = Vmm::build(config)?;
     vmm.start()?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !console_text(&console).contains("VIRMO-GUEST-READY") {
+    while !console_text(&console).contains("VIRMO-GUEST-READY")
+        || !console_text(&console).contains(&wait_for)
+    {
         anyhow::ensure!(Instant::now() < deadline, "guest not ready in 60 s");
         std::thread::sleep(Duration::from_millis(20));
     }
