@@ -202,6 +202,20 @@ mod tests {
     }
 
     #[test]
+    fn ready_report_waits_for_the_end_of_the_marker_line() {
+        let mut out = ConsoleOutput::new(None, Instant::now());
+        out.write_all(b"VIRMO-GUEST-READY").unwrap();
+        assert!(
+            out.ready_after.is_some(),
+            "time taken when the marker completes"
+        );
+        out.write_all(b"\r").unwrap();
+        assert!(out.ready_after.is_some(), "not reported mid-line");
+        out.write_all(b"\n").unwrap();
+        assert!(out.ready_after.is_none(), "reported at the end of the line");
+    }
+
+    #[test]
     fn output_reaches_the_sink_or_is_discarded() {
         let shared = Shared::default();
         let mut out = ConsoleOutput::new(Some(Box::new(shared.clone())), Instant::now());

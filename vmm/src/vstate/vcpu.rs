@@ -225,6 +225,13 @@ impl Vcpu {
         self.fd.set_kvm_immediate_exit(0);
     }
 
+    /// Tells the guest's kvmclock that the vCPU was stopped by the host, so the guest's
+    /// watchdogs do not report a soft lockup after a long pause. Fails harmlessly when the guest
+    /// does not use kvmclock.
+    pub fn notify_paused(&self) {
+        let _ = self.fd.kvmclock_ctrl();
+    }
+
     /// What KVM reported with `KVM_EXIT_INTERNAL_ERROR`, with the guest's RIP.
     fn internal_error_detail(&mut self) -> String {
         let rip = self.fd.get_regs().map(|r| r.rip).ok();
