@@ -1,4 +1,5 @@
 //! `omadm`: the OMA DM 1.2/1.3 protocol, shared by the VirMO agent (client) and server.
 #![forbid(unsafe_code)]
 pub mod model;
+pub mod session;
 pub mod status;
