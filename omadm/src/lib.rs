@@ -1,5 +1,6 @@
 //! `omadm`: the OMA DM 1.2/1.3 protocol, shared by the VirMO agent (client) and server.
 #![forbid(unsafe_code)]
+pub mod codec;
 pub mod model;
 pub mod session;
 pub mod status;

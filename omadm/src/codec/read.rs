@@ -1,0 +1,605 @@
+//! Element tree → [`SyncMl`]: checks the SyncML DM rules both encodings share.
+//!
+//! Order is enforced where it carries meaning: `SyncHdr` before `SyncBody`, `Final` last in the
+//! body, and commands and repeated items keep their document order. The order of distinct fields
+//! inside an element is not enforced (the DM specification's own examples put `MsgRef` before
+//! `CmdID`); a field given twice, a missing required field, a field the element does not have, or
+//! text where elements belong is an error.
+
+use std::str::FromStr;
+
+use super::element::{Element, Node};
+use super::tag::Tag;
+use super::DecodeError;
+use crate::model::{
+    Alert, AlertCode, Chal, Command, CommandKind, Container, Cred, Data, Exec, Item, ItemCommand,
+    Location, Meta, ProtoVersion, Results, Status, SyncBody, SyncHdr, SyncMl, VER_DTD,
+};
+use crate::status::StatusCode;
+
+type Result<T> = std::result::Result<T, DecodeError>;
+
+/// Reads a `<SyncML>` element tree into the model.
+pub(crate) fn message(root: &Element) -> Result<SyncMl> {
+    if root.tag != Tag::SyncML {
+        return Err(DecodeError::NotSyncMl {
+            reason: format!("the root element is <{}>", root.tag.name()),
+        });
+    }
+    let mut hdr = None;
+    let mut body = None;
+    for child in children(root)? {
+        match child.tag {
+            Tag::SyncHdr => set(&mut hdr, sync_hdr(child)?, root, child)?,
+            Tag::SyncBody if hdr.is_none() => {
+                return Err(out_of_order(root, child, "SyncHdr comes before SyncBody"))
+            }
+            Tag::SyncBody => set(&mut body, sync_body(child)?, root, child)?,
+            _ => return Err(not_allowed(root, child)),
+        }
+    }
+    Ok(SyncMl {
+        hdr: required(hdr, root, Tag::SyncHdr)?,
+        body: required(body, root, Tag::SyncBody)?,
+    })
+}
+
+fn sync_hdr(el: &Element) -> Result<SyncHdr> {
+    let mut ver_dtd = None;
+    let mut ver_proto = None;
+    let mut session_id = None;
+    let mut msg_id = None;
+    let mut target = None;
+    let mut source = None;
+    let mut resp_uri = None;
+    let mut no_resp = None;
+    let mut cred = None;
+    let mut meta = None;
+    for child in children(el)? {
+        match child.tag {
+            Tag::VerDTD => set(&mut ver_dtd, token(child)?, el, child)?,
+            Tag::VerProto => set(&mut ver_proto, token(child)?, el, child)?,
+            Tag::SessionID => set(&mut session_id, token(child)?, el, child)?,
+            Tag::MsgID => set(&mut msg_id, number(child)?, el, child)?,
+            Tag::Target => set(&mut target, location(child)?, el, child)?,
+            Tag::Source => set(&mut source, location(child)?, el, child)?,
+            Tag::RespURI => set(&mut resp_uri, token(child)?, el, child)?,
+            Tag::NoResp => set(&mut no_resp, flag(child)?, el, child)?,
+            Tag::Cred => set(&mut cred, self::cred(child)?, el, child)?,
+            Tag::Meta => set(&mut meta, self::meta(child)?, el, child)?,
+            _ => return Err(not_allowed(el, child)),
+        }
+    }
+    let ver_dtd = required(ver_dtd, el, Tag::VerDTD)?;
+    if ver_dtd != VER_DTD {
+        return Err(DecodeError::UnsupportedDtdVersion(ver_dtd));
+    }
+    let ver_proto = required(ver_proto, el, Tag::VerProto)?;
+    let ver_proto = ProtoVersion::from_str(&ver_proto)
+        .map_err(|_| DecodeError::UnsupportedProtocolVersion(ver_proto))?;
+    Ok(SyncHdr {
+        ver_proto,
+        session_id: required(session_id, el, Tag::SessionID)?,
+        msg_id: required(msg_id, el, Tag::MsgID)?,
+        target: required(target, el, Tag::Target)?,
+        source: required(source, el, Tag::Source)?,
+        resp_uri,
+        no_resp: no_resp.unwrap_or(false),
+        cred,
+        meta,
+    })
+}
+
+fn sync_body(el: &Element) -> Result<SyncBody> {
+    let mut body = SyncBody::default();
+    for child in children(el)? {
+        if body.final_ {
+            return Err(out_of_order(
+                el,
+                child,
+                "Final is the last element of SyncBody",
+            ));
+        }
+        if child.tag == Tag::Final {
+            body.final_ = flag(child)?;
+        } else {
+            body.commands.push(command(el, child, BODY_COMMANDS)?);
+        }
+    }
+    Ok(body)
+}
+
+/// Commands a `SyncBody` may hold.
+const BODY_COMMANDS: &[Tag] = &[
+    Tag::Add,
+    Tag::Alert,
+    Tag::Atomic,
+    Tag::Copy,
+    Tag::Delete,
+    Tag::Exec,
+    Tag::Get,
+    Tag::Replace,
+    Tag::Results,
+    Tag::Sequence,
+    Tag::Status,
+];
+/// Commands an `Atomic` may hold (no nested Atomic, no Status or Results).
+const ATOMIC_COMMANDS: &[Tag] = &[
+    Tag::Add,
+    Tag::Alert,
+    Tag::Copy,
+    Tag::Delete,
+    Tag::Exec,
+    Tag::Get,
+    Tag::Replace,
+    Tag::Sequence,
+];
+/// Commands a `Sequence` may hold (no Status or Results).
+const SEQUENCE_COMMANDS: &[Tag] = &[
+    Tag::Add,
+    Tag::Alert,
+    Tag::Atomic,
+    Tag::Copy,
+    Tag::Delete,
+    Tag::Exec,
+    Tag::Get,
+    Tag::Replace,
+];
+
+fn command(parent: &Element, el: &Element, allowed: &[Tag]) -> Result<Command> {
+    if !allowed.contains(&el.tag) {
+        return Err(not_allowed(parent, el));
+    }
+    Ok(match el.tag {
+        Tag::Add => Command::Add(item_command(el)?),
+        Tag::Copy => Command::Copy(item_command(el)?),
+        Tag::Delete => Command::Delete(item_command(el)?),
+        Tag::Get => Command::Get(item_command(el)?),
+        Tag::Replace => Command::Replace(item_command(el)?),
+        Tag::Alert => Command::Alert(alert(el)?),
+        Tag::Exec => Command::Exec(exec(el)?),
+        Tag::Atomic => Command::Atomic(container(el, ATOMIC_COMMANDS)?),
+        Tag::Sequence => Command::Sequence(container(el, SEQUENCE_COMMANDS)?),
+        Tag::Results => Command::Results(results(el)?),
+        Tag::Status => Command::Status(status(el)?),
+        _ => return Err(not_allowed(parent, el)),
+    })
+}
+
+fn item_command(el: &Element) -> Result<ItemCommand> {
+    let mut cmd_id = None;
+    let mut no_resp = None;
+    let mut cred = None;
+    let mut meta = None;
+    let mut items = Vec::new();
+    for child in children(el)? {
+        match child.tag {
+            Tag::CmdID => set(&mut cmd_id, number(child)?, el, child)?,
+            Tag::NoResp => set(&mut no_resp, flag(child)?, el, child)?,
+            Tag::Cred => set(&mut cred, self::cred(child)?, el, child)?,
+            Tag::Meta => set(&mut meta, self::meta(child)?, el, child)?,
+            Tag::Item => items.push(item(child)?),
+            _ => return Err(not_allowed(el, child)),
+        }
+    }
+    Ok(ItemCommand {
+        cmd_id: required(cmd_id, el, Tag::CmdID)?,
+        no_resp: no_resp.unwrap_or(false),
+        cred,
+        meta,
+        items: at_least_one(items, el)?,
+    })
+}
+
+fn exec(el: &Element) -> Result<Exec> {
+    let mut cmd_id = None;
+    let mut no_resp = None;
+    let mut cred = None;
+    let mut meta = None;
+    let mut correlator = None;
+    let mut item = None;
+    for child in children(el)? {
+        match child.tag {
+            Tag::CmdID => set(&mut cmd_id, number(child)?, el, child)?,
+            Tag::NoResp => set(&mut no_resp, flag(child)?, el, child)?,
+            Tag::Cred => set(&mut cred, self::cred(child)?, el, child)?,
+            Tag::Meta => set(&mut meta, self::meta(child)?, el, child)?,
+            Tag::Correlator => set(&mut correlator, token(child)?, el, child)?,
+            Tag::Item => set(&mut item, self::item(child)?, el, child)?,
+            _ => return Err(not_allowed(el, child)),
+        }
+    }
+    Ok(Exec {
+        cmd_id: required(cmd_id, el, Tag::CmdID)?,
+        no_resp: no_resp.unwrap_or(false),
+        cred,
+        meta,
+        correlator,
+        item: required(item, el, Tag::Item)?,
+    })
+}
+
+fn alert(el: &Element) -> Result<Alert> {
+    let mut cmd_id = None;
+    let mut no_resp = None;
+    let mut cred = None;
+    let mut data = None;
+    let mut correlator = None;
+    let mut items = Vec::new();
+    for child in children(el)? {
+        match child.tag {
+            Tag::CmdID => set(&mut cmd_id, number(child)?, el, child)?,
+            Tag::NoResp => set(&mut no_resp, flag(child)?, el, child)?,
+            Tag::Cred => set(&mut cred, self::cred(child)?, el, child)?,
+            Tag::Data => set(&mut data, AlertCode(number(child)?), el, child)?,
+            Tag::Correlator => set(&mut correlator, token(child)?, el, child)?,
+            Tag::Item => items.push(item(child)?),
+            _ => return Err(not_allowed(el, child)),
+        }
+    }
+    Ok(Alert {
+        cmd_id: required(cmd_id, el, Tag::CmdID)?,
+        no_resp: no_resp.unwrap_or(false),
+        cred,
+        data: required(data, el, Tag::Data)?,
+        correlator,
+        items,
+    })
+}
+
+fn container(el: &Element, allowed: &[Tag]) -> Result<Container> {
+    let mut cmd_id = None;
+    let mut no_resp = None;
+    let mut meta = None;
+    let mut commands = Vec::new();
+    for child in children(el)? {
+        match child.tag {
+            Tag::CmdID => set(&mut cmd_id, number(child)?, el, child)?,
+            Tag::NoResp => set(&mut no_resp, flag(child)?, el, child)?,
+            Tag::Meta => set(&mut meta, self::meta(child)?, el, child)?,
+            _ => commands.push(command(el, child, allowed)?),
+        }
+    }
+    if commands.is_empty() {
+        return Err(missing(el, "a command"));
+    }
+    Ok(Container {
+        cmd_id: required(cmd_id, el, Tag::CmdID)?,
+        no_resp: no_resp.unwrap_or(false),
+        meta,
+        commands,
+    })
+}
+
+fn results(el: &Element) -> Result<Results> {
+    let mut cmd_id = None;
+    let mut msg_ref = None;
+    let mut cmd_ref = None;
+    let mut meta = None;
+    let mut target_ref = None;
+    let mut source_ref = None;
+    let mut items = Vec::new();
+    for child in children(el)? {
+        match child.tag {
+            Tag::CmdID => set(&mut cmd_id, number(child)?, el, child)?,
+            Tag::MsgRef => set(&mut msg_ref, number(child)?, el, child)?,
+            Tag::CmdRef => set(&mut cmd_ref, number(child)?, el, child)?,
+            Tag::Meta => set(&mut meta, self::meta(child)?, el, child)?,
+            Tag::TargetRef => set(&mut target_ref, token(child)?, el, child)?,
+            Tag::SourceRef => set(&mut source_ref, token(child)?, el, child)?,
+            Tag::Item => items.push(item(child)?),
+            _ => return Err(not_allowed(el, child)),
+        }
+    }
+    Ok(Results {
+        cmd_id: required(cmd_id, el, Tag::CmdID)?,
+        msg_ref,
+        cmd_ref: required(cmd_ref, el, Tag::CmdRef)?,
+        meta,
+        target_ref,
+        source_ref,
+        items: at_least_one(items, el)?,
+    })
+}
+
+fn status(el: &Element) -> Result<Status> {
+    let mut cmd_id = None;
+    let mut msg_ref = None;
+    let mut cmd_ref = None;
+    let mut cmd = None;
+    let mut target_ref = Vec::new();
+    let mut source_ref = Vec::new();
+    let mut cred = None;
+    let mut chal = None;
+    let mut data = None;
+    let mut items = Vec::new();
+    for child in children(el)? {
+        match child.tag {
+            Tag::CmdID => set(&mut cmd_id, number(child)?, el, child)?,
+            Tag::MsgRef => set(&mut msg_ref, number(child)?, el, child)?,
+            Tag::CmdRef => set(&mut cmd_ref, number(child)?, el, child)?,
+            Tag::Cmd => set(&mut cmd, command_kind(child)?, el, child)?,
+            Tag::TargetRef => target_ref.push(token(child)?),
+            Tag::SourceRef => source_ref.push(token(child)?),
+            Tag::Cred => set(&mut cred, self::cred(child)?, el, child)?,
+            Tag::Chal => set(&mut chal, self::chal(child)?, el, child)?,
+            Tag::Data => set(&mut data, StatusCode(number(child)?), el, child)?,
+            Tag::Item => items.push(item(child)?),
+            _ => return Err(not_allowed(el, child)),
+        }
+    }
+    Ok(Status {
+        cmd_id: required(cmd_id, el, Tag::CmdID)?,
+        msg_ref: required(msg_ref, el, Tag::MsgRef)?,
+        cmd_ref: required(cmd_ref, el, Tag::CmdRef)?,
+        cmd: required(cmd, el, Tag::Cmd)?,
+        target_ref,
+        source_ref,
+        cred,
+        chal,
+        data: required(data, el, Tag::Data)?,
+        items,
+    })
+}
+
+fn command_kind(el: &Element) -> Result<CommandKind> {
+    let name = token(el)?;
+    CommandKind::from_str(&name).map_err(|_| DecodeError::BadValue {
+        element: el.tag.name(),
+        value: name,
+        expected: "a DM command name or SyncHdr",
+        offset: el.offset,
+    })
+}
+
+fn item(el: &Element) -> Result<Item> {
+    let mut item = Item::default();
+    let mut more_data = None;
+    for child in children(el)? {
+        match child.tag {
+            Tag::Target => set(&mut item.target, location(child)?, el, child)?,
+            Tag::Source => set(&mut item.source, location(child)?, el, child)?,
+            Tag::Meta => set(&mut item.meta, meta(child)?, el, child)?,
+            Tag::Data => set(&mut item.data, data(child)?, el, child)?,
+            Tag::MoreData => set(&mut more_data, flag(child)?, el, child)?,
+            _ => return Err(not_allowed(el, child)),
+        }
+    }
+    item.more_data = more_data.unwrap_or(false);
+    Ok(item)
+}
+
+fn location(el: &Element) -> Result<Location> {
+    let mut loc_uri = None;
+    let mut loc_name = None;
+    for child in children(el)? {
+        match child.tag {
+            Tag::LocURI => set(&mut loc_uri, token(child)?, el, child)?,
+            Tag::LocName => set(&mut loc_name, token(child)?, el, child)?,
+            _ => return Err(not_allowed(el, child)),
+        }
+    }
+    Ok(Location {
+        loc_uri: required(loc_uri, el, Tag::LocURI)?,
+        loc_name,
+    })
+}
+
+fn cred(el: &Element) -> Result<Cred> {
+    let mut meta = None;
+    let mut data = None;
+    for child in children(el)? {
+        match child.tag {
+            Tag::Meta => set(&mut meta, self::meta(child)?, el, child)?,
+            Tag::Data => set(&mut data, self::data(child)?, el, child)?,
+            _ => return Err(not_allowed(el, child)),
+        }
+    }
+    Ok(Cred {
+        meta,
+        data: required(data, el, Tag::Data)?,
+    })
+}
+
+fn chal(el: &Element) -> Result<Chal> {
+    let mut meta = None;
+    for child in children(el)? {
+        match child.tag {
+            Tag::Meta => set(&mut meta, self::meta(child)?, el, child)?,
+            _ => return Err(not_allowed(el, child)),
+        }
+    }
+    Ok(Chal {
+        meta: required(meta, el, Tag::Meta)?,
+    })
+}
+
+fn meta(el: &Element) -> Result<Meta> {
+    let mut meta = Meta::default();
+    for child in children(el)? {
+        match child.tag {
+            Tag::Format => set(&mut meta.format, token(child)?, el, child)?,
+            Tag::Type => set(&mut meta.type_, token(child)?, el, child)?,
+            Tag::Mark => set(&mut meta.mark, token(child)?, el, child)?,
+            Tag::Size => set(&mut meta.size, number(child)?, el, child)?,
+            Tag::Version => set(&mut meta.version, token(child)?, el, child)?,
+            Tag::NextNonce => set(&mut meta.next_nonce, data(child)?, el, child)?,
+            Tag::MaxMsgSize => set(&mut meta.max_msg_size, number(child)?, el, child)?,
+            Tag::MaxObjSize => set(&mut meta.max_obj_size, number(child)?, el, child)?,
+            Tag::EMI => meta.emi.push(token(child)?),
+            _ => return Err(not_allowed(el, child)),
+        }
+    }
+    Ok(meta)
+}
+
+/// The child elements of a structural element; text other than whitespace is an error.
+fn children(el: &Element) -> Result<impl Iterator<Item = &Element>> {
+    for node in &el.nodes {
+        match node {
+            Node::Element(_) => {}
+            Node::Text(text) if is_xml_whitespace(text) => {}
+            Node::Text(_) | Node::Opaque(_) => {
+                return Err(DecodeError::UnexpectedText {
+                    parent: el.tag.name(),
+                    offset: el.offset,
+                })
+            }
+        }
+    }
+    Ok(el.nodes.iter().filter_map(|node| match node {
+        Node::Element(child) => Some(child),
+        Node::Text(_) | Node::Opaque(_) => None,
+    }))
+}
+
+/// The content of `<Data>` or `<NextNonce>`: text, or opaque bytes when any part was opaque.
+fn data(el: &Element) -> Result<Data> {
+    let mut text = String::new();
+    let mut bytes: Option<Vec<u8>> = None;
+    for node in &el.nodes {
+        match node {
+            Node::Element(child) => {
+                return Err(DecodeError::Unsupported {
+                    parent: el.tag.name(),
+                    name: child.tag.name().to_owned(),
+                    offset: child.offset,
+                })
+            }
+            Node::Text(part) => match &mut bytes {
+                Some(bytes) => bytes.extend_from_slice(part.as_bytes()),
+                None => text.push_str(part),
+            },
+            Node::Opaque(part) => {
+                let bytes = bytes.get_or_insert_with(|| std::mem::take(&mut text).into_bytes());
+                bytes.extend_from_slice(part);
+            }
+        }
+    }
+    Ok(match bytes {
+        Some(bytes) => Data::Opaque(bytes),
+        None => Data::Text(text),
+    })
+}
+
+/// The text of a leaf element, without surrounding whitespace (which carries no meaning in
+/// identifiers, URIs, names and numbers). Opaque parts must be UTF-8.
+fn token(el: &Element) -> Result<String> {
+    let content = data(el).map_err(|_| DecodeError::UnexpectedElement {
+        element: el.tag.name(),
+        offset: el.offset,
+    })?;
+    let text = match content {
+        Data::Text(text) => text,
+        Data::Opaque(bytes) => String::from_utf8(bytes).map_err(|err| DecodeError::BadValue {
+            element: el.tag.name(),
+            value: String::from_utf8_lossy(err.as_bytes()).into_owned(),
+            expected: "UTF-8 text",
+            offset: el.offset,
+        })?,
+    };
+    let trimmed = text.trim_matches(is_xml_whitespace_char);
+    Ok(if trimmed.len() == text.len() {
+        text
+    } else {
+        trimmed.to_owned()
+    })
+}
+
+/// A decimal number without sign.
+fn number<T: FromStr>(el: &Element) -> Result<T> {
+    let text = token(el)?;
+    let parsed = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        text.parse().ok()
+    } else {
+        None
+    };
+    parsed.ok_or_else(|| DecodeError::BadValue {
+        element: el.tag.name(),
+        value: text,
+        expected: "an unsigned decimal number in range",
+        offset: el.offset,
+    })
+}
+
+/// An empty element such as `<Final/>`: present means true.
+fn flag(el: &Element) -> Result<bool> {
+    for node in &el.nodes {
+        match node {
+            Node::Text(text) if is_xml_whitespace(text) => {}
+            Node::Element(child) => return Err(not_allowed(el, child)),
+            Node::Text(_) | Node::Opaque(_) => {
+                return Err(DecodeError::UnexpectedText {
+                    parent: el.tag.name(),
+                    offset: el.offset,
+                })
+            }
+        }
+    }
+    Ok(true)
+}
+
+fn set<T>(slot: &mut Option<T>, value: T, parent: &Element, child: &Element) -> Result<()> {
+    if slot.is_some() {
+        return Err(DecodeError::Duplicate {
+            parent: parent.tag.name(),
+            name: child.tag.name(),
+            offset: child.offset,
+        });
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn required<T>(slot: Option<T>, parent: &Element, tag: Tag) -> Result<T> {
+    slot.ok_or_else(|| missing(parent, tag.name()))
+}
+
+fn at_least_one(items: Vec<Item>, parent: &Element) -> Result<Vec<Item>> {
+    if items.is_empty() {
+        Err(missing(parent, Tag::Item.name()))
+    } else {
+        Ok(items)
+    }
+}
+
+fn missing(parent: &Element, name: &'static str) -> DecodeError {
+    DecodeError::Missing {
+        parent: parent.tag.name(),
+        name,
+        offset: parent.offset,
+    }
+}
+
+fn not_allowed(parent: &Element, child: &Element) -> DecodeError {
+    if child.tag.used_by_dm() {
+        DecodeError::NotAllowed {
+            parent: parent.tag.name(),
+            name: child.tag.name(),
+            offset: child.offset,
+        }
+    } else {
+        DecodeError::Unsupported {
+            parent: parent.tag.name(),
+            name: child.tag.name().to_owned(),
+            offset: child.offset,
+        }
+    }
+}
+
+fn out_of_order(parent: &Element, child: &Element, rule: &'static str) -> DecodeError {
+    DecodeError::OutOfOrder {
+        parent: parent.tag.name(),
+        name: child.tag.name(),
+        rule,
+        offset: child.offset,
+    }
+}
+
+fn is_xml_whitespace_char(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r')
+}
+
+fn is_xml_whitespace(text: &str) -> bool {
+    text.chars().all(is_xml_whitespace_char)
+}
