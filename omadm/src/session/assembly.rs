@@ -61,6 +61,7 @@ fn declared_size(command: &Command, item: &Item) -> Option<u64> {
 
 impl Assembly {
     /// Whether a large object is half received.
+    #[cfg(test)]
     pub fn in_progress(&self) -> bool {
         self.partial.is_some()
     }

@@ -9,8 +9,8 @@ use super::assembly::Received;
 use super::auth::{AcceptAll, Credentials, NoCredentials, Presented, Verdict, Verifier};
 use super::exchange::{status_for, Exchange, Limits};
 use super::executor::{CommandExecutor, GroupKind};
-use super::wire::Encoding;
-use super::{DevInfo, EndReason, GenericAlert};
+use super::wire::{decode, encode, Encoding, Transmit};
+use super::{DevInfo, EndReason, GenericAlert, SessionError};
 use crate::model::{
     Alert, AlertCode, Command, CommandKind, Container, ProtoVersion, Results, Status, SyncHdr,
     SyncMl,
@@ -204,9 +204,36 @@ impl ClientSession {
         Some(msg)
     }
 
-    /// The `x-syncml-hmac` header for the encoded body of the message just polled (HMAC only).
-    pub fn transport_mac(&mut self, body: &[u8]) -> Option<String> {
-        self.credentials.transport_mac(body)
+    /// Our next message, encoded, with where it goes.
+    pub fn poll_transmit(&mut self, now: Instant) -> Result<Option<Transmit>, SessionError> {
+        let Some(msg) = self.poll_message(now) else {
+            return Ok(None);
+        };
+        let body = encode(&msg, self.config.encoding)?;
+        Ok(Some(Transmit {
+            target_uri: msg.hdr.target.loc_uri.clone(),
+            content_type: self.config.encoding.media_type(),
+            hmac: self.credentials.transport_mac(&body),
+            body,
+        }))
+    }
+
+    /// Handles the bytes of the server's reply: `content_type` is its HTTP `Content-Type`
+    /// (`None`: take the session's encoding) and `hmac` its `x-syncml-hmac` header. Bytes that
+    /// are not a message of our encoding are answered with the status the decoder gives, and end
+    /// the session.
+    pub fn handle_bytes(
+        &mut self,
+        body: &[u8],
+        content_type: Option<&str>,
+        hmac: Option<&str>,
+        executor: &mut dyn CommandExecutor,
+        now: Instant,
+    ) {
+        match decode(body, content_type, self.config.encoding) {
+            Ok(msg) => self.handle_presented(msg, Some((body, hmac)), executor, now),
+            Err(code) => self.handle_undecodable(code, now),
+        }
     }
 
     /// The next event for the agent.

@@ -30,9 +30,17 @@ pub use exchange::Limits;
 pub use executor::{CommandExecutor, Execution, GroupExecution, GroupKind};
 pub use generic_alert::GenericAlert;
 pub use server::{RequestId, ServerConfig, ServerEvent, ServerSession};
-pub use wire::Encoding;
+pub use wire::{Encoding, Transmit};
 
+use crate::codec::EncodeError;
 use crate::status::StatusCode;
+
+/// Why a session could not produce its next message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot encode the next message")]
+    Encode(#[source] EncodeError),
+}
 
 /// Why a session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,8 +8,8 @@ use std::time::Instant;
 use super::assembly::Received;
 use super::auth::{AcceptAll, Credentials, NoCredentials, Presented, Verdict, Verifier};
 use super::exchange::{status_for, Exchange, Limits};
-use super::wire::Encoding;
-use super::{DevInfo, EndReason, GenericAlert};
+use super::wire::{decode, encode, Encoding, Transmit};
+use super::{DevInfo, EndReason, GenericAlert, SessionError};
 use crate::model::{
     AlertCode, Command, CommandKind, ProtoVersion, Results, Status, SyncHdr, SyncMl,
 };
@@ -224,9 +224,34 @@ impl ServerSession {
         Some(msg)
     }
 
-    /// The `x-syncml-hmac` header for the encoded body of the message just polled (HMAC only).
-    pub fn transport_mac(&mut self, body: &[u8]) -> Option<String> {
-        self.credentials.transport_mac(body)
+    /// Our next message, encoded (the body of the HTTP response).
+    pub fn poll_transmit(&mut self, now: Instant) -> Result<Option<Transmit>, SessionError> {
+        let Some(msg) = self.poll_message(now) else {
+            return Ok(None);
+        };
+        let body = encode(&msg, self.config.encoding)?;
+        Ok(Some(Transmit {
+            target_uri: String::new(),
+            content_type: self.config.encoding.media_type(),
+            hmac: self.credentials.transport_mac(&body),
+            body,
+        }))
+    }
+
+    /// Handles the bytes of a device's message (see [`ClientSession::handle_bytes`]).
+    ///
+    /// [`ClientSession::handle_bytes`]: super::ClientSession::handle_bytes
+    pub fn handle_bytes(
+        &mut self,
+        body: &[u8],
+        content_type: Option<&str>,
+        hmac: Option<&str>,
+        now: Instant,
+    ) {
+        match decode(body, content_type, self.config.encoding) {
+            Ok(msg) => self.handle_presented(msg, Some((body, hmac)), now),
+            Err(code) => self.handle_undecodable(code, now),
+        }
     }
 
     pub fn poll_event(&mut self) -> Option<ServerEvent> {

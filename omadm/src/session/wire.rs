@@ -1,54 +1,47 @@
-//! The encodings a session speaks and the measure of an encoded message (for MaxMsgSize).
+//! Messages as bytes: what a session hands the transport, and the measure of an encoded message
+//! (for MaxMsgSize).
 
+use super::SessionError;
+pub use crate::codec::Encoding;
 use crate::model::SyncMl;
 
-/// How messages are carried on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Encoding {
-    Xml,
-    Wbxml,
+/// An encoded message ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where it goes (the client's target: the server URI or its RespURI; empty for the server,
+    /// whose messages are HTTP responses).
+    pub target_uri: String,
+    /// The HTTP `Content-Type`.
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    /// The `x-syncml-hmac` header (HMAC authentication only).
+    pub hmac: Option<String>,
 }
 
-impl Encoding {
-    /// The HTTP `Content-Type` of a message.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Self::Xml => "application/vnd.syncml.dm+xml",
-            Self::Wbxml => "application/vnd.syncml.dm+wbxml",
+/// Encodes `msg`.
+pub(crate) fn encode(msg: &SyncMl, encoding: Encoding) -> Result<Vec<u8>, SessionError> {
+    encoding.encode(msg).map_err(SessionError::Encode)
+}
+
+/// The size of `msg` once encoded (for a message the encoder refuses, an estimate: sending it
+/// fails later with the encoder's error).
+pub(crate) fn encoded_len(msg: &SyncMl, encoding: Encoding) -> usize {
+    encoding
+        .encode(msg)
+        .map_or_else(|_| format!("{msg:?}").len(), |bytes| bytes.len())
+}
+
+/// Decodes a received message of `expected` encoding; the status to answer otherwise (415 for
+/// another media type, the decoder's status for bad bytes).
+pub(crate) fn decode(
+    body: &[u8],
+    content_type: Option<&str>,
+    expected: Encoding,
+) -> Result<SyncMl, crate::status::StatusCode> {
+    if let Some(content_type) = content_type {
+        if Encoding::from_media_type(content_type) != Some(expected) {
+            return Err(crate::status::StatusCode::UNSUPPORTED_MEDIA_TYPE);
         }
     }
-
-    /// The encoding of an HTTP `Content-Type` (parameters such as `charset` ignored).
-    pub fn from_content_type(content_type: &str) -> Option<Self> {
-        let essence = content_type.split(';').next().unwrap_or("").trim();
-        [Self::Xml, Self::Wbxml]
-            .into_iter()
-            .find(|encoding| essence.eq_ignore_ascii_case(encoding.content_type()))
-    }
-}
-
-/// The size of `msg` once encoded.
-pub(crate) fn encoded_len(msg: &SyncMl, _encoding: Encoding) -> usize {
-    // Placeholder until the codec lands: the Debug text tracks the XML size closely enough.
-    format!("{msg:?}").len()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_types_round_trip_and_ignore_parameters() {
-        for encoding in [Encoding::Xml, Encoding::Wbxml] {
-            assert_eq!(
-                Encoding::from_content_type(encoding.content_type()),
-                Some(encoding)
-            );
-        }
-        assert_eq!(
-            Encoding::from_content_type("application/vnd.syncml.dm+xml; charset=UTF-8"),
-            Some(Encoding::Xml)
-        );
-        assert_eq!(Encoding::from_content_type("text/plain"), None);
-    }
+    expected.decode(body).map_err(|err| err.status_code())
 }
