@@ -6,6 +6,10 @@ use crate::model::{Command, CommandKind, Data, Item};
 use crate::status::StatusCode;
 
 /// What became of a received command.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value per received command, consumed at once"
+)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Received {
     /// A whole command (possibly reassembled from chunks) to act on.

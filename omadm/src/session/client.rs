@@ -6,7 +6,9 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::assembly::Received;
-use super::auth::{AcceptAll, Credentials, NoCredentials, Presented, Verdict, Verifier};
+use super::auth::{
+    AcceptAll, CredentialCheck, CredentialSource, NoCredentials, Presented, Verdict,
+};
 use super::exchange::{status_for, Exchange, Limits};
 use super::executor::{CommandExecutor, GroupKind};
 use super::wire::{decode, encode, Encoding, Transmit};
@@ -72,8 +74,8 @@ enum Sent {
 pub struct ClientSession {
     config: ClientConfig,
     exchange: Exchange<Sent>,
-    credentials: Box<dyn Credentials>,
-    verifier: Box<dyn Verifier>,
+    credentials: Box<dyn CredentialSource>,
+    verifier: Box<dyn CredentialCheck>,
     /// Where our next message goes (the server's RespURI once it gave one).
     target_uri: String,
     /// We are authenticated by the server (no more Cred in our headers).
@@ -135,13 +137,13 @@ impl ClientSession {
     }
 
     /// Sets the credentials we present to the server.
-    pub fn with_credentials(mut self, credentials: Box<dyn Credentials>) -> Self {
+    pub fn with_credentials(mut self, credentials: Box<dyn CredentialSource>) -> Self {
         self.credentials = credentials;
         self
     }
 
     /// Sets how we check the server's credentials (default: not required).
-    pub fn with_server_verifier(mut self, verifier: Box<dyn Verifier>) -> Self {
+    pub fn with_server_verifier(mut self, verifier: Box<dyn CredentialCheck>) -> Self {
         self.verifier = verifier;
         self
     }

@@ -22,6 +22,7 @@ mod executor;
 mod generic_alert;
 mod outbox;
 mod server;
+mod tree_executor;
 mod wire;
 
 pub use client::{ClientConfig, ClientEvent, ClientSession, Initiation};
@@ -31,6 +32,9 @@ pub use executor::{CommandExecutor, Execution, GroupExecution, GroupKind};
 pub use generic_alert::GenericAlert;
 pub use server::{RequestId, ServerConfig, ServerEvent, ServerSession};
 pub use wire::{Encoding, Transmit};
+
+#[cfg(test)]
+mod tests;
 
 use crate::codec::EncodeError;
 use crate::status::StatusCode;

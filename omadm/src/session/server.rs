@@ -6,7 +6,9 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use super::assembly::Received;
-use super::auth::{AcceptAll, Credentials, NoCredentials, Presented, Verdict, Verifier};
+use super::auth::{
+    AcceptAll, CredentialCheck, CredentialSource, NoCredentials, Presented, Verdict,
+};
 use super::exchange::{status_for, Exchange, Limits};
 use super::wire::{decode, encode, Encoding, Transmit};
 use super::{DevInfo, EndReason, GenericAlert, SessionError};
@@ -28,6 +30,10 @@ pub struct ServerConfig {
 pub type RequestId = u64;
 
 /// What the server session reports to the server application.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a handful of events per message, drained at once; boxing would only make matching clumsier"
+)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerEvent {
     /// Package 1 arrived: the device and how the session was opened (Alert 1200 or 1201).
@@ -74,8 +80,8 @@ pub struct ServerSession {
     proto: ProtoVersion,
     device_id: String,
     exchange: Exchange<Sent>,
-    credentials: Box<dyn Credentials>,
-    verifier: Box<dyn Verifier>,
+    credentials: Box<dyn CredentialSource>,
+    verifier: Box<dyn CredentialCheck>,
     resp_uri: Option<String>,
     client_authenticated: bool,
     /// We are authenticated by the client (no more Cred in our headers).
@@ -131,13 +137,13 @@ impl ServerSession {
     }
 
     /// Sets how the device's credentials are checked (default: not required).
-    pub fn with_verifier(mut self, verifier: Box<dyn Verifier>) -> Self {
+    pub fn with_verifier(mut self, verifier: Box<dyn CredentialCheck>) -> Self {
         self.verifier = verifier;
         self
     }
 
     /// Sets the credentials we present to the device.
-    pub fn with_credentials(mut self, credentials: Box<dyn Credentials>) -> Self {
+    pub fn with_credentials(mut self, credentials: Box<dyn CredentialSource>) -> Self {
         self.credentials = credentials;
         self
     }
