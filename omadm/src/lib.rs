@@ -6,4 +6,5 @@ pub mod model;
 pub mod notification;
 pub mod session;
 pub mod status;
+pub mod transport;
 pub mod tree;
