@@ -83,6 +83,15 @@ impl<T: Clone> Outbox<T> {
         !self.commands.is_empty()
     }
 
+    /// Drops the rest of a large object tagged `tag` whose chunk the peer refused.
+    pub fn drop_continuations(&mut self, tag: &T)
+    where
+        T: PartialEq,
+    {
+        self.commands
+            .retain(|queued| !(queued.continuation && queued.tag == *tag));
+    }
+
     /// Drops the commands queued (the statuses stay).
     pub fn clear_commands(&mut self) {
         self.commands.clear();

@@ -321,7 +321,14 @@ impl ServerSession {
         }
         let own = self.config.server_id.clone();
         let device = self.device_id.clone();
-        if let Err(code) = self.exchange.check_header(&msg.hdr) {
+        let checked = self.exchange.check_header(&msg.hdr).and_then(|()| {
+            if msg.hdr.source.loc_uri == device {
+                Ok(())
+            } else {
+                Err(StatusCode::BAD_REQUEST)
+            }
+        });
+        if let Err(code) = checked {
             self.exchange.last_activity = now;
             self.exchange.refuse(Some(&msg.hdr), &own, &device, code);
             return;
@@ -492,8 +499,11 @@ impl ServerSession {
         let Sent::Request(request) = sent.tag else {
             return;
         };
-        if sent.chunk && status.data == StatusCode::CHUNKED_ITEM_ACCEPTED {
-            return;
+        if sent.chunk {
+            if status.data == StatusCode::CHUNKED_ITEM_ACCEPTED {
+                return;
+            }
+            self.exchange.outbox.drop_continuations(&sent.tag);
         }
         if sent.member.is_none() {
             self.open_requests.retain(|open| *open != request);

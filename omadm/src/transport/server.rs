@@ -126,10 +126,12 @@ impl DmHttpServer {
             addr: config.bind.to_string(),
             reason,
         };
-        let scheme = if config.tls.is_some() {
-            "https"
-        } else {
-            "http"
+        let scheme = match &config.tls {
+            Some(tls) => {
+                check_identity(tls)?;
+                "https"
+            }
+            None => "http",
         };
         let server = match &config.tls {
             Some(tls) => tiny_http::Server::https(
@@ -208,6 +210,28 @@ impl Drop for DmHttpServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Refuses PEM input the TLS layer would choke on (it panics on a missing key).
+fn check_identity(tls: &TlsIdentity) -> Result<(), TransportError> {
+    let has = |pem: &[u8], marker: &str| {
+        pem.windows(marker.len())
+            .any(|window| window == marker.as_bytes())
+    };
+    if !has(&tls.certificate_pem, "-----BEGIN CERTIFICATE-----") {
+        return Err(TransportError::Tls(
+            "the certificate is not a PEM certificate".to_owned(),
+        ));
+    }
+    let key = &tls.private_key_pem;
+    if has(key, "ENCRYPTED PRIVATE KEY")
+        || !(has(key, "-----BEGIN PRIVATE KEY-----") || has(key, "-----BEGIN RSA PRIVATE KEY-----"))
+    {
+        return Err(TransportError::Tls(
+            "the private key is not an unencrypted PKCS#8 or RSA PEM key".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 fn serve<H: SessionHandler>(server: &tiny_http::Server, shared: &Shared<H>, stopping: &AtomicBool) {
@@ -297,8 +321,14 @@ fn handle<H: SessionHandler>(shared: &Shared<H>, mut request: Request) -> std::i
         Ok(msg) => msg,
         Err(err) => return request.respond(plain(400, &format!("not a DM message: {err}"))),
     };
-    let Some(mut entry) = take_session(shared, token.as_deref(), &msg.hdr, encoding) else {
-        return request.respond(plain(400, "the message belongs to no session"));
+    let mut entry = match take_session(shared, token.as_deref(), &msg.hdr, encoding) {
+        Ok(entry) => entry,
+        Err(Refusal::NoSession) => {
+            return request.respond(plain(400, "the message belongs to no session"))
+        }
+        Err(Refusal::DeviceRefused) => {
+            return request.respond(plain(403, "the device may not open a session"))
+        }
     };
     let now = Instant::now();
     entry
@@ -329,6 +359,12 @@ fn handle<H: SessionHandler>(shared: &Shared<H>, mut request: Request) -> std::i
     }
 }
 
+/// Why a message found no session.
+enum Refusal {
+    NoSession,
+    DeviceRefused,
+}
+
 /// The session a message belongs to (taken out of the table while it is handled), or a new one
 /// for package 1.
 fn take_session<H: SessionHandler>(
@@ -336,33 +372,45 @@ fn take_session<H: SessionHandler>(
     token: Option<&str>,
     hdr: &SyncHdr,
     encoding: Encoding,
-) -> Option<Entry> {
+) -> Result<Entry, Refusal> {
     let key = (hdr.source.loc_uri.clone(), hdr.session_id.clone());
     {
         let mut sessions = lock(&shared.sessions);
         let key = match token {
-            Some(token) => sessions.by_token.get(token)?.clone(),
+            Some(token) => sessions
+                .by_token
+                .get(token)
+                .ok_or(Refusal::NoSession)?
+                .clone(),
             None => key.clone(),
         };
         if let Some(entry) = sessions.by_key.remove(&key) {
             sessions.by_token.remove(&entry.token);
-            return Some(entry);
+            return Ok(entry);
         }
         if token.is_some() {
-            return None;
+            return Err(Refusal::NoSession);
         }
     }
-    let session = lock(&shared.handler).open(hdr, encoding)?;
-    let token = format!(
-        "{:x}{:x}",
-        shared.next_token.fetch_add(1, Ordering::Relaxed),
-        std::process::id()
-    );
+    let session = lock(&shared.handler)
+        .open(hdr, encoding)
+        .ok_or(Refusal::DeviceRefused)?;
+    let token = session_token(shared.next_token.fetch_add(1, Ordering::Relaxed));
     let resp_uri = format!("{}/s/{token}", shared.base_url);
-    Some(Entry {
+    Ok(Entry {
         session: session.with_resp_uri(resp_uri),
         token,
     })
+}
+
+/// A RespURI token: random, so that one device cannot guess another's session URL, with a
+/// counter that keeps it unique should the random source fail.
+fn session_token(counter: u64) -> String {
+    let mut random = [0u8; 12];
+    // Without randomness the counter alone still routes correctly.
+    let _ = getrandom::fill(&mut random);
+    let hex: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("{hex}{counter:x}")
 }
 
 fn put_session<H>(shared: &Shared<H>, entry: Entry) {
