@@ -1,4 +1,10 @@
 //! `omadm`: the OMA DM 1.2/1.3 protocol, shared by the VirMO agent (client) and server.
+//!
+//! - [`model`]: the typed SyncML DM message ([`model::SyncMl`]).
+//! - [`codec`]: `application/vnd.syncml.dm+xml` and `+wbxml` ([`codec::XmlCodec`],
+//!   [`codec::WbxmlCodec`], one [`codec::Codec`] trait, strict decoders whose errors carry the DM
+//!   status a server answers).
+//! - [`status`]: DM status codes.
 #![forbid(unsafe_code)]
 pub mod auth;
 pub mod codec;

@@ -193,3 +193,29 @@ fn encodings_are_found_by_sniffing_the_golden_files() {
         assert_eq!(msg, from_xml);
     }
 }
+
+#[test]
+fn our_wbxml_sends_b64_values_as_opaque_and_other_text_inline() {
+    let msg = WbxmlCodec::default()
+        .decode(&golden("pkg2_server_mgmt.wbxml"))
+        .unwrap();
+    let Command::Add(add) = &msg.body.commands[5] else {
+        panic!("sixth command is not an Add: {:?}", msg.body.commands[5]);
+    };
+    // Item 2 has Format b64: OPAQUE on the wire, the same value as the XML text.
+    assert!(
+        matches!(add.items[1].data, Some(Data::Opaque(_))),
+        "{:?}",
+        add.items[1].data
+    );
+    assert_eq!(add.items[1].data, Some(Data::text("aGVsbG8gd29ybGQh")));
+    let Command::Replace(replace) = &msg.body.commands[4] else {
+        panic!("fifth command is not a Replace: {:?}", msg.body.commands[4]);
+    };
+    // Format int: an inline string.
+    assert!(
+        matches!(replace.items[0].data, Some(Data::Text(_))),
+        "{:?}",
+        replace.items[0].data
+    );
+}

@@ -75,6 +75,16 @@ fn xml_that_is_not_well_formed_is_400() {
         BAD_REQUEST,
         DecodeError::Xml { .. }
     );
+    rejects!(
+        xml("./DevInfo", "./Dev\u{1}Info"),
+        BAD_REQUEST,
+        DecodeError::Xml { .. }
+    );
+    rejects!(
+        xml("</Item>", "<Data><![CDATA[\u{8}]]></Data></Item>"),
+        BAD_REQUEST,
+        DecodeError::Xml { .. }
+    );
     let mut bad_utf8 = VALID.as_bytes().to_vec();
     let at = VALID.find("./DevInfo").unwrap();
     bad_utf8[at] = 0xFF;
@@ -326,6 +336,15 @@ fn content_that_is_not_syncml_12_is_415() {
         UNSUPPORTED,
         DecodeError::UnsupportedCharset { .. }
     );
+    rejects!(
+        XmlCodec::default().decode(b"\xFF\xFE<\0S\0"),
+        UNSUPPORTED,
+        DecodeError::UnsupportedCharset { .. }
+    );
+    // A UTF-8 byte order mark before the declaration is fine.
+    assert!(XmlCodec::default()
+        .decode(format!("\u{FEFF}{VALID}").as_bytes())
+        .is_ok());
     rejects!(
         omadm::codec::decode_any(b"\x7fELF"),
         UNSUPPORTED,

@@ -132,6 +132,8 @@ pub enum EncodeError {
     },
     #[error("<{element}> holds a NUL character, which a WBXML inline string cannot carry")]
     NulInWbxmlString { element: &'static str },
+    #[error("<{element}> holds more than 4 GiB, which a WBXML length cannot express")]
+    TooLarge { element: &'static str },
     #[error("<{command}> with CmdID {cmd_id} is invalid: {reason}")]
     InvalidCommand {
         command: &'static str,

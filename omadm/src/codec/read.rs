@@ -6,6 +6,7 @@
 //! `CmdID`); a field given twice, a missing required field, a field the element does not have, or
 //! text where elements belong is an error.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 
 use super::element::{Element, Node};
@@ -434,7 +435,7 @@ fn meta(el: &Element) -> Result<Meta> {
 }
 
 /// The child elements of a structural element; text other than whitespace is an error.
-fn children(el: &Element) -> Result<impl Iterator<Item = &Element>> {
+fn children<'e, 'a>(el: &'e Element<'a>) -> Result<impl Iterator<Item = &'e Element<'a>>> {
     for node in &el.nodes {
         match node {
             Node::Element(_) => {}
@@ -455,6 +456,12 @@ fn children(el: &Element) -> Result<impl Iterator<Item = &Element>> {
 
 /// The content of `<Data>` or `<NextNonce>`: text, or opaque bytes when any part was opaque.
 fn data(el: &Element) -> Result<Data> {
+    match el.nodes.as_slice() {
+        [] => return Ok(Data::Text(String::new())),
+        [Node::Text(text)] => return Ok(Data::Text(text.to_string())),
+        [Node::Opaque(bytes)] => return Ok(Data::Opaque(bytes.to_vec())),
+        _ => {}
+    }
     let mut text = String::new();
     let mut bytes: Option<Vec<u8>> = None;
     for node in &el.nodes {
@@ -482,44 +489,56 @@ fn data(el: &Element) -> Result<Data> {
     })
 }
 
-/// The text of a leaf element, without surrounding whitespace (which carries no meaning in
-/// identifiers, URIs, names and numbers). Opaque parts must be UTF-8.
-fn token(el: &Element) -> Result<String> {
+/// The character content of a leaf element (borrowed when it is one piece); opaque parts must
+/// be UTF-8.
+fn leaf_text<'e>(el: &'e Element<'_>) -> Result<Cow<'e, str>> {
+    if let [Node::Text(text)] = el.nodes.as_slice() {
+        return Ok(Cow::Borrowed(text));
+    }
     let content = data(el).map_err(|_| DecodeError::UnexpectedElement {
         element: el.tag.name(),
         offset: el.offset,
     })?;
-    let text = match content {
-        Data::Text(text) => text,
-        Data::Opaque(bytes) => String::from_utf8(bytes).map_err(|err| DecodeError::BadValue {
-            element: el.tag.name(),
-            value: String::from_utf8_lossy(err.as_bytes()).into_owned(),
-            expected: "UTF-8 text",
-            offset: el.offset,
-        })?,
-    };
-    let trimmed = text.trim_matches(is_xml_whitespace_char);
-    Ok(if trimmed.len() == text.len() {
-        text
-    } else {
-        trimmed.to_owned()
-    })
+    match content {
+        Data::Text(text) => Ok(Cow::Owned(text)),
+        Data::Opaque(bytes) => {
+            String::from_utf8(bytes)
+                .map(Cow::Owned)
+                .map_err(|err| DecodeError::BadValue {
+                    element: el.tag.name(),
+                    value: String::from_utf8_lossy(err.as_bytes()).into_owned(),
+                    expected: "UTF-8 text",
+                    offset: el.offset,
+                })
+        }
+    }
+}
+
+/// The text of a leaf element, without surrounding whitespace (which carries no meaning in
+/// identifiers, URIs, names and numbers).
+fn token(el: &Element) -> Result<String> {
+    Ok(trim(&leaf_text(el)?).to_owned())
 }
 
 /// A decimal number without sign.
 fn number<T: FromStr>(el: &Element) -> Result<T> {
-    let text = token(el)?;
-    let parsed = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        text.parse().ok()
+    let text = leaf_text(el)?;
+    let digits = trim(&text);
+    let parsed = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse().ok()
     } else {
         None
     };
     parsed.ok_or_else(|| DecodeError::BadValue {
         element: el.tag.name(),
-        value: text,
+        value: digits.to_owned(),
         expected: "an unsigned decimal number in range",
         offset: el.offset,
     })
+}
+
+fn trim(text: &str) -> &str {
+    text.trim_matches(is_xml_whitespace_char)
 }
 
 /// An empty element such as `<Final/>`: present means true.

@@ -36,8 +36,8 @@ macro_rules! tags {
 
             /// The element named `name` (SyncML and MetInf names do not collide).
             pub(crate) fn from_name(name: &[u8]) -> Option<Self> {
-                match name {
-                    $( n if n == stringify!($tag).as_bytes() => Some(Tag::$tag), )*
+                match std::str::from_utf8(name).ok()? {
+                    $( stringify!($tag) => Some(Tag::$tag), )*
                     _ => None,
                 }
             }

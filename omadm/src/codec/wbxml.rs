@@ -2,7 +2,9 @@
 //! code page 1 MetInf.
 //!
 //! The encoder writes version 1.3, public id 0x1201 (`-//SYNCML//DTD SyncML 1.2//EN`), charset
-//! UTF-8 (MIBenum 106), an empty string table, text as `STR_I` and [`Data::Opaque`] as `OPAQUE`.
+//! UTF-8 (MIBenum 106), an empty string table, text as `STR_I`, and as `OPAQUE` both
+//! [`Data::Opaque`] and the `Data` of an item or `Cred` whose format is `b64` or `bin` (common
+//! practice: libwbxml and Funambol do the same).
 //!
 //! The decoder accepts WBXML 1.1–1.3; public id 0x1201, 0x01 ("unknown", the root tag then says
 //! what the document is), or 0 with the public identifier in the string table; charset UTF-8 only;
@@ -11,6 +13,8 @@
 //! bytes after the root's `END`, and multi-byte integers longer than 5 bytes or above `u32::MAX`.
 //!
 //! [`Data::Opaque`]: crate::model::Data::Opaque
+
+use std::borrow::Cow;
 
 use super::element::{Element, Node};
 use super::tag::{Tag, PAGE_METINF, PAGE_SYNCML};
@@ -130,7 +134,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Header, body, and nothing after.
-    fn document(mut self) -> Result<Element, DecodeError> {
+    fn document(mut self) -> Result<Element<'a>, DecodeError> {
         self.header()?;
         let root = self.body()?;
         if self.pos != self.input.len() {
@@ -182,8 +186,8 @@ impl<'a> Parser<'a> {
     }
 
     /// The element tree of the body, up to the root's `END`.
-    fn body(&mut self) -> Result<Element, DecodeError> {
-        let mut stack: Vec<Element> = Vec::new();
+    fn body(&mut self) -> Result<Element<'a>, DecodeError> {
+        let mut stack: Vec<Element<'a>> = Vec::new();
         let mut elements = 0usize;
         loop {
             let offset = self.pos;
@@ -213,23 +217,21 @@ impl<'a> Parser<'a> {
                     let ch = char::from_u32(code).filter(|&c| c != '\0').ok_or_else(|| {
                         malformed(offset, format!("ENTITY U+{code:04X} is not a character"))
                     })?;
-                    current(&mut stack, offset)?.push_text(ch.encode_utf8(&mut [0; 4]));
+                    current(&mut stack, offset)?.push_text(Cow::Owned(ch.to_string()));
                 }
                 token::STR_I => {
                     let text = self.inline_string()?;
-                    current(&mut stack, offset)?.push_text(text);
+                    current(&mut stack, offset)?.push_text(Cow::Borrowed(text));
                 }
                 token::STR_T => {
                     let index = self.mb_u32()?;
                     let text = self.table_string(index, offset)?;
-                    current(&mut stack, offset)?.push_text(text);
+                    current(&mut stack, offset)?.push_text(Cow::Borrowed(text));
                 }
                 token::OPAQUE => {
                     let len = self.length()?;
                     let bytes = self.take(len, "OPAQUE data")?;
-                    current(&mut stack, offset)?
-                        .nodes
-                        .push(Node::Opaque(bytes.to_vec()));
+                    current(&mut stack, offset)?.nodes.push(Node::Opaque(bytes));
                 }
                 token::LITERAL | token::LITERAL_A | token::LITERAL_C | token::LITERAL_AC => {
                     let index = self.mb_u32()?;
@@ -393,13 +395,16 @@ impl<'a> Parser<'a> {
     }
 }
 
-fn current(stack: &mut [Element], offset: usize) -> Result<&mut Element, DecodeError> {
+fn current<'s, 'a>(
+    stack: &'s mut [Element<'a>],
+    offset: usize,
+) -> Result<&'s mut Element<'a>, DecodeError> {
     stack
         .last_mut()
         .ok_or_else(|| malformed(offset, "content outside the root element".into()))
 }
 
-fn parent_name(stack: &[Element]) -> String {
+fn parent_name(stack: &[Element<'_>]) -> String {
     stack
         .last()
         .map_or("(document)", |parent| parent.tag.name())
@@ -457,10 +462,13 @@ impl Sink for WbxmlWriter {
         Ok(())
     }
 
+    fn binary_text(&mut self, tag: Tag, text: &str) -> Result<(), EncodeError> {
+        self.opaque(tag, text.as_bytes())
+    }
+
     fn opaque(&mut self, tag: Tag, bytes: &[u8]) -> Result<(), EncodeError> {
-        let len = u32::try_from(bytes.len()).map_err(|_| EncodeError::NotXmlText {
+        let len = u32::try_from(bytes.len()).map_err(|_| EncodeError::TooLarge {
             element: tag.name(),
-            reason: "more than 4 GiB",
         })?;
         self.tag(tag, true);
         self.out.push(token::OPAQUE);

@@ -6,8 +6,8 @@
 use super::tag::Tag;
 use super::EncodeError;
 use crate::model::{
-    Alert, Chal, Command, Container, Cred, Data, Exec, Item, ItemCommand, Location, Meta, Results,
-    Status, SyncHdr, SyncMl, VER_DTD,
+    format, Alert, Chal, Command, Container, Cred, Data, Exec, Item, ItemCommand, Location, Meta,
+    Results, Status, SyncHdr, SyncMl, VER_DTD,
 };
 
 type Result<T = ()> = std::result::Result<T, EncodeError>;
@@ -24,6 +24,9 @@ pub(crate) trait Sink {
     fn text(&mut self, tag: Tag, text: &str) -> Result;
     /// An element holding raw bytes.
     fn opaque(&mut self, tag: Tag, bytes: &[u8]) -> Result;
+    /// An element holding the text of a binary-format value (`b64`): XML writes it as text,
+    /// WBXML as `OPAQUE`, as is common practice (libwbxml, Funambol).
+    fn binary_text(&mut self, tag: Tag, text: &str) -> Result;
 }
 
 /// Writes `msg` to `sink`.
@@ -121,7 +124,7 @@ fn item_command(sink: &mut impl Sink, tag: Tag, cmd: &ItemCommand) -> Result {
     optional_cred(sink, cmd.cred.as_ref())?;
     optional_meta(sink, cmd.meta.as_ref())?;
     for item in &cmd.items {
-        self::item(sink, item)?;
+        self::item(sink, item, cmd.meta.as_ref())?;
     }
     sink.end(tag);
     Ok(())
@@ -134,7 +137,7 @@ fn exec(sink: &mut impl Sink, exec: &Exec) -> Result {
     optional_cred(sink, exec.cred.as_ref())?;
     optional_meta(sink, exec.meta.as_ref())?;
     optional_text(sink, Tag::Correlator, exec.correlator.as_deref())?;
-    item(sink, &exec.item)?;
+    item(sink, &exec.item, exec.meta.as_ref())?;
     sink.end(Tag::Exec);
     Ok(())
 }
@@ -147,7 +150,7 @@ fn alert(sink: &mut impl Sink, alert: &Alert) -> Result {
     number(sink, Tag::Data, alert.data.0)?;
     optional_text(sink, Tag::Correlator, alert.correlator.as_deref())?;
     for item in &alert.items {
-        self::item(sink, item)?;
+        self::item(sink, item, None)?;
     }
     sink.end(Tag::Alert);
     Ok(())
@@ -176,7 +179,7 @@ fn results(sink: &mut impl Sink, results: &Results) -> Result {
     optional_text(sink, Tag::TargetRef, results.target_ref.as_deref())?;
     optional_text(sink, Tag::SourceRef, results.source_ref.as_deref())?;
     for item in &results.items {
-        self::item(sink, item)?;
+        self::item(sink, item, results.meta.as_ref())?;
     }
     sink.end(Tag::Results);
     Ok(())
@@ -200,13 +203,14 @@ fn status(sink: &mut impl Sink, status: &Status) -> Result {
     }
     number(sink, Tag::Data, status.data.0)?;
     for item in &status.items {
-        self::item(sink, item)?;
+        self::item(sink, item, None)?;
     }
     sink.end(Tag::Status);
     Ok(())
 }
 
-fn item(sink: &mut impl Sink, item: &Item) -> Result {
+/// `command_meta` is the Meta of the enclosing command, which applies to items without their own.
+fn item(sink: &mut impl Sink, item: &Item, command_meta: Option<&Meta>) -> Result {
     sink.start(Tag::Item);
     if let Some(target) = &item.target {
         location(sink, Tag::Target, target)?;
@@ -216,7 +220,8 @@ fn item(sink: &mut impl Sink, item: &Item) -> Result {
     }
     optional_meta(sink, item.meta.as_ref())?;
     if let Some(data) = &item.data {
-        self::data(sink, Tag::Data, data)?;
+        let meta = item.meta.as_ref().or(command_meta);
+        self::data(sink, Tag::Data, data, is_binary_format(meta))?;
     }
     flag(sink, Tag::MoreData, item.more_data);
     sink.end(Tag::Item);
@@ -235,7 +240,12 @@ fn optional_cred(sink: &mut impl Sink, cred: Option<&Cred>) -> Result {
     if let Some(cred) = cred {
         sink.start(Tag::Cred);
         optional_meta(sink, cred.meta.as_ref())?;
-        data(sink, Tag::Data, &cred.data)?;
+        data(
+            sink,
+            Tag::Data,
+            &cred.data,
+            is_binary_format(cred.meta.as_ref()),
+        )?;
         sink.end(Tag::Cred);
     }
     Ok(())
@@ -270,7 +280,7 @@ fn meta(sink: &mut impl Sink, meta: &Meta) -> Result {
     }
     optional_text(sink, Tag::Version, meta.version.as_deref())?;
     if let Some(nonce) = &meta.next_nonce {
-        data(sink, Tag::NextNonce, nonce)?;
+        data(sink, Tag::NextNonce, nonce, false)?;
     }
     if let Some(size) = meta.max_msg_size {
         number(sink, Tag::MaxMsgSize, size)?;
@@ -285,11 +295,21 @@ fn meta(sink: &mut impl Sink, meta: &Meta) -> Result {
     Ok(())
 }
 
-fn data(sink: &mut impl Sink, tag: Tag, data: &Data) -> Result {
+/// Writes `data`; text of a binary format (`b64`, `bin`) is a [`Sink::binary_text`].
+fn data(sink: &mut impl Sink, tag: Tag, data: &Data, binary_format: bool) -> Result {
     match data {
+        Data::Text(text) if binary_format => sink.binary_text(tag, text),
         Data::Text(text) => sink.text(tag, text),
         Data::Opaque(bytes) => sink.opaque(tag, bytes),
     }
+}
+
+/// Whether `meta` gives the format `b64` or `bin`.
+fn is_binary_format(meta: Option<&Meta>) -> bool {
+    matches!(
+        meta.and_then(|meta| meta.format.as_deref()),
+        Some(format::B64 | format::BIN)
+    )
 }
 
 fn optional_text(sink: &mut impl Sink, tag: Tag, text: Option<&str>) -> Result {

@@ -8,6 +8,8 @@
 //! references other than the five predefined ones and character references, and anything but
 //! whitespace, comments or processing instructions after the root element.
 
+use std::borrow::Cow;
+
 use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
@@ -64,38 +66,43 @@ impl Codec for XmlCodec {
 
     fn decode(&self, input: &[u8]) -> Result<SyncMl, DecodeError> {
         self.limits.check_input(input)?;
+        if input.starts_with(b"\xFE\xFF") || input.starts_with(b"\xFF\xFE") {
+            return Err(DecodeError::UnsupportedCharset {
+                charset: "UTF-16".to_owned(),
+            });
+        }
         let root = parse(input, &self.limits)?;
         read::message(&root)
     }
 }
 
 /// Parses `input` into an element tree.
-fn parse(input: &[u8], limits: &Limits) -> Result<Element, DecodeError> {
-    let mut reader = NsReader::from_reader(input);
+fn parse<'a>(input: &'a [u8], limits: &Limits) -> Result<Element<'a>, DecodeError> {
+    // A UTF-8 byte order mark is not part of the document; offsets still count it.
+    let (base, document) = match input.strip_prefix(b"\xEF\xBB\xBF") {
+        Some(rest) => (3, rest),
+        None => (0, input),
+    };
+    let mut reader = NsReader::from_reader(document);
     let config = reader.config_mut();
     config.trim_text(false);
     config.check_end_names = true;
     config.check_comments = true;
     config.expand_empty_elements = false;
 
-    let mut stack: Vec<Element> = Vec::new();
-    let mut root: Option<Element> = None;
+    let mut stack: Vec<Element<'a>> = Vec::new();
+    let mut root: Option<Element<'a>> = None;
     let mut elements = 0usize;
     let mut seen_decl = false;
-    let document_start = if input.starts_with(b"\xEF\xBB\xBF") {
-        3
-    } else {
-        0
-    };
     loop {
-        let offset = position(reader.buffer_position());
+        let offset = base + position(reader.buffer_position());
         let (ns, event) = match reader.read_resolved_event() {
-            Ok((ns, event)) => (namespace(ns, offset)?, event),
-            Err(err) => return Err(xml_error(position(reader.error_position()), err)),
+            Ok(pair) => pair,
+            Err(err) => return Err(xml_error(base + position(reader.error_position()), err)),
         };
         match event {
             Event::Decl(decl) => {
-                if seen_decl || root.is_some() || !stack.is_empty() || offset != document_start {
+                if seen_decl || root.is_some() || !stack.is_empty() || offset != base {
                     return Err(malformed(offset, "XML declaration not at the start"));
                 }
                 seen_decl = true;
@@ -105,14 +112,14 @@ fn parse(input: &[u8], limits: &Limits) -> Result<Element, DecodeError> {
                 return Err(DecodeError::TrailingData { offset });
             }
             Event::Start(start) => {
-                let element = open(&start, ns.as_deref(), stack.last(), offset)?;
+                let element = open(&start, namespace(&ns, offset)?, stack.last(), offset)?;
                 elements += 1;
                 limits.check_elements(elements)?;
                 stack.push(element);
                 limits.check_depth(stack.len())?;
             }
             Event::Empty(start) => {
-                let element = open(&start, ns.as_deref(), stack.last(), offset)?;
+                let element = open(&start, namespace(&ns, offset)?, stack.last(), offset)?;
                 elements += 1;
                 limits.check_elements(elements)?;
                 limits.check_depth(stack.len() + 1)?;
@@ -126,17 +133,19 @@ fn parse(input: &[u8], limits: &Limits) -> Result<Element, DecodeError> {
                 let text = text
                     .xml10_content()
                     .map_err(|err| malformed(offset, &err.to_string()))?;
+                check_chars(&text, offset)?;
                 outside_text(&text, &stack, root.is_some(), offset)?;
                 if let Some(current) = stack.last_mut() {
-                    current.push_text(&text);
+                    current.push_text(text);
                 }
             }
             Event::CData(cdata) => {
                 let text = cdata
                     .xml10_content()
                     .map_err(|err| malformed(offset, &err.to_string()))?;
+                check_chars(&text, offset)?;
                 match stack.last_mut() {
-                    Some(current) => current.push_text(&text),
+                    Some(current) => current.push_text(text),
                     None if root.is_some() => return Err(DecodeError::TrailingData { offset }),
                     None => return Err(malformed(offset, "CDATA outside the root element")),
                 }
@@ -144,7 +153,7 @@ fn parse(input: &[u8], limits: &Limits) -> Result<Element, DecodeError> {
             Event::GeneralRef(reference) => {
                 let ch = resolve_reference(&reference, offset)?;
                 match stack.last_mut() {
-                    Some(current) => current.push_text(ch.encode_utf8(&mut [0; 4])),
+                    Some(current) => current.push_text(Cow::Owned(ch.to_string())),
                     None if root.is_some() => return Err(DecodeError::TrailingData { offset }),
                     None => return Err(malformed(offset, "reference outside the root element")),
                 }
@@ -173,9 +182,9 @@ fn parse(input: &[u8], limits: &Limits) -> Result<Element, DecodeError> {
 fn open(
     start: &BytesStart<'_>,
     ns: Option<&[u8]>,
-    parent: Option<&Element>,
+    parent: Option<&Element<'_>>,
     offset: usize,
-) -> Result<Element, DecodeError> {
+) -> Result<Element<'static>, DecodeError> {
     let local = start.local_name();
     let name = local.as_ref();
     let Some(parent) = parent else {
@@ -247,7 +256,7 @@ fn check_attributes(start: &BytesStart<'_>, offset: usize) -> Result<(), DecodeE
 }
 
 /// Attaches a finished element to its parent, or makes it the root.
-fn close(element: Element, stack: &mut [Element], root: &mut Option<Element>) {
+fn close<'a>(element: Element<'a>, stack: &mut [Element<'a>], root: &mut Option<Element<'a>>) {
     match stack.last_mut() {
         Some(parent) => parent.nodes.push(Node::Element(element)),
         None => *root = Some(element),
@@ -257,7 +266,7 @@ fn close(element: Element, stack: &mut [Element], root: &mut Option<Element>) {
 /// Text outside the root must be whitespace.
 fn outside_text(
     text: &str,
-    stack: &[Element],
+    stack: &[Element<'_>],
     after_root: bool,
     offset: usize,
 ) -> Result<(), DecodeError> {
@@ -324,22 +333,26 @@ fn resolve_reference(reference: &BytesRef<'_>, offset: usize) -> Result<char, De
 }
 
 /// The namespace an element resolved to; `None` when it has none.
-fn namespace(ns: ResolveResult<'_>, offset: usize) -> Result<Option<Vec<u8>>, DecodeError> {
+fn namespace<'r>(
+    ns: &'r ResolveResult<'_>,
+    offset: usize,
+) -> Result<Option<&'r [u8]>, DecodeError> {
     match ns {
         ResolveResult::Unbound => Ok(None),
-        ResolveResult::Bound(ns) => Ok(Some(ns.as_ref().to_vec())),
+        ResolveResult::Bound(ns) => Ok(Some(ns.as_ref())),
         ResolveResult::Unknown(prefix) => Err(malformed(
             offset,
             &format!(
                 "undeclared namespace prefix {:?}",
-                String::from_utf8_lossy(&prefix)
+                String::from_utf8_lossy(prefix)
             ),
         )),
     }
 }
 
 fn position(position: u64) -> usize {
-    usize::try_from(position).unwrap_or(usize::MAX)
+    // Positions are within the input, which is in memory: they fit.
+    usize::try_from(position).unwrap_or(usize::MAX / 2)
 }
 
 fn malformed(offset: usize, reason: &str) -> DecodeError {
@@ -351,6 +364,17 @@ fn malformed(offset: usize, reason: &str) -> DecodeError {
 
 fn xml_error(offset: usize, err: quick_xml::Error) -> DecodeError {
     malformed(offset, &err.to_string())
+}
+
+/// Character data may only hold XML 1.0 `Char`s (no control characters but tab, LF, CR).
+fn check_chars(text: &str, offset: usize) -> Result<(), DecodeError> {
+    match text.chars().find(|&c| !is_xml_char(c)) {
+        Some(c) => Err(malformed(
+            offset,
+            &format!("character U+{:04X} is not allowed in XML", c as u32),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// XML 1.0 `Char`: what a document may contain.
@@ -429,6 +453,10 @@ impl Sink for XmlWriter {
         escape_into(&mut self.out, text);
         self.close_tag(tag);
         Ok(())
+    }
+
+    fn binary_text(&mut self, tag: Tag, text: &str) -> Result<(), EncodeError> {
+        self.text(tag, text)
     }
 
     fn opaque(&mut self, tag: Tag, bytes: &[u8]) -> Result<(), EncodeError> {

@@ -21,7 +21,7 @@ pub mod format {
 /// rejected by the decoders as unsupported (status 406).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Meta {
-    /// `<Format>`: `chr`, `int`, `b64`, `bin`, `node`... (see [`format`]).
+    /// `<Format>`: `chr`, `int`, `b64`, `bin`, `node`... (see [`mod@format`]).
     pub format: Option<String>,
     /// `<Type>`: a MIME type or a DDF/alert type URN.
     pub type_: Option<String>,
