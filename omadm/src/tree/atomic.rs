@@ -52,7 +52,7 @@ impl DmTree {
         let Some(tx) = self.atomic.take() else {
             return StatusCode::ATOMIC_ROLLBACK_OK;
         };
-        self.root = tx.snapshot;
+        self.set_root(tx.snapshot);
         let mut status = StatusCode::ATOMIC_ROLLBACK_OK;
         for mount in &tx.enrolled {
             if let Some(handler) = self.mounts.get_mut(mount) {

@@ -131,6 +131,8 @@ pub struct DmTree {
     mounts: BTreeMap<DmUri, Box<dyn NodeHandler>>,
     clock: Clock,
     atomic: Option<atomic::AtomicTx>,
+    /// Total bytes of stored leaf values, kept up to date by every stored write.
+    stored_bytes: usize,
 }
 
 impl std::fmt::Debug for DmTree {
@@ -162,13 +164,29 @@ impl DmTree {
     }
 
     fn from_root(root: Node, limits: TreeLimits) -> Self {
+        let stored_bytes = root.stored_bytes();
         Self {
             root,
             limits,
             mounts: BTreeMap::new(),
             clock: Box::new(system_clock),
             atomic: None,
+            stored_bytes,
         }
+    }
+
+    /// Replaces all stored nodes (load, rollback) and recounts their bytes.
+    fn set_root(&mut self, root: Node) {
+        self.stored_bytes = root.stored_bytes();
+        self.root = root;
+    }
+
+    /// Records a stored write that added `added` and removed `removed` value bytes.
+    fn account_bytes(&mut self, added: usize, removed: usize) {
+        self.stored_bytes = self
+            .stored_bytes
+            .saturating_sub(removed)
+            .saturating_add(added);
     }
 
     /// Replaces the clock (seconds since the Unix epoch) used for TStamp.
@@ -217,7 +235,7 @@ impl DmTree {
             if node.props.acl.is_empty() {
                 return Err(TreeError::EmptyRootAcl);
             }
-            self.root = node;
+            self.set_root(node);
             return Ok(());
         };
         if self.mounts.keys().any(|m| uri.starts_with(m)) {
@@ -235,10 +253,12 @@ impl DmTree {
                 .entry(segment.clone())
                 .or_insert_with(|| Node::interior(Scope::Permanent, now));
         }
-        cursor
+        let added = node.stored_bytes();
+        let replaced = cursor
             .children_mut()
             .ok_or_else(|| TreeError::BadParent(uri.to_string()))?
             .insert(name.clone(), node);
+        self.account_bytes(added, replaced.map_or(0, |old| old.stored_bytes()));
         Ok(())
     }
 
@@ -254,14 +274,17 @@ impl DmTree {
     /// Returns false when `uri` is not a stored leaf.
     pub fn device_write(&mut self, uri: &DmUri, value: &[u8]) -> bool {
         let now = self.now();
-        match self.stored_mut(uri) {
+        let old = match self.stored_mut(uri) {
             Some(node) if !node.is_interior() => {
+                let old = node.size();
                 node.body = NodeBody::Leaf(value.to_vec());
                 node.touch(now);
-                true
+                old
             }
-            _ => false,
-        }
+            _ => return false,
+        };
+        self.account_bytes(value.len(), old);
+        true
     }
 
     /// Device-side names of a stored interior node's children.

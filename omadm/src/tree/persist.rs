@@ -176,7 +176,7 @@ impl DmTree {
             return Err(PersistError::InAtomic);
         }
         let loaded = Self::load(path, self.limits)?;
-        self.root = loaded.root;
+        self.set_root(loaded.root);
         Ok(())
     }
 }

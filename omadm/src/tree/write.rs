@@ -38,8 +38,7 @@ impl DmTree {
     /// 420 when storing `added` more bytes (and dropping `removed`) exceeds the cap.
     fn check_room(&self, added: usize, removed: usize) -> Result<(), StatusCode> {
         let total = self
-            .root
-            .stored_bytes()
+            .stored_bytes
             .saturating_sub(removed)
             .saturating_add(added);
         if total > self.limits.max_stored_bytes {
@@ -156,12 +155,14 @@ impl DmTree {
                     .fold(Acl::inherit(), |acl, cmd| acl.grant(*cmd, id));
             }
         }
+        let added = subtree.stored_bytes();
         let parent = self.stored_mut(ancestor).ok_or(StatusCode::NOT_FOUND)?;
         parent
             .children_mut()
             .ok_or(StatusCode::COMMAND_NOT_ALLOWED)?
             .insert(name, subtree);
         parent.touch(now);
+        self.account_bytes(added, 0);
         debug_assert!(self.stored(&top_uri).is_some());
         Ok(())
     }
@@ -211,6 +212,7 @@ impl DmTree {
                     node.props.mime_type.clone_from(&item.mime_type);
                 }
                 node.touch(now);
+                self.account_bytes(data.len(), old);
             }
         }
         Ok(StatusCode::OK)
@@ -336,11 +338,12 @@ impl DmTree {
                 let now = self.now();
                 let name = uri.name().ok_or(StatusCode::COMMAND_NOT_ALLOWED)?;
                 let parent_node = self.stored_mut(&parent).ok_or(StatusCode::NOT_FOUND)?;
-                parent_node
+                let removed = parent_node
                     .children_mut()
                     .ok_or(StatusCode::COMMAND_FAILED)?
                     .remove(name);
                 parent_node.touch(now);
+                self.account_bytes(0, removed.map_or(0, |node| node.stored_bytes()));
             }
         }
         Ok(StatusCode::OK)
@@ -408,7 +411,9 @@ impl DmTree {
             .stored_mut(destination)
             .ok_or(StatusCode::COMMAND_FAILED)?;
         copy.props.acl = std::mem::take(&mut node.props.acl);
+        let added = copy.stored_bytes();
         *node = copy;
+        self.account_bytes(added, 0);
         Ok(StatusCode::OK)
     }
 
