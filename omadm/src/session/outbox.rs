@@ -117,6 +117,9 @@ impl<T: Clone> Outbox<T> {
         statuses_only: bool,
     ) -> Vec<SentCommand<T>> {
         let limit = limit.unwrap_or(usize::MAX);
+        if let Some(sent) = self.fill_whole(msg, limit, encoding, trailer.as_ref(), statuses_only) {
+            return sent;
+        }
         let mut next_id = 1u32;
         let mut sent = Vec::new();
         let base = encoded_len(msg, encoding);
@@ -196,6 +199,58 @@ impl<T: Clone> Outbox<T> {
         }
         msg.body.final_ = statuses_only || self.is_empty();
         sent
+    }
+}
+
+impl<T: Clone> Outbox<T> {
+    /// Puts everything in `msg` when it all fits (the usual case): one encoding instead of one
+    /// per command. `None` (and `msg` untouched) when it does not.
+    fn fill_whole(
+        &mut self,
+        msg: &mut SyncMl,
+        limit: usize,
+        encoding: Encoding,
+        trailer: Option<&Command>,
+        statuses_only: bool,
+    ) -> Option<Vec<SentCommand<T>>> {
+        let mut next_id = 1u32;
+        let mut body = Vec::new();
+        let mut sent = Vec::new();
+        for status in &self.statuses {
+            let mut command = Command::Status(status.clone());
+            renumber(&mut command, &mut next_id);
+            body.push(command);
+        }
+        if !statuses_only {
+            for queued in &self.commands {
+                let first_id = next_id;
+                let mut command = queued.command.clone();
+                renumber(&mut command, &mut next_id);
+                let queued = Queued {
+                    command,
+                    tag: queued.tag.clone(),
+                    continuation: queued.continuation,
+                };
+                record(&queued, first_id, false, &mut sent);
+                body.push(queued.command);
+            }
+        }
+        if let Some(trailer) = trailer {
+            let mut trailer = trailer.clone();
+            renumber(&mut trailer, &mut next_id);
+            body.push(trailer);
+        }
+        let candidate = SyncMl::new(msg.hdr.clone(), SyncBody::final_with(body));
+        if limit != usize::MAX && encoded_len(&candidate, encoding) > limit {
+            return None;
+        }
+        msg.body = candidate.body;
+        self.statuses.clear();
+        if !statuses_only {
+            self.commands.clear();
+        }
+        msg.body.final_ = statuses_only || self.is_empty();
+        Some(sent)
     }
 }
 
