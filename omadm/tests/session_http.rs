@@ -227,3 +227,88 @@ fn large_values_travel_as_chunks_within_a_small_max_msg_size_both_ways() {
     );
     let _ = Data::text("");
 }
+
+#[test]
+fn a_session_in_wbxml_with_hmac_authentication_both_ways() {
+    let server = TestServer::new(limits()).with_scheme(omadm::auth::AuthScheme::Hmac);
+    let http = server.spawn(None);
+    let (mut tree, _) = device_tree();
+    server.queue(
+        DEVICE_ID,
+        vec![
+            target(Command::Get, "./DevInfo/Man"),
+            with_value(
+                Command::Replace,
+                "./Vendor/Setting",
+                format::CHR,
+                "binary-xml",
+            ),
+        ],
+    );
+    let auth = device_auth_with(
+        omadm::auth::AuthScheme::Hmac,
+        DEVICE_PASSWORD,
+        SERVER_PASSWORD,
+    );
+    let mut session = client_session_with(
+        http.url(),
+        "30",
+        auth,
+        Vec::new(),
+        limits(),
+        omadm::session::Encoding::Wbxml,
+    );
+    DmHttpClient::new(Duration::from_secs(10))
+        .run(&mut session, &mut tree)
+        .expect("the session runs");
+    assert_eq!(session.end_reason(), Some(&EndReason::Completed));
+    let events = server.events("30");
+    assert!(events.contains(&ServerEvent::Authenticated));
+    assert_eq!(
+        results_of(&events, 1),
+        [("./DevInfo/Man".to_owned(), "VirMO".to_owned())]
+    );
+    assert_eq!(status_of(&events, 2), Some(StatusCode::OK));
+    assert_eq!(
+        leaf(&tree, &["Vendor", "Setting"]).as_deref(),
+        Some("binary-xml")
+    );
+}
+
+#[test]
+fn a_server_with_wrong_credentials_is_challenged_and_gets_nothing_done() {
+    let server = TestServer::new(limits());
+    let http = server.spawn(None);
+    let (mut tree, exec_log) = device_tree();
+    server.queue(
+        DEVICE_ID,
+        vec![
+            with_value(Command::Replace, "./Vendor/Setting", format::CHR, "evil"),
+            Command::Exec(Exec::new(0, Item::target("./Ops/Reboot"))),
+        ],
+    );
+    let auth = device_auth_with(
+        omadm::auth::AuthScheme::Md5,
+        DEVICE_PASSWORD,
+        "expected-other",
+    );
+    let mut session = client_session_with(
+        http.url(),
+        "31",
+        auth,
+        Vec::new(),
+        limits(),
+        omadm::session::Encoding::Xml,
+    );
+    DmHttpClient::new(Duration::from_secs(10))
+        .run(&mut session, &mut tree)
+        .expect("the exchange itself works");
+    assert_eq!(session.end_reason(), Some(&EndReason::AuthenticationFailed));
+    assert_eq!(
+        leaf(&tree, &["Vendor", "Setting"]).as_deref(),
+        Some("initial")
+    );
+    assert!(exec_log.lock().expect("log").is_empty());
+    assert!(server.events("31").iter().any(|e| matches!(e,
+        ServerEvent::Ended { reason: EndReason::AuthenticationFailed, unanswered } if unanswered == &[1, 2])));
+}

@@ -72,8 +72,15 @@ pub struct Presented<'a> {
 
 /// Checks the peer's credentials.
 pub trait CredentialCheck: Send {
-    /// Checks the credentials of a message (called until one is accepted in the session).
+    /// Checks the credentials of a message (called until one is accepted in the session, or
+    /// for every message when [`CredentialCheck::checks_every_message`]).
     fn verify(&mut self, presented: Presented<'_>) -> Verdict;
+
+    /// Whether every message must be checked, not only until one is accepted (HMAC: each
+    /// message carries its own MAC).
+    fn checks_every_message(&self) -> bool {
+        false
+    }
 }
 
 /// Sends no credentials.
@@ -149,6 +156,10 @@ impl CredentialSource for DmAuth {
 }
 
 impl CredentialCheck for DmAuth {
+    fn checks_every_message(&self) -> bool {
+        self.lock().scheme() == crate::auth::AuthScheme::Hmac
+    }
+
     fn verify(&mut self, presented: Presented<'_>) -> Verdict {
         let cred = presented.hdr.cred.as_ref();
         let meta_type = cred

@@ -333,7 +333,7 @@ impl ClientSession {
             );
             return;
         }
-        let verdict = if self.server_authenticated {
+        let verdict = if self.server_authenticated && !self.verifier.checks_every_message() {
             Verdict::NotRequired
         } else {
             self.verifier.verify(Presented {

@@ -344,7 +344,7 @@ impl ServerSession {
             );
             return;
         }
-        let verdict = if self.client_authenticated {
+        let verdict = if self.client_authenticated && !self.verifier.checks_every_message() {
             Verdict::NotRequired
         } else {
             self.verifier.verify(Presented {
@@ -370,8 +370,10 @@ impl ServerSession {
                 return;
             }
             Verdict::Accepted { .. } => {
-                self.client_authenticated = true;
-                self.events.push_back(ServerEvent::Authenticated);
+                if !self.client_authenticated {
+                    self.client_authenticated = true;
+                    self.events.push_back(ServerEvent::Authenticated);
+                }
             }
             Verdict::NotRequired => {}
         }

@@ -690,3 +690,67 @@ fn server_answers_unknown_client_commands_with_406() {
         [(CommandKind::SyncHdr, 0, 200), (CommandKind::Get, 1, 406)]
     );
 }
+
+#[test]
+fn a_client_abort_sends_1223_and_the_server_ends_after_answering_it() {
+    let now = Instant::now();
+    let mut session = client(now);
+    let pkg1 = session.poll_message(now).expect("package 1");
+    let mut server = ServerSession::new(server_config(), &pkg1.hdr, now);
+    server.enqueue(get(0, "./X"));
+    server.handle_message(pkg1, now);
+    let pkg2 = server.poll_message(now).expect("package 2");
+    let mut tree = MapExecutor::default();
+    session.handle_message(pkg2, &mut tree, now);
+    session.abort();
+    let abort = session.poll_message(now).expect("the abort");
+    assert!(abort.body.commands.iter().any(|c| matches!(c,
+        Command::Alert(a) if a.data == AlertCode::SESSION_ABORT)));
+    assert_eq!(session.end_reason(), Some(&EndReason::Aborted));
+    server.handle_message(abort, now);
+    let last = server.poll_message(now).expect("the last answer");
+    assert!(last.body.final_);
+    assert_eq!(server.end_reason(), Some(&EndReason::AbortedByPeer));
+    let ended = std::iter::from_fn(|| server.poll_event()).find_map(|e| match e {
+        ServerEvent::Ended { unanswered, .. } => Some(unanswered),
+        _ => None,
+    });
+    assert_eq!(ended, Some(vec![1]), "the Get was never answered");
+}
+
+#[test]
+fn a_server_abort_ends_the_client_without_an_answer() {
+    let now = Instant::now();
+    let mut session = client(now);
+    let pkg1 = session.poll_message(now).expect("package 1");
+    let mut server = ServerSession::new(server_config(), &pkg1.hdr, now);
+    server.enqueue(get(0, "./X"));
+    server.handle_message(pkg1, now);
+    server.abort();
+    let abort = server.poll_message(now).expect("the abort");
+    assert_eq!(server.end_reason(), Some(&EndReason::Aborted));
+    let mut tree = MapExecutor::default();
+    session.handle_message(abort, &mut tree, now);
+    assert_eq!(session.end_reason(), Some(&EndReason::AbortedByPeer));
+    assert_eq!(session.poll_message(now), None);
+}
+
+#[test]
+fn a_generic_alert_queued_during_a_session_goes_with_the_next_message() {
+    let now = Instant::now();
+    let mut session = client(now);
+    let mut tree = MapExecutor::default();
+    session.poll_message(now);
+    session.handle_message(
+        from_server(1, vec![header_ok(1), replace(2, "./A", "1")], true),
+        &mut tree,
+        now,
+    );
+    session.queue_generic_alert(GenericAlert::new("urn:x", "chr", "late").with_correlator("c2"));
+    let pkg3 = session.poll_message(now).expect("package 3");
+    let alert = pkg3.body.commands.iter().find_map(|c| match c {
+        Command::Alert(a) => GenericAlert::from_alert(a),
+        _ => None,
+    });
+    assert_eq!(alert.and_then(|a| a.correlator).as_deref(), Some("c2"));
+}

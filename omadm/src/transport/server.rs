@@ -133,17 +133,13 @@ impl DmHttpServer {
             }
             None => "http",
         };
-        let server = match &config.tls {
-            Some(tls) => tiny_http::Server::https(
-                config.bind,
-                tiny_http::SslConfig {
-                    certificate: tls.certificate_pem.clone(),
-                    private_key: tls.private_key_pem.clone(),
-                },
-            ),
-            None => tiny_http::Server::http(config.bind),
-        }
-        .map_err(|err| bind_failed(err.to_string()))?;
+        let listener = listen(config.bind).map_err(|err| bind_failed(err.to_string()))?;
+        let ssl = config.tls.as_ref().map(|tls| tiny_http::SslConfig {
+            certificate: tls.certificate_pem.clone(),
+            private_key: tls.private_key_pem.clone(),
+        });
+        let server = tiny_http::Server::from_listener(listener, ssl)
+            .map_err(|err| bind_failed(err.to_string()))?;
         let addr = server
             .server_addr()
             .to_ip()
@@ -210,6 +206,19 @@ impl Drop for DmHttpServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A listening socket whose connections send small writes at once (`TCP_NODELAY`, inherited by
+/// accepted sockets): the HTTP layer writes a response's head and body separately, and Nagle's
+/// algorithm would hold the body until the peer's delayed ACK, some 40 ms per message.
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    Ok(socket.into())
 }
 
 /// Refuses PEM input the TLS layer would choke on (it panics on a missing key).

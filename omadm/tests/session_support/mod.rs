@@ -145,10 +145,16 @@ pub fn leaf(tree: &DmTree, path: &[&str]) -> Option<String> {
 
 /// The device's MD5 authentication with the server (both directions).
 pub fn device_auth(password: &str) -> DmAuth {
+    device_auth_with(AuthScheme::Md5, password, SERVER_PASSWORD)
+}
+
+/// The device's authentication: `password` is ours, `server_password` what we expect of the
+/// server.
+pub fn device_auth_with(scheme: AuthScheme, password: &str, server_password: &str) -> DmAuth {
     DmAuth::new(PeerAuth::new(
-        AuthScheme::Md5,
+        scheme,
         Credentials::new(DEVICE_USER, password),
-        Credentials::new(SERVER_USER, SERVER_PASSWORD),
+        Credentials::new(SERVER_USER, server_password),
     ))
 }
 
@@ -177,9 +183,29 @@ pub fn client_session(
     alerts: Vec<GenericAlert>,
     limits: Limits,
 ) -> ClientSession {
-    let auth = device_auth(password);
+    client_session_with(
+        server_url,
+        session_id,
+        device_auth(password),
+        alerts,
+        limits,
+        Encoding::Xml,
+    )
+}
+
+/// A client session with `auth` in both directions, speaking `encoding`.
+pub fn client_session_with(
+    server_url: &str,
+    session_id: &str,
+    auth: DmAuth,
+    alerts: Vec<GenericAlert>,
+    limits: Limits,
+    encoding: Encoding,
+) -> ClientSession {
+    let mut config = client_config(server_url, limits);
+    config.encoding = encoding;
     ClientSession::new(
-        client_config(server_url, limits),
+        config,
         Initiation::Client {
             session_id: session_id.to_owned(),
         },
@@ -209,6 +235,7 @@ pub struct ServerState {
 pub struct TestServer {
     pub state: Arc<Mutex<ServerState>>,
     pub limits: Limits,
+    pub scheme: AuthScheme,
 }
 
 impl TestServer {
@@ -216,7 +243,14 @@ impl TestServer {
         Self {
             state: Arc::default(),
             limits,
+            scheme: AuthScheme::Md5,
         }
+    }
+
+    /// The same server authenticating with `scheme`.
+    pub fn with_scheme(mut self, scheme: AuthScheme) -> Self {
+        self.scheme = scheme;
+        self
     }
 
     pub fn queue(&self, device: &str, commands: Vec<Command>) {
@@ -250,7 +284,7 @@ impl SessionHandler for TestServer {
     fn open(&mut self, first: &SyncHdr, encoding: Encoding) -> Option<ServerSession> {
         self.lock().sessions_opened += 1;
         let auth = DmAuth::new(PeerAuth::new(
-            AuthScheme::Md5,
+            self.scheme,
             Credentials::new(SERVER_USER, SERVER_PASSWORD),
             Credentials::new(DEVICE_USER, DEVICE_PASSWORD),
         ));
