@@ -138,42 +138,117 @@ impl CommandExecutor for DmTree {
         kind: GroupKind,
         commands: &[Command],
     ) -> GroupExecution {
-        let mut all = Vec::new();
-        let mut counts = Vec::new();
-        for command in commands {
-            match ops(command) {
-                Ok(ops) => {
-                    counts.push(ops.len());
-                    all.extend(ops);
-                }
-                Err(status) => {
-                    let mut executions: Vec<Execution> = commands
-                        .iter()
-                        .map(|_| Execution::status(StatusCode::NOT_EXECUTED))
-                        .collect();
-                    if let Some(index) = commands.iter().position(|c| std::ptr::eq(c, command)) {
-                        executions[index] = Execution::status(status);
-                    }
-                    return GroupExecution {
-                        status: StatusCode::ATOMIC_FAILED,
-                        commands: executions,
-                    };
-                }
+        match kind {
+            GroupKind::Sequence => GroupExecution {
+                status: StatusCode::OK,
+                commands: commands
+                    .iter()
+                    .map(|command| CommandExecutor::execute(self, server_id, command))
+                    .collect(),
+            },
+            GroupKind::Atomic => run_atomic(self, server_id, commands),
+        }
+    }
+}
+
+/// An Atomic: every command's operations in one tree transaction. A command that cannot become
+/// operations fails the Atomic before anything runs.
+fn run_atomic(tree: &mut DmTree, server_id: &str, commands: &[Command]) -> GroupExecution {
+    let mut all = Vec::new();
+    let mut counts = Vec::new();
+    for (index, command) in commands.iter().enumerate() {
+        match ops(command) {
+            Ok(ops) => {
+                counts.push(ops.len());
+                all.extend(ops);
+            }
+            Err(status) => {
+                let mut executions: Vec<Execution> = commands
+                    .iter()
+                    .map(|_| Execution::status(StatusCode::NOT_EXECUTED))
+                    .collect();
+                executions[index] = Execution::status(status);
+                return GroupExecution {
+                    status: tree::ATOMIC_FAILED,
+                    commands: executions,
+                };
             }
         }
-        let requester = Requester::Server(server_id);
-        let (status, outcomes) = match kind {
-            GroupKind::Atomic => {
-                let outcome = self.run_atomic(requester, &all);
-                (outcome.status, outcome.commands)
-            }
-            GroupKind::Sequence => (StatusCode::OK, self.run_sequence(requester, &all)),
-        };
-        let mut outcomes = outcomes.into_iter();
-        let commands = counts
-            .into_iter()
-            .map(|count| combine(outcomes.by_ref().take(count).collect()))
-            .collect();
-        GroupExecution { status, commands }
+    }
+    let outcome = tree.run_atomic(Requester::Server(server_id), &all);
+    let mut outcomes = outcome.commands.into_iter();
+    let commands = counts
+        .into_iter()
+        .map(|count| combine(outcomes.by_ref().take(count).collect()))
+        .collect();
+    GroupExecution {
+        status: outcome.status,
+        commands,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{AccessTypes, Acl, AclCommand, DmUri, Node, Scope, TreeLimits};
+
+    fn tree() -> DmTree {
+        let mut acl = Acl::inherit();
+        for command in AclCommand::ALL {
+            acl = acl.grant(command, "srv");
+        }
+        let mut tree = DmTree::new(acl, TreeLimits::default()).expect("a tree");
+        tree.put_node(
+            &DmUri::from_segments(["A"]),
+            Node::interior(Scope::Dynamic, 0).with_access(AccessTypes::STORED),
+        )
+        .expect("A");
+        tree
+    }
+
+    fn add(uri: &str, fmt: &str, value: &str) -> Command {
+        let mut item = Item::target(uri).with_meta(Meta::with_format(fmt));
+        if !value.is_empty() {
+            item = item.with_data(value);
+        }
+        Command::Add(ItemCommand::new(1, vec![item]))
+    }
+
+    #[test]
+    fn commands_become_tree_operations_and_gets_become_result_items() {
+        let mut tree = tree();
+        let added = CommandExecutor::execute(&mut tree, "srv", &add("./A/B", "int", "7"));
+        assert_eq!(added.status, StatusCode::OK);
+        let get = Command::Get(ItemCommand::new(2, vec![Item::target("./A/B")]));
+        let got = CommandExecutor::execute(&mut tree, "srv", &get);
+        assert_eq!(got.status, StatusCode::OK);
+        let item = &got.results[0];
+        assert_eq!(item.source_uri(), Some("./A/B"));
+        assert_eq!(
+            item.meta.as_ref().and_then(|m| m.format.as_deref()),
+            Some("int")
+        );
+        assert_eq!(item.data, Some(Data::text("7")));
+        let odd = CommandExecutor::execute(&mut tree, "srv", &add("./A/C", "weird", "x"));
+        assert_eq!(odd.status, StatusCode::OPTIONAL_FEATURE_NOT_SUPPORTED);
+        let other = CommandExecutor::execute(&mut tree, "intruder", &get);
+        assert_eq!(other.status, StatusCode::PERMISSION_DENIED);
+    }
+
+    #[test]
+    fn a_failing_atomic_leaves_the_tree_as_it_was_and_a_sequence_goes_on() {
+        let mut tree = tree();
+        let group = [add("./A/X", "node", ""), add("./A", "node", "")];
+        let atomic = tree.execute_group("srv", GroupKind::Atomic, &group);
+        assert_eq!(atomic.status, tree::ATOMIC_FAILED);
+        assert_eq!(atomic.commands[1].status, StatusCode::ALREADY_EXISTS);
+        assert_eq!(
+            tree.device_children(&DmUri::from_segments(["A"])),
+            Vec::<String>::new()
+        );
+        let sequence = tree.execute_group("srv", GroupKind::Sequence, &group);
+        assert_eq!(sequence.status, StatusCode::OK);
+        assert_eq!(sequence.commands[0].status, StatusCode::OK);
+        assert!(!sequence.commands[1].status.is_success());
     }
 }
