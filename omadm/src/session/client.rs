@@ -42,6 +42,16 @@ pub enum Initiation {
     Server { session_id: String },
 }
 
+impl Initiation {
+    /// The session a Pkg#0 notification asks for: its 16-bit session ID, written in hexadecimal
+    /// as DM Notification 1.2 prescribes for `SyncHdr/SessionID`.
+    pub fn from_notification(notification: &crate::notification::Notification) -> Self {
+        Self::Server {
+            session_id: format!("{:X}", notification.session_id),
+        }
+    }
+}
+
 /// What the client session reports to the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientEvent {

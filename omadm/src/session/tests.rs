@@ -754,3 +754,21 @@ fn a_generic_alert_queued_during_a_session_goes_with_the_next_message() {
     });
     assert_eq!(alert.and_then(|a| a.correlator).as_deref(), Some("c2"));
 }
+
+#[test]
+fn a_notification_names_the_session_in_hexadecimal() {
+    let notification = crate::notification::Notification {
+        version: 12,
+        ui_mode: crate::notification::UiMode::NotSpecified,
+        initiator: crate::notification::Initiator::Server,
+        session_id: 0x1a2b,
+        server_id: "virmo-server".into(),
+        vendor_specific: Vec::new(),
+    };
+    assert_eq!(
+        Initiation::from_notification(&notification),
+        Initiation::Server {
+            session_id: "1A2B".into()
+        }
+    );
+}
