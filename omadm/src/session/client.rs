@@ -355,7 +355,8 @@ impl ClientSession {
         if !msg.hdr.no_resp {
             let mut status = self.exchange.header_status(&msg.hdr, verdict.status());
             status.chal = verdict.chal().cloned();
-            self.exchange.outbox.push_status(status);
+            // The header's status opens the reply, before statuses left over from earlier.
+            self.exchange.outbox.push_status_front(status);
         }
         match verdict {
             Verdict::Missing { .. } | Verdict::Invalid { .. } => {

@@ -153,10 +153,10 @@ impl<T: Clone> Exchange<T> {
                 hdr.target.loc_uri.as_str(),
                 hdr.source.loc_uri.as_str(),
             ),
-            None => (self.peer_msg_id + 1, own_uri, peer_uri),
+            None => (self.peer_msg_id.saturating_add(1), own_uri, peer_uri),
         };
         self.outbox
-            .push_status(Status::for_header(0, msg_ref, target, source, code));
+            .push_status_front(Status::for_header(0, msg_ref, target, source, code));
         self.ask_next = false;
         self.reply_due = true;
         self.end_after_send = Some(EndReason::BadMessage(code));

@@ -34,6 +34,8 @@ pub use server::{RequestId, ServerConfig, ServerEvent, ServerSession};
 pub use wire::{Encoding, Transmit};
 
 #[cfg(test)]
+mod robustness_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::codec::EncodeError;

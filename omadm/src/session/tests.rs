@@ -78,6 +78,11 @@ fn client_config() -> ClientConfig {
     }
 }
 
+/// The client configuration of these tests, for the robustness tests.
+pub(super) fn client_config_for_robustness() -> ClientConfig {
+    client_config()
+}
+
 fn server_config() -> ServerConfig {
     ServerConfig {
         server_id: "virmo-server".into(),
