@@ -10,7 +10,7 @@ use super::auth::{
     AcceptAll, CredentialCheck, CredentialSource, NoCredentials, Presented, Verdict,
 };
 use super::exchange::{status_for, Exchange, Limits};
-use super::executor::{CommandExecutor, GroupKind};
+use super::executor::{CommandExecutor, Execution, GroupKind};
 use super::wire::{decode, encode, Encoding, Transmit};
 use super::{DevInfo, EndReason, GenericAlert, SessionError};
 use crate::model::{
@@ -435,6 +435,19 @@ impl ClientSession {
         }
     }
 
+    /// Results with a value above the server's MaxObjSize are not sent: the Get gets 413.
+    fn fit_for_server(&self, execution: Execution) -> Execution {
+        let too_large = execution.results.iter().any(|item| {
+            let len = item.data.as_ref().map_or(0, |data| data.as_bytes().len());
+            self.exchange.too_large_for_peer(len)
+        });
+        if too_large {
+            Execution::status(StatusCode::REQUEST_ENTITY_TOO_LARGE)
+        } else {
+            execution
+        }
+    }
+
     fn push_results(&mut self, msg_id: u32, command: &Command, results: Vec<crate::model::Item>) {
         if results.is_empty() {
             return;
@@ -471,7 +484,7 @@ impl ClientSession {
                 return;
             }
         };
-        let execution = executor.execute(server_id, &command);
+        let execution = self.fit_for_server(executor.execute(server_id, &command));
         self.push_status(msg_id, &command, execution.status);
         self.push_results(msg_id, &command, execution.results);
     }
@@ -503,10 +516,12 @@ impl ClientSession {
         let outcome = executor.execute_group(server_id, kind, &group.commands);
         self.push_status(msg_id, &container, outcome.status);
         for (index, command) in group.commands.iter().enumerate() {
-            let execution =
-                outcome.commands.get(index).cloned().unwrap_or_else(|| {
-                    super::executor::Execution::status(StatusCode::NOT_EXECUTED)
-                });
+            let execution = outcome
+                .commands
+                .get(index)
+                .cloned()
+                .unwrap_or_else(|| Execution::status(StatusCode::NOT_EXECUTED));
+            let execution = self.fit_for_server(execution);
             self.push_status(msg_id, command, execution.status);
             self.push_results(msg_id, command, execution.results);
         }

@@ -61,6 +61,8 @@ pub(crate) struct Exchange<T> {
     pub peer_msg_id: u32,
     /// The peer's MaxMsgSize, once it said it.
     pub peer_max_msg_size: Option<u64>,
+    /// The peer's MaxObjSize, once it said it.
+    pub peer_max_obj_size: Option<u64>,
     pub outbox: Outbox<T>,
     /// Our commands awaiting a Status, by (MsgID, CmdID).
     pub awaiting: HashMap<(u32, u32), SentCommand<T>>,
@@ -89,6 +91,7 @@ impl<T: Clone> Exchange<T> {
             own_msg_id: 0,
             peer_msg_id: 0,
             peer_max_msg_size: None,
+            peer_max_obj_size: None,
             outbox: Outbox::default(),
             awaiting: HashMap::new(),
             last_sent: Vec::new(),
@@ -133,6 +136,9 @@ impl<T: Clone> Exchange<T> {
         self.peer_msg_id = hdr.msg_id;
         if let Some(size) = hdr.meta.as_ref().and_then(|meta| meta.max_msg_size) {
             self.peer_max_msg_size = Some(size);
+        }
+        if let Some(size) = hdr.meta.as_ref().and_then(|meta| meta.max_obj_size) {
+            self.peer_max_obj_size = Some(size);
         }
         self.last_activity = now;
     }
@@ -243,6 +249,11 @@ impl<T: Clone> Exchange<T> {
             self.outbox.push_status_front(status);
         }
         true
+    }
+
+    /// Whether a value of `len` bytes is above the peer's MaxObjSize (it must not be sent).
+    pub fn too_large_for_peer(&self, len: usize) -> bool {
+        self.peer_max_obj_size.is_some_and(|max| len as u64 > max)
     }
 
     /// Takes the record of our command answered by `status` (none for the SyncHdr).

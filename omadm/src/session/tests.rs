@@ -777,3 +777,25 @@ fn a_notification_names_the_session_in_hexadecimal() {
         }
     );
 }
+
+#[test]
+fn a_value_above_the_servers_max_obj_size_is_not_sent_and_its_get_gets_413() {
+    let now = Instant::now();
+    let mut session = client(now);
+    let mut tree = MapExecutor::default();
+    tree.values.insert("./Big".into(), "b".repeat(500));
+    session.poll_message(now);
+    let mut msg = from_server(1, vec![header_ok(1), get(2, "./Big")], true);
+    msg.hdr.meta = Some(Meta::max_sizes(10_000, Some(100)));
+    session.handle_message(msg, &mut tree, now);
+    let reply = session.poll_message(now).expect("a reply");
+    assert_eq!(
+        statuses(&reply),
+        [(CommandKind::SyncHdr, 0, 200), (CommandKind::Get, 2, 413)]
+    );
+    assert!(!reply
+        .body
+        .commands
+        .iter()
+        .any(|c| c.kind() == CommandKind::Results));
+}

@@ -97,6 +97,8 @@ impl DmHttpClient {
         session: &mut ClientSession,
         executor: &mut dyn CommandExecutor,
     ) -> Result<(), TransportError> {
+        let span = tracing::debug_span!("dm_session", session = session.session_id());
+        let _entered = span.enter();
         loop {
             session.handle_timeout(Instant::now());
             let Some(transmit) = session
@@ -108,10 +110,12 @@ impl DmHttpClient {
             let reply = match self.post(&transmit) {
                 Ok(reply) => reply,
                 Err(err) => {
+                    tracing::warn!(error = %err, "DM message not delivered");
                     session.transport_failed(err.to_string());
                     return Err(err);
                 }
             };
+            tracing::debug!(url = %transmit.target_uri, status = reply.status, "DM message exchanged");
             if reply.status != 200 {
                 let err = TransportError::Status {
                     url: transmit.target_uri.clone(),

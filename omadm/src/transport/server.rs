@@ -278,6 +278,11 @@ fn sweep<H: SessionHandler>(shared: &Shared<H>) {
     }
     for mut session in ended {
         session.handle_timeout(now);
+        tracing::info!(
+            device = session.device_id(),
+            session = session.session_id(),
+            "DM session timed out"
+        );
         lock(&shared.handler).update(&mut session);
     }
 }
@@ -328,8 +333,18 @@ fn handle<H: SessionHandler>(shared: &Shared<H>, mut request: Request) -> std::i
     }
     let msg = match encoding.decode(&body) {
         Ok(msg) => msg,
-        Err(err) => return request.respond(plain(400, &format!("not a DM message: {err}"))),
+        Err(err) => {
+            tracing::warn!(%url, error = %err, "refused a body that is not a DM message");
+            return request.respond(plain(400, &format!("not a DM message: {err}")));
+        }
     };
+    let span = tracing::debug_span!(
+        "dm_session",
+        device = %msg.hdr.source.loc_uri,
+        session = %msg.hdr.session_id,
+        msg_id = msg.hdr.msg_id
+    );
+    let _entered = span.enter();
     let mut entry = match take_session(shared, token.as_deref(), &msg.hdr, encoding) {
         Ok(entry) => entry,
         Err(Refusal::NoSession) => {
@@ -346,6 +361,7 @@ fn handle<H: SessionHandler>(shared: &Shared<H>, mut request: Request) -> std::i
     lock(&shared.handler).update(&mut entry.session);
     let reply = entry.session.poll_transmit(now);
     if entry.session.is_ended() {
+        tracing::info!(reason = ?entry.session.end_reason(), "DM session ended");
         lock(&shared.handler).update(&mut entry.session);
     } else {
         put_session(shared, entry);
