@@ -1,6 +1,6 @@
 //! What the client session asks of the device: run one DM command (or one Atomic/Sequence group)
 //! on the device's tree. The session knows no concrete tree; the agent passes an implementation
-//! (e.g. [`super::TreeExecutor`] over [`crate::tree::DmTree`]).
+//! (the device's [`crate::tree::DmTree`] implements it).
 
 use crate::model::{Command, Item};
 use crate::status::StatusCode;
