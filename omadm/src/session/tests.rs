@@ -799,3 +799,63 @@ fn a_value_above_the_servers_max_obj_size_is_not_sent_and_its_get_gets_413() {
         .iter()
         .any(|c| c.kind() == CommandKind::Results));
 }
+
+#[test]
+fn client_answers_a_golden_package_2_byte_for_byte_through_the_codec() {
+    let golden: &[u8] = include_bytes!("../../tests/golden/pkg2_server_mgmt.xml");
+    let pkg2 = Encoding::Xml
+        .decode(golden)
+        .expect("the golden package decodes");
+    let now = Instant::now();
+    let mut config = client_config();
+    config.dev_info.dev_id = pkg2.hdr.target.loc_uri.clone();
+    let mut session = ClientSession::new(
+        config,
+        Initiation::Server {
+            session_id: pkg2.hdr.session_id.clone(),
+        },
+        Vec::new(),
+        now,
+    );
+    let mut tree = MapExecutor::default();
+    tree.values
+        .insert("./VirMO/VM/work/State".into(), "40".into());
+    session
+        .poll_transmit(now)
+        .expect("encodes")
+        .expect("package 1");
+    session.handle_bytes(
+        golden,
+        Some("application/vnd.syncml.dm+xml; charset=UTF-8"),
+        None,
+        &mut tree,
+        now,
+    );
+    let reply = session
+        .poll_transmit(now)
+        .expect("encodes")
+        .expect("package 3");
+    assert_eq!(
+        Some(reply.target_uri.as_str()),
+        pkg2.hdr.resp_uri.as_deref()
+    );
+    let pkg3 = Encoding::Xml
+        .decode(&reply.body)
+        .expect("package 3 decodes");
+    assert_eq!(pkg3.hdr.msg_id, 2);
+    assert_eq!(statuses(&pkg3)[0], (CommandKind::SyncHdr, 0, 200));
+    for command in &pkg2.body.commands {
+        if command.kind() == CommandKind::Status || command.no_resp() {
+            continue;
+        }
+        assert!(
+            pkg3.body.commands.iter().any(|answer| matches!(answer,
+                Command::Status(s) if s.cmd_ref == command.cmd_id() && s.msg_ref == 1)),
+            "no status for {:?} {}",
+            command.kind(),
+            command.cmd_id()
+        );
+    }
+    assert!(pkg3.body.commands.iter().any(|c| matches!(c,
+        Command::Results(r) if r.items.iter().any(|i| i.data == Some(crate::model::Data::text("40"))))));
+}
