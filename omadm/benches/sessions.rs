@@ -210,6 +210,44 @@ fn over_http(c: &mut Criterion) {
     group.finish();
 }
 
+/// Four devices at once against a server with four workers: sessions per second under load.
+fn concurrent(c: &mut Criterion) {
+    const CLIENTS: usize = 4;
+    let mut group = c.benchmark_group("sessions");
+    group.throughput(Throughput::Elements(CLIENTS as u64));
+    group.measurement_time(Duration::from_secs(8));
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+    let mut config = HttpServerConfig::new(addr);
+    config.workers = CLIENTS;
+    let server = DmHttpServer::spawn(
+        config,
+        BenchServer {
+            encoding: Encoding::Xml,
+        },
+    )
+    .expect("the server starts");
+    let url = server.url().to_owned();
+    group.bench_function("http_xml_4_devices", |b| {
+        b.iter(|| {
+            std::thread::scope(|scope| {
+                for _ in 0..CLIENTS {
+                    let url = url.as_str();
+                    scope.spawn(move || {
+                        let client = DmHttpClient::new(Duration::from_secs(10));
+                        let mut tree = device_tree();
+                        let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+                        let mut session = client_session(url, id, Encoding::Xml);
+                        client.run(&mut session, &mut tree).expect("a session");
+                        assert!(session.is_ended());
+                    });
+                }
+            });
+        });
+    });
+    group.finish();
+    server.shutdown();
+}
+
 /// The same session with messages passed as bytes in memory: state machines and codec only.
 fn in_memory(c: &mut Criterion) {
     let mut group = c.benchmark_group("sessions");
@@ -246,5 +284,5 @@ fn in_memory(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, in_memory, over_http);
+criterion_group!(benches, in_memory, over_http, concurrent);
 criterion_main!(benches);

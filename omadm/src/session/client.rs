@@ -506,9 +506,11 @@ impl ClientSession {
                 || (kind == GroupKind::Atomic && command.kind() == CommandKind::Atomic)
                 || command.items().iter().any(|item| item.more_data)
         });
+        // NoResp on the group holds for its commands too.
+        let quiet = group.no_resp;
         if refused {
             self.push_status(msg_id, &container, StatusCode::BAD_REQUEST);
-            for command in &group.commands {
+            for command in group.commands.iter().filter(|_| !quiet) {
                 self.push_status(msg_id, command, StatusCode::NOT_EXECUTED);
             }
             return;
@@ -522,7 +524,9 @@ impl ClientSession {
                 .cloned()
                 .unwrap_or_else(|| Execution::status(StatusCode::NOT_EXECUTED));
             let execution = self.fit_for_server(execution);
-            self.push_status(msg_id, command, execution.status);
+            if !quiet {
+                self.push_status(msg_id, command, execution.status);
+            }
             self.push_results(msg_id, command, execution.results);
         }
     }

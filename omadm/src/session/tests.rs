@@ -844,6 +844,28 @@ fn client_answers_a_golden_package_2_byte_for_byte_through_the_codec() {
         .expect("package 3 decodes");
     assert_eq!(pkg3.hdr.msg_id, 2);
     assert_eq!(statuses(&pkg3)[0], (CommandKind::SyncHdr, 0, 200));
+    let quiet_members: Vec<u32> = pkg2
+        .body
+        .commands
+        .iter()
+        .filter_map(|command| match command {
+            Command::Sequence(group) if group.no_resp => Some(group),
+            _ => None,
+        })
+        .flat_map(|group| group.commands.iter().map(Command::cmd_id))
+        .collect();
+    assert!(
+        !quiet_members.is_empty(),
+        "the golden package has a NoResp Sequence"
+    );
+    for member in &quiet_members {
+        assert!(
+            !statuses(&pkg3)
+                .iter()
+                .any(|(_, cmd_ref, _)| cmd_ref == member),
+            "NoResp on the Sequence holds for its command {member}"
+        );
+    }
     for command in &pkg2.body.commands {
         if command.kind() == CommandKind::Status || command.no_resp() {
             continue;
