@@ -362,6 +362,8 @@ impl ClientSession {
             Verdict::Missing { .. } | Verdict::Invalid { .. } => {
                 self.exchange.auth_failures += 1;
                 self.exchange.reply_due = true;
+                // Nothing of ours goes to a server we could not authenticate.
+                self.exchange.hold_commands = true;
                 if self.exchange.auth_failures >= self.exchange.limits.max_auth_attempts {
                     self.exchange.end_after_send = Some(EndReason::AuthenticationFailed);
                 }
