@@ -881,3 +881,50 @@ fn client_answers_a_golden_package_2_byte_for_byte_through_the_codec() {
     assert!(pkg3.body.commands.iter().any(|c| matches!(c,
         Command::Results(r) if r.items.iter().any(|i| i.data == Some(crate::model::Data::text("40"))))));
 }
+
+#[test]
+fn server_answers_the_golden_package_1_in_wbxml_with_its_commands() {
+    let golden: &[u8] = include_bytes!("../../tests/golden/pkg1_client_init.wbxml");
+    let pkg1 = Encoding::Wbxml
+        .decode(golden)
+        .expect("the golden package decodes");
+    let now = Instant::now();
+    let config = ServerConfig {
+        encoding: Encoding::Wbxml,
+        ..server_config()
+    };
+    let mut server = ServerSession::new(config, &pkg1.hdr, now);
+    server.handle_bytes(golden, Some("application/vnd.syncml.dm+wbxml"), None, now);
+    let events: Vec<ServerEvent> = std::iter::from_fn(|| server.poll_event()).collect();
+    assert!(events.iter().any(|e| matches!(e,
+        ServerEvent::SessionStarted { initiation, .. } if *initiation == AlertCode::CLIENT_INITIATED_MGMT)));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, ServerEvent::DeviceInfo(_))));
+    server.enqueue(get(0, "./DevDetail/SwV"));
+    let reply = server
+        .poll_transmit(now)
+        .expect("encodes")
+        .expect("package 2");
+    assert_eq!(reply.content_type, "application/vnd.syncml.dm+wbxml");
+    let pkg2 = Encoding::Wbxml
+        .decode(&reply.body)
+        .expect("package 2 decodes");
+    assert_eq!(pkg2.hdr.session_id, pkg1.hdr.session_id);
+    assert_eq!(pkg2.hdr.target.loc_uri, pkg1.hdr.source.loc_uri);
+    assert_eq!(statuses(&pkg2)[0], (CommandKind::SyncHdr, 0, 200));
+    for command in pkg1.body.commands.iter().filter(|c| !c.no_resp()) {
+        assert!(statuses(&pkg2)
+            .iter()
+            .any(|(_, cmd_ref, _)| *cmd_ref == command.cmd_id()));
+    }
+    assert!(pkg2
+        .body
+        .commands
+        .iter()
+        .any(|c| c.kind() == CommandKind::Get));
+    assert!(
+        !server.is_ended(),
+        "commands went out: the session waits for package 3"
+    );
+}
