@@ -92,6 +92,23 @@ impl<T: Clone> Outbox<T> {
             .retain(|queued| !(queued.continuation && queued.tag == *tag));
     }
 
+    /// Takes out the commands not yet started whose single item's value is above `max` bytes
+    /// (they must not be sent to a peer with that MaxObjSize).
+    pub fn take_oversized(&mut self, max: u64) -> Vec<T> {
+        let mut taken = Vec::new();
+        self.commands.retain(|queued| {
+            let oversized = !queued.continuation
+                && chunk_item(&queued.command)
+                    .and_then(|item| item.data.as_ref())
+                    .is_some_and(|data| data.as_bytes().len() as u64 > max);
+            if oversized {
+                taken.push(queued.tag.clone());
+            }
+            !oversized
+        });
+        taken
+    }
+
     /// Drops the commands queued (the statuses stay).
     pub fn clear_commands(&mut self) {
         self.commands.clear();

@@ -55,6 +55,11 @@ pub enum ServerEvent {
         member: Option<usize>,
         status: Status,
     },
+    /// A queued command was not sent: its value is above the device's MaxObjSize (413).
+    NotSent {
+        request: RequestId,
+        status: StatusCode,
+    },
     /// The results of a queued Get (large objects arrive whole).
     Results {
         request: RequestId,
@@ -208,6 +213,17 @@ impl ServerSession {
         hdr.resp_uri = self.resp_uri.clone();
         if !self.authenticated {
             hdr.cred = self.credentials.credentials();
+        }
+        if let Some(max) = self.exchange.peer_max_obj_size {
+            for tag in self.exchange.outbox.take_oversized(max) {
+                if let Sent::Request(request) = tag {
+                    self.open_requests.retain(|open| *open != request);
+                    self.events.push_back(ServerEvent::NotSent {
+                        request,
+                        status: StatusCode::REQUEST_ENTITY_TOO_LARGE,
+                    });
+                }
+            }
         }
         let holding = self.exchange.hold_commands || self.exchange.ask_next;
         let msg = self.exchange.build(hdr);
