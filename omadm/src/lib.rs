@@ -6,11 +6,14 @@
 //!   status a server answers).
 //! - [`status`]: DM status codes.
 //! - [`tree`]: the DM tree engine (nodes, properties, ACL, handlers, Atomic, persistence).
+//! - [`session`]: sans-IO client and server DM sessions; [`transport`]: their HTTP(S) bindings.
 //! - [`auth`]: syncml:auth-basic, auth-md5 and HMAC; [`notification`]: Pkg#0.
 #![forbid(unsafe_code)]
 pub mod auth;
 pub mod codec;
 pub mod model;
 pub mod notification;
+pub mod session;
 pub mod status;
+pub mod transport;
 pub mod tree;
