@@ -1,6 +1,7 @@
 //! Thin HTTP(S) bindings around the sans-IO sessions: [`DmHttpClient`] POSTs a device's messages
 //! and feeds the replies back; [`DmHttpServer`] routes each POST to its [`ServerSession`] and
-//! answers with the session's next message. TLS is rustls on both sides.
+//! answers with the session's next message. TLS is rustls on both sides. [`notify`] carries
+//! Pkg#0 notifications over UDP.
 //!
 //! HTTP status use: 200 with a DM message for every message a session handled (DM-level errors
 //! travel as DM statuses inside it); 415 for a `Content-Type` that is not SyncML DM; 400 for a
@@ -10,6 +11,7 @@
 //! [`ServerSession`]: crate::session::ServerSession
 
 mod client;
+pub mod notify;
 mod server;
 
 pub use client::{DmHttpClient, HttpReply};
