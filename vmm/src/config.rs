@@ -5,7 +5,15 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::arch::x86_64::boot::{KernelFormat, KernelFormatError};
+use crate::devices::virtio::DeviceConfig;
 use crate::memory::{CMDLINE_MAX_LEN, MIB};
+
+mod device_args;
+
+pub use device_args::{
+    default_mac, parse_class, parse_disk, parse_net, parse_rng, prohibit_classes, DeviceArgError,
+    KNOWN_CLASSES,
+};
 
 /// The smallest guest memory accepted, in MiB.
 pub const MIN_MEMORY_MIB: u64 = 32;
@@ -63,6 +71,9 @@ pub struct VmConfig {
     /// Where to serve the control API; none means no API.
     #[serde(default)]
     pub api_socket: Option<PathBuf>,
+    /// virtio devices, in the order the guest finds them; `allowed: false` = not created.
+    #[serde(default)]
+    pub devices: Vec<DeviceConfig>,
 }
 
 fn default_id() -> String {
@@ -146,6 +157,7 @@ impl VmConfig {
             memory_mib: default_memory_mib(),
             console: ConsoleConfig::default(),
             api_socket: None,
+            devices: Vec::new(),
         }
     }
 
