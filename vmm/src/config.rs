@@ -354,6 +354,28 @@ mod tests {
     }
 
     #[test]
+    fn json_devices_parse_with_their_policy() {
+        use crate::devices::virtio::{DeviceClass, DeviceKind};
+        let json = r#"{"kernel": "/k", "devices": [
+            {"id": "root", "class": "storage", "kind": {"type": "block", "path": "/r.img"}},
+            {"id": "usb0", "class": "removable-storage",
+             "kind": {"type": "block", "path": "/u.img", "read_only": true}, "allowed": false},
+            {"id": "rng0", "class": "entropy", "kind": {"type": "rng"}}]}"#;
+        let config: VmConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(config.devices.len(), 3);
+        assert!(config.devices[0].allowed, "allowed defaults to true");
+        assert!(!config.devices[1].allowed);
+        assert_eq!(config.devices[1].class, DeviceClass::RemovableStorage);
+        assert_eq!(config.devices[2].kind, DeviceKind::Rng);
+        assert!(serde_json::from_str::<VmConfig>(r#"{"kernel": "/k"}"#)
+            .unwrap()
+            .devices
+            .is_empty());
+        let bad = r#"{"kernel": "/k", "devices": [{"id": "x", "class": "wifi", "kind": {"type": "rng"}}]}"#;
+        assert!(serde_json::from_str::<VmConfig>(bad).is_err());
+    }
+
+    #[test]
     fn json_round_trip_and_defaults() {
         let json = r#"{"kernel": "/k", "memory_mib": 128, "console": {"file": "/tmp/c"}}"#;
         let config: VmConfig = serde_json::from_str(json).unwrap();
