@@ -230,6 +230,7 @@ fn bench_inner(
             net_mib,
         } => bench::io::run_here(&bench::io::IoBench {
             vmm,
+            qemu,
             bzimage: images.join("bzImage"),
             initramfs: images.join("initramfs.cpio.gz"),
             work: std::env::temp_dir().join("virmo-bench-io"),

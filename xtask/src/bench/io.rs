@@ -24,6 +24,8 @@ use super::measure::{self, Console};
 
 pub struct IoBench {
     pub vmm: PathBuf,
+    /// QEMU for a reference run of the same guest with QEMU's virtio-mmio devices (microvm).
+    pub qemu: Option<PathBuf>,
     pub bzimage: PathBuf,
     pub initramfs: PathBuf,
     /// Where the disk image lives (the host figure is measured on the same file system).
@@ -40,11 +42,18 @@ const PORT: u16 = 5001;
 const CHUNK: usize = 1 << 20;
 const TIMEOUT: Duration = Duration::from_secs(600);
 
+/// One VMM's figures from inside the guest, MiB/s per run.
+#[derive(Default)]
+struct GuestSamples {
+    write: Vec<f64>,
+    read: Vec<f64>,
+    net: Vec<f64>,
+}
+
 #[derive(Default)]
 struct Samples {
-    guest_write: Vec<f64>,
-    guest_read: Vec<f64>,
-    guest_net: Vec<f64>,
+    ours: GuestSamples,
+    qemu: Option<GuestSamples>,
     host_write: Vec<f64>,
     host_read: Vec<f64>,
     host_net: Vec<f64>,
@@ -56,7 +65,10 @@ pub fn run_here(b: &IoBench) -> Result<()> {
     let mut s = Samples::default();
     host_disk(b, &image, &mut s)?;
     host_loopback(b, &mut s)?;
-    guest(b, &image, &mut s)?;
+    s.ours = guest(b, "virmo", ours(b, &image))?;
+    if let Some(qemu) = &b.qemu {
+        s.qemu = Some(guest(b, "qemu", qemu_cmd(b, qemu, &image))?);
+    }
     let _ = std::fs::remove_file(&image);
     report(b, &mut s);
     Ok(())
@@ -158,14 +170,17 @@ fn ip(args: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
-/// Boots the guest with the image as its `bench` disk and a NIC on a tap, and collects its
-/// figures.
-fn guest(b: &IoBench, image: &Path, s: &mut Samples) -> Result<()> {
-    let cmdline = format!(
+fn cmdline(b: &IoBench) -> String {
+    format!(
         "console=ttyS0 quiet panic=-1 virmo.scenario=io-bench virmo.runs={} virmo.mib={} \
          virmo.net_mib={} virmo.ip={GUEST_CIDR} virmo.peer={HOST_IP}",
         b.runs, b.disk_mib, b.net_mib
-    );
+    )
+}
+
+/// Our VMM with the image as the `bench` disk and a NIC on the tap.
+fn ours(b: &IoBench, image: &Path) -> Command {
+    let cmdline = cmdline(b);
     let mut cmd = Command::new(&b.vmm);
     cmd.arg("--kernel")
         .arg(&b.bzimage)
@@ -177,6 +192,36 @@ fn guest(b: &IoBench, image: &Path, s: &mut Samples) -> Result<()> {
         .arg(format!("id=bench,path={}", image.display()))
         .arg("--net")
         .arg(format!("id=nic0,tap={TAP}"));
+    cmd
+}
+
+/// QEMU microvm with the same guest, disk (serial `bench`) and tap, through its own
+/// virtio-mmio devices (no vhost).
+fn qemu_cmd(b: &IoBench, qemu: &Path, image: &Path) -> Command {
+    let mut cmd = Command::new(qemu);
+    cmd.args(["-M", "microvm,rtc=on", "-enable-kvm", "-cpu", "host"])
+        .args(["-m", "256", "-smp", "1"])
+        .args(["-nographic", "-nodefaults", "-no-user-config", "-no-reboot"])
+        .args(["-serial", "stdio"])
+        .arg("-kernel")
+        .arg(&b.bzimage)
+        .arg("-initrd")
+        .arg(&b.initramfs)
+        .args(["-append", &cmdline(b)])
+        .arg("-drive")
+        .arg(format!("id=d0,file={},format=raw,if=none", image.display()))
+        .args(["-device", "virtio-blk-device,drive=d0,serial=bench"])
+        .args([
+            "-netdev",
+            &format!("tap,id=n0,ifname={TAP},script=no,downscript=no,vhost=off"),
+        ])
+        .args(["-device", "virtio-net-device,netdev=n0"]);
+    cmd
+}
+
+/// Boots the guest with `cmd` and collects its figures.
+fn guest(b: &IoBench, label: &str, cmd: Command) -> Result<GuestSamples> {
+    let mut out = GuestSamples::default();
     let mut console = Console::spawn(cmd)?;
 
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -210,12 +255,12 @@ fn guest(b: &IoBench, image: &Path, s: &mut Samples) -> Result<()> {
             bail!("malformed line {line:?}");
         };
         println!(
-            "bench: guest disk run {run}: write {:.1} MiB/s, read {:.1} MiB/s",
+            "bench: {label} guest disk run {run}: write {:.1} MiB/s, read {:.1} MiB/s",
             mib_per_s(b.disk_mib, t1 - t0),
             mib_per_s(b.disk_mib, t2 - t1)
         );
-        s.guest_write.push(mib_per_s(b.disk_mib, t1 - t0));
-        s.guest_read.push(mib_per_s(b.disk_mib, t2 - t1));
+        out.write.push(mib_per_s(b.disk_mib, t1 - t0));
+        out.read.push(mib_per_s(b.disk_mib, t2 - t1));
     }
     console.wait_line("VIRMO-IO-DONE", TIMEOUT)?;
     console.kill();
@@ -224,12 +269,12 @@ fn guest(b: &IoBench, image: &Path, s: &mut Samples) -> Result<()> {
         .map_err(|_| anyhow::anyhow!("receiver panicked"))??;
     for (run, seconds) in net.iter().enumerate() {
         println!(
-            "bench: guest net run {run}: {:.1} MiB/s",
+            "bench: {label} guest net run {run}: {:.1} MiB/s",
             mib_per_s(b.net_mib, *seconds)
         );
-        s.guest_net.push(mib_per_s(b.net_mib, *seconds));
+        out.net.push(mib_per_s(b.net_mib, *seconds));
     }
-    Ok(())
+    Ok(out)
 }
 
 fn report(b: &IoBench, s: &mut Samples) {
@@ -238,27 +283,34 @@ fn report(b: &IoBench, s: &mut Samples) {
         "virtio I/O from inside the guest vs the host: {} runs, disk {} MiB (1 MiB direct I/O), net {} MiB",
         b.runs, b.disk_mib, b.net_mib
     );
-    println!(
-        "| measure | guest median MiB/s (min–max) | host median MiB/s (min–max) | guest / host |"
-    );
-    println!("| --- | --- | --- | --- |");
-    for (name, guest, host) in [
-        (
-            "disk sequential write (host: + fdatasync)",
-            &mut s.guest_write,
-            &mut s.host_write,
-        ),
-        ("disk sequential read", &mut s.guest_read, &mut s.host_read),
-        (
-            "net guest→host TCP (host: loopback)",
-            &mut s.guest_net,
-            &mut s.host_net,
-        ),
-    ] {
-        let (gm, gmin, gmax) = measure::stats(guest);
+    println!("| measure | virmo guest median MiB/s (min–max) | host median MiB/s (min–max) | virmo / host | QEMU microvm guest median MiB/s (min–max) | virmo / QEMU |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let names = [
+        "disk sequential write (host: + fdatasync)",
+        "disk sequential read",
+        "net guest→host TCP (host: loopback)",
+    ];
+    let ours = [&mut s.ours.write, &mut s.ours.read, &mut s.ours.net];
+    let host = [&mut s.host_write, &mut s.host_read, &mut s.host_net];
+    let mut qemu: Vec<Option<&mut Vec<f64>>> = match &mut s.qemu {
+        Some(q) => vec![Some(&mut q.write), Some(&mut q.read), Some(&mut q.net)],
+        None => vec![None, None, None],
+    };
+    for (i, ((name, ours), host)) in names.iter().zip(ours).zip(host).enumerate() {
+        let (gm, gmin, gmax) = measure::stats(ours);
         let (hm, hmin, hmax) = measure::stats(host);
+        let (qemu_cell, ratio) = match qemu[i].take() {
+            Some(q) => {
+                let (qm, qmin, qmax) = measure::stats(q);
+                (
+                    format!("{qm:.1} ({qmin:.1}–{qmax:.1})"),
+                    format!("{:.2}", gm / qm),
+                )
+            }
+            None => ("–".to_string(), "–".to_string()),
+        };
         println!(
-            "| {name} | {gm:.1} ({gmin:.1}–{gmax:.1}) | {hm:.1} ({hmin:.1}–{hmax:.1}) | {:.3} |",
+            "| {name} | {gm:.1} ({gmin:.1}–{gmax:.1}) | {hm:.1} ({hmin:.1}–{hmax:.1}) | {:.3} | {qemu_cell} | {ratio} |",
             gm / hm
         );
     }
