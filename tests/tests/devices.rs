@@ -313,6 +313,25 @@ mod devices {
         assert!(ip(&["link", "set", tap, "up"]), "ip link set {tap} up");
     }
 
+    /// The guest's received-packet count at the end of a `VIRMO-PING=` line.
+    fn rx_packets(rest: &str) -> u64 {
+        rest.split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no RX count in {rest:?}"))
+    }
+
+    /// Whether the guest (192.0.2.2) answers one of three pings from the host end of the tap.
+    fn ping_guest() -> bool {
+        Command::new("ping")
+            .args(["-c", "3", "-W", "1", "192.0.2.2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
     #[test]
     fn guest_pings_the_host_over_the_tap_and_the_network_gate_cuts_and_restores_it() {
         let env = TestEnv::get();
@@ -332,20 +351,39 @@ mod devices {
             let cut = set_policy(&client, "nic0", false);
             assert!(!cut.allowed && cut.changed, "{cut:?}");
             wait_outcome(&mut guest, "VIRMO-PING=", "fail", SETTLE);
-            guest.drain();
-            // A few seconds on, still nothing passes.
-            std::thread::sleep(Duration::from_secs(3));
+            let rx_before = rx_packets(&wait_outcome(&mut guest, "VIRMO-PING=", "fail", SETTLE));
+            // Nothing passes either way: the host's pings do not reach the guest...
+            assert!(
+                !ping_guest(),
+                "the host reached the guest while it was prohibited"
+            );
+            // ...and, a few seconds on, no guest ping has passed and the guest received nothing.
+            std::thread::sleep(Duration::from_secs(2));
             let during = guest.drain();
             assert!(
                 during.iter().all(|l| !l.contains("VIRMO-PING=ok")),
                 "a ping passed while prohibited: {during:?}"
             );
+            let rx_after = rx_packets(&wait_outcome(&mut guest, "VIRMO-PING=", "fail", SETTLE));
+            assert_eq!(
+                rx_before, rx_after,
+                "the guest received packets while prohibited"
+            );
             let list = client.devices().expect("list");
-            assert!(!device(&list, "nic0").allowed);
+            let nic = device(&list, "nic0");
+            assert!(!nic.allowed);
+            assert!(
+                nic.rejected_requests > 0,
+                "the host's frames were dropped and counted: {nic:?}"
+            );
 
             let back = set_policy(&client, "nic0", true);
             assert!(back.allowed && back.changed, "{back:?}");
             wait_outcome(&mut guest, "VIRMO-PING=", "ok", SETTLE);
+            assert!(
+                ping_guest(),
+                "the host cannot reach the guest once allowed again"
+            );
             client.stop().expect("stop");
             assert_eq!(code(guest.wait_exit(BOOT)), exit_status::OK);
         });
