@@ -210,30 +210,38 @@ mod devices {
 
     #[test]
     fn prohibiting_removable_storage_live_fails_reads_and_allowing_restores_them() {
+        disk_gate("usb0", "removable-storage");
+    }
+
+    /// The VM's own disk behaves the same way (whether to cut it is the agent's policy).
+    #[test]
+    fn prohibiting_the_own_disk_live_fails_reads_and_allowing_restores_them() {
+        disk_gate("root", "storage");
+    }
+
+    /// A guest reading disk `id` of `class` every 300 ms, cut off and given the disk back.
+    fn disk_gate(id: &str, class: &str) {
         let env = TestEnv::get();
-        let dir = TempDir::new("usb-gate");
-        let usb = disk_image(&dir, "usb.img");
-        let mut guest = with_cmdline(env.guest("read-loop"), "virmo.disk=usb0")
+        let dir = TempDir::new("disk-gate");
+        let image = disk_image(&dir, "disk.img");
+        let mut guest = with_cmdline(env.guest("read-loop"), &format!("virmo.disk={id}"))
             .arg("--disk")
-            .arg(format!(
-                "id=usb0,path={},class=removable-storage",
-                usb.display()
-            ))
+            .arg(format!("id={id},path={},class={class}", image.display()))
             .spawn();
         let sectors = (DISK_MIB << 20) / 512;
         let ok = wait_outcome(&mut guest, "VIRMO-READ=", "ok", BOOT);
         assert!(ok.ends_with(&format!(" {sectors}")), "size seen: {ok}");
         let client = client(&guest);
 
-        let cut = set_policy(&client, "usb0", false);
+        let cut = set_policy(&client, id, false);
         assert!(!cut.allowed && cut.changed, "{cut:?}");
-        let again = set_policy(&client, "usb0", false);
+        let again = set_policy(&client, id, false);
         assert!(!again.allowed && !again.changed, "idempotent: {again:?}");
         let fail = wait_outcome(&mut guest, "VIRMO-READ=", "fail", SETTLE);
         // The medium is gone: the guest resized the disk to 0 sectors.
         wait_outcome(&mut guest, "VIRMO-READ=", "fail", SETTLE);
         let list = client.devices().expect("list");
-        assert!(!device(&list, "usb0").allowed);
+        assert!(!device(&list, id).allowed);
         assert!(
             guest
                 .transcript()
@@ -243,7 +251,7 @@ mod devices {
             guest.transcript()
         );
 
-        let back = set_policy(&client, "usb0", true);
+        let back = set_policy(&client, id, true);
         assert!(back.allowed && back.changed, "{back:?}");
         let ok = wait_outcome(&mut guest, "VIRMO-READ=", "ok", SETTLE);
         assert!(
