@@ -109,7 +109,19 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let cli = Cli::parse();
+    // clap exits with 2 on usage errors, which is our "guest panic" status: map them to 1.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(exit_status::BAD_CONFIG as u8),
+            };
+        }
+    };
     let vmm = match start(cli, started) {
         Ok(vmm) => vmm,
         Err(e) => {
@@ -129,6 +141,8 @@ fn main() -> ExitCode {
 
 fn start(cli: Cli, started: Instant) -> anyhow::Result<Arc<Vmm>> {
     let config = cli.into_config()?;
+    // Every log line of this VM carries its ID (the span is kept for the process's life).
+    std::mem::forget(tracing::info_span!("vm", id = %config.id).entered());
     // Bind first: a socket in use is refused before any VM resource is created.
     let api = match &config.api_socket {
         Some(path) => Some(ApiServer::bind(path)?),

@@ -8,7 +8,8 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::api::types::{RunState, ShutdownOutcome, VmInfo};
 use crate::arch::x86_64::acpi::{self, AcpiConfig, AcpiError};
-use crate::arch::x86_64::boot::{self, BootError, BootInputs};
+use crate::arch::x86_64::boot::{self, BootError, BootInputs, KernelFormat};
+use crate::arch::x86_64::regs::EntryMode;
 use crate::config::{ConfigError, ConsoleConfig, VmConfig};
 use crate::control::{ControlError, VmControl, VmRequest, VmResponse};
 use crate::devices::acpi_pm::{self, AcpiPm, Ged};
@@ -31,7 +32,7 @@ pub use virtio_devices::{PlacedDevice, VirtioDevices, VirtioSetupError};
 
 /// How long the process waits after a stop asked for through the API, so the API answer is
 /// written before the process exits.
-pub const API_ANSWER_GRACE: Duration = Duration::from_millis(100);
+pub const API_ANSWER_GRACE: Duration = Duration::from_millis(200);
 
 /// Why the VM could not be built or started. Every variant means exit status 1.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +85,15 @@ pub struct DeviceSetup<'a> {
 /// A hook adding devices (e.g. virtio-mmio) while the VM is built.
 pub type ExtraDevices<'h> = Box<dyn FnOnce(&mut DeviceSetup<'_>) -> Result<(), VmmError> + 'h>;
 
+/// Where the guest's initial memory and CPU state come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GuestSource {
+    /// Kernel, initramfs and ACPI tables loaded; boot vCPU at the kernel entry.
+    Boot,
+    /// Left to the snapshot restore.
+    Snapshot,
+}
+
 /// One VM: built, then started, then stopped once.
 pub struct Vmm {
     config: VmConfig,
@@ -116,10 +126,37 @@ impl Vmm {
         vmm_started: Instant,
         extra_devices: ExtraDevices<'_>,
     ) -> Result<Self, VmmError> {
-        let format = config.validate()?;
+        Self::build_inner(config, vmm_started, extra_devices, GuestSource::Boot)
+    }
+
+    /// Builds the VM for restoring a snapshot: the same machine and devices, but no kernel,
+    /// ACPI tables or boot registers are written. Before [`Vmm::start`], the caller fills
+    /// [`Vmm::memory`] and sets the state of the VM ([`Vmm::vm`]) and of each vCPU
+    /// ([`Vmm::with_created_vcpus`]).
+    pub fn build_for_restore(
+        config: VmConfig,
+        vmm_started: Instant,
+        extra_devices: ExtraDevices<'_>,
+    ) -> Result<Self, VmmError> {
+        Self::build_inner(config, vmm_started, extra_devices, GuestSource::Snapshot)
+    }
+
+    fn build_inner(
+        config: VmConfig,
+        vmm_started: Instant,
+        extra_devices: ExtraDevices<'_>,
+        source: GuestSource,
+    ) -> Result<Self, VmmError> {
+        config.validate_machine()?;
+        let format = match source {
+            GuestSource::Boot => Some(config.validate_boot_files()?),
+            GuestSource::Snapshot => None,
+        };
         let hypervisor = Hypervisor::open()?;
         config.validate_for_host(hypervisor.host_limits())?;
+        tracing::debug!(ms = vmm_started.elapsed().as_millis() as u64, "KVM opened");
         let mut vm = hypervisor.create_vm(IrqChip::InKernel)?;
+        tracing::debug!(ms = vmm_started.elapsed().as_millis() as u64, "VM created");
         let memory = memory::create_guest_memory(config.memory_bytes())?;
         vm.register_memory(&memory)?;
         tracing::debug!(
@@ -177,42 +214,28 @@ impl Vmm {
             stop: &stop,
         })?;
 
-        let tables = acpi::build(
-            &AcpiConfig {
-                vcpus: config.vcpus,
-                dsdt_aml: resources.dsdt_aml(),
-                pm: acpi_pm::pm_registers(),
-            },
-            ACPI_TABLES_START,
-            ACPI_TABLES_END,
-        )?;
-        acpi::write(&memory, &tables)?;
-        let pm = acpi_pm::pm_registers();
-        boot::write_reset_stub(&memory, pm.reset_port, pm.reset_value)?;
-        let entry = boot::load(
-            &memory,
-            &BootInputs {
-                kernel: &config.kernel,
+        let entry = match format {
+            Some(format) => Some(Self::load_guest(
+                &config,
                 format,
-                initramfs: config.initramfs.as_deref(),
-                cmdline: &config.cmdline,
-                mem_bytes: config.memory_bytes(),
-                rsdp_addr: tables.rsdp_addr,
-            },
-        )?;
-
+                &memory,
+                resources.dsdt_aml(),
+            )?),
+            None => None,
+        };
         tracing::debug!(
             ms = vmm_started.elapsed().as_millis() as u64,
             "guest loaded"
         );
+
         let cpuid = hypervisor.supported_cpuid()?;
         let tsc_deadline = hypervisor.has_tsc_deadline();
         let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
         for index in 0..config.vcpus {
             let vcpu = Vcpu::new(&vm, index, Arc::clone(&pio), Arc::clone(&mmio))?;
             vcpu.configure(&cpuid, config.vcpus, tsc_deadline, IrqChip::InKernel)?;
-            if index == 0 {
-                vcpu.configure_boot(&memory, &entry)?;
+            if let (0, Some(entry)) = (index, &entry) {
+                vcpu.configure_boot(&memory, entry)?;
             }
             vcpus.push(vcpu);
         }
@@ -234,6 +257,40 @@ impl Vmm {
             started_at: Mutex::new(None),
             api_answer_pending: AtomicBool::new(false),
         })
+    }
+
+    /// Writes the ACPI tables, the reset stub, the kernel, initramfs and command line; returns
+    /// how the boot vCPU enters the kernel.
+    fn load_guest(
+        config: &VmConfig,
+        format: KernelFormat,
+        memory: &GuestMemoryMmap,
+        dsdt_aml: &[u8],
+    ) -> Result<EntryMode, VmmError> {
+        let tables = acpi::build(
+            &AcpiConfig {
+                vcpus: config.vcpus,
+                dsdt_aml,
+                pm: acpi_pm::pm_registers(),
+            },
+            ACPI_TABLES_START,
+            ACPI_TABLES_END,
+        )?;
+        acpi::write(memory, &tables)?;
+        let pm = acpi_pm::pm_registers();
+        boot::write_reset_stub(memory, pm.reset_port, pm.reset_value)?;
+        let entry = boot::load(
+            memory,
+            &BootInputs {
+                kernel: &config.kernel,
+                format,
+                initramfs: config.initramfs.as_deref(),
+                cmdline: &config.cmdline,
+                mem_bytes: config.memory_bytes(),
+                rsdp_addr: tables.rsdp_addr,
+            },
+        )?;
+        Ok(entry)
     }
 
     /// Starts the vCPU threads.
@@ -292,6 +349,11 @@ impl Vmm {
     /// The virtio devices (for snapshot: stop their event loop, save each transport).
     pub fn virtio(&self) -> &VirtioDevices {
         &self.virtio
+    }
+
+    /// Runs `f` on the vCPUs before [`Vmm::start`] (for snapshot restore); empty once started.
+    pub fn with_created_vcpus<R>(&self, f: impl FnOnce(&mut [Vcpu]) -> R) -> R {
+        f(&mut lock(&self.created_vcpus))
     }
 
     /// Runs `f` on the vCPU set (for snapshot: pause, then lock each vCPU).
@@ -549,6 +611,22 @@ mod tests {
         assert_eq!(answer, Ok(VmResponse::Shutdown(ShutdownOutcome::Forced)));
         assert_eq!(vmm.wait(), StopReason::ShutdownForced);
         vmm.shut_down();
+    }
+
+    #[test]
+    fn restore_build_needs_no_kernel_and_writes_nothing_to_guest_memory() {
+        let Some((mut config, _)) = test_config("restore", true) else {
+            return;
+        };
+        config.kernel = "/nonexistent/kernel".into();
+        config.vcpus = 2;
+        let vmm = Vmm::build_for_restore(config, Instant::now(), Box::new(|_| Ok(()))).unwrap();
+        assert_eq!(vmm.with_created_vcpus(|vcpus| vcpus.len()), 2);
+        let rsdp: [u8; 8] =
+            vm_memory::Bytes::read_obj(vmm.memory(), vm_memory::GuestAddress(ACPI_TABLES_START))
+                .unwrap();
+        assert_eq!(rsdp, [0; 8]);
+        assert_eq!(vmm.info().state, RunState::Created);
     }
 
     #[test]
