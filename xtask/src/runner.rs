@@ -36,6 +36,31 @@ const RUNNER_MODULES: &[&str] = &[
 
 const EXIT_MARKER: &str = "VIRMO-RUNNER-EXIT=";
 
+/// A runner CPU stuck this long inside KVM means the runner itself hung (see [`RunnerHung`]).
+const HUNG_AFTER_SECS: u64 = 90;
+
+/// The runner's own kernel reported a CPU stuck inside KVM_RUN for minutes: the emulated VMRUN
+/// never returned to the runner's KVM, so no timer interrupt reached it (seen intermittently with
+/// QEMU 7.2's TCG emulation of nested SVM under heavy host load). Nothing inside the runner can
+/// end that process; the run is abandoned and may be retried.
+#[derive(Debug)]
+pub struct RunnerHung(pub String);
+
+impl std::fmt::Display for RunnerHung {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the nested-KVM runner hung: {}", self.0)
+    }
+}
+
+impl std::error::Error for RunnerHung {}
+
+/// Seconds in a runner kernel line `watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [...]`.
+fn soft_lockup_secs(line: &str) -> Option<u64> {
+    let rest = line.split("soft lockup - CPU#").nth(1)?;
+    let secs = rest.split("stuck for ").nth(1)?.split('s').next()?;
+    secs.trim().parse().ok()
+}
+
 /// One file to put into the runner.
 pub struct RunnerFile {
     pub host: PathBuf,
@@ -131,6 +156,12 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
                     status = code.trim().parse::<i32>().ok();
                 } else {
                     println!("{line}");
+                    if soft_lockup_secs(&line).is_some_and(|secs| secs >= HUNG_AFTER_SECS) {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        let _ = std::fs::remove_file(&initrd);
+                        return Err(RunnerHung(line.trim().to_string()).into());
+                    }
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -247,3 +278,15 @@ echo "VIRMO-RUNNER-EXIT=$?"
 sync
 poweroff -f
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn soft_lockup_lines_are_recognised() {
+        let line = "[   64.358028] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [vcpu0:194]";
+        assert_eq!(soft_lockup_secs(line), Some(26));
+        assert_eq!(soft_lockup_secs("test foo ... ok"), None);
+    }
+}
