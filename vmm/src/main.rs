@@ -17,7 +17,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use vmm::api::server::ApiServer;
-use vmm::config::{ConsoleConfig, VmConfig, DEFAULT_CMDLINE};
+use vmm::config::{BzImageBoot, ConsoleConfig, VmConfig, DEFAULT_CMDLINE};
 use vmm::exit_status;
 use vmm::vmm::Vmm;
 
@@ -26,7 +26,7 @@ use vmm::vmm::Vmm;
 #[command(version, about)]
 struct Cli {
     /// A JSON VM config; excludes the other VM options.
-    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline", "vcpus", "memory_mib", "console", "id"])]
+    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline", "vcpus", "memory_mib", "console", "bzimage_boot", "id"])]
     config: Option<PathBuf>,
     /// Kernel: a bzImage, or an ELF vmlinux with a PVH entry point.
     #[arg(long, required_unless_present = "config")]
@@ -44,6 +44,10 @@ struct Cli {
     /// stdout, none or file:PATH.
     #[arg(long, default_value = "stdout")]
     console: ConsoleConfig,
+    /// How a bzImage is entered: pvh (the VMM decompresses it; the fast path) or linux (the
+    /// Linux boot protocol; the kernel decompresses itself).
+    #[arg(long, default_value = "pvh")]
+    bzimage_boot: BzImageBoot,
     /// Serve the control API on this Unix socket (overrides the config file's).
     #[arg(long)]
     api_socket: Option<PathBuf>,
@@ -69,6 +73,7 @@ impl Cli {
                 })?,
                 memory_mib: self.memory_mib,
                 console: self.console,
+                bzimage_boot: self.bzimage_boot,
                 api_socket: None,
             },
         };

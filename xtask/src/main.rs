@@ -103,6 +103,10 @@ enum BenchKind {
         vcpus: u8,
         #[arg(long, default_value_t = 256)]
         memory_mib: u64,
+        /// Instead of the timed runs, boot each VMM once and print its console and the guest's
+        /// kernel log (initcall_debug) with arrival times.
+        #[arg(long)]
+        timeline: bool,
     },
 }
 
@@ -203,6 +207,7 @@ fn bench_inner(
             runs,
             vcpus,
             memory_mib,
+            timeline,
         } => bench::boot::run_here(&bench::boot::BootBench {
             vmm,
             qemu,
@@ -211,6 +216,7 @@ fn bench_inner(
             runs,
             vcpus,
             memory_mib,
+            timeline,
         }),
     }
 }
@@ -225,7 +231,11 @@ fn bench(which: BenchKind) -> Result<()> {
             runs,
             vcpus,
             memory_mib,
-        } => format!("boot --runs {runs} --vcpus {vcpus} --memory-mib {memory_mib}"),
+            timeline,
+        } => format!(
+            "boot --runs {runs} --vcpus {vcpus} --memory-mib {memory_mib}{}",
+            if *timeline { " --timeline" } else { "" }
+        ),
     };
     if runner::host_has_hardware_kvm() {
         return bench_inner(which, vmm, Some(qemu), &images.dir);

@@ -147,6 +147,58 @@ fn kib(value: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Spawns `cmd` with stdout and stderr merged and collects every line, stamped with its arrival
+/// time since the spawn, until a line contains `until`, the process closes its output, or
+/// `timeout` passes. For boot timelines.
+pub fn stamped_output(
+    mut cmd: Command,
+    until: &str,
+    timeout: Duration,
+) -> Result<Vec<(Duration, String)>> {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting the VMM under test")?;
+    let (tx, lines) = mpsc::channel();
+    let stdout = child.stdout.take().context("stdout")?;
+    let stderr = child.stderr.take().context("stderr")?;
+    forward_lines(stdout, tx.clone());
+    forward_lines(stderr, tx);
+    let deadline = started + timeout;
+    let mut out = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok((at, line)) => {
+                let done = line.contains(until);
+                out.push((at - started, line));
+                if done {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(out)
+}
+
+fn forward_lines(from: impl std::io::Read + Send + 'static, to: mpsc::Sender<(Instant, String)>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).split(b'\n') {
+            let Ok(line) = line else { break };
+            let text = String::from_utf8_lossy(&line).trim_end().to_string();
+            if to.send((Instant::now(), text)).is_err() {
+                break;
+            }
+        }
+    });
+}
+
 /// Median, min, max.
 pub fn stats(values: &mut [f64]) -> (f64, f64, f64) {
     values.sort_by(|a, b| a.total_cmp(b));
