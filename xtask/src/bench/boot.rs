@@ -125,10 +125,24 @@ pub fn run_here(b: &BootBench) -> Result<()> {
     }
     println!();
     println!(
-        "boot to `{MARKER}`: {} vCPU, {} MiB, {} runs each, alternating",
-        b.vcpus, b.memory_mib, b.runs
+        "Boot time: from spawning the VMM process to its console (stdout) line `{MARKER}`, \
+         printed by the guest's /init after its modules are loaded. Both VMMs boot the same \
+         bzImage, initramfs and command line `{CMDLINE}`; {} vCPU, {} MiB, {} runs each, \
+         alternating, in one {}.",
+        b.vcpus,
+        b.memory_mib,
+        b.runs,
+        if std::path::Path::new("/virmo").exists() {
+            "runner boot (nested KVM)"
+        } else {
+            "host"
+        }
     );
-    println!("| VMM | median s | min s | max s | VMM overhead MiB (RSS - guest RAM touched), median | peak RSS MiB, median |");
+    println!(
+        "VMM overhead: resident memory of the VMM process at the marker minus the resident part \
+         of its guest-RAM mapping (the guest memory the guest touched)."
+    );
+    println!("| VMM | boot median s | min s | max s | VMM overhead MiB, median | peak RSS MiB (VmHWM), median |");
     println!("| --- | --- | --- | --- | --- | --- |");
     let mut medians = Vec::new();
     for (name, samples) in &rows {

@@ -1,15 +1,16 @@
 //! The ELF vmlinux inside a bzImage: the setup header says where the compressed payload lies
 //! (boot protocol 2.08+), and the VMM decompresses it itself so the kernel can be entered at its
-//! PVH entry point instead of decompressing itself in the guest. The guest's decompressor runs
-//! with the guest's page-table walks and exits; in the VMM the same work is much cheaper (in the
-//! nested runner it saved ~0.6 s of a ~5 s boot).
+//! PVH entry point instead of decompressing itself in the guest. LZ4 legacy blocks are
+//! independent, so the VMM decompresses them on several threads, mostly straight into guest
+//! memory. In the nested runner this took ~0.35 s (2 threads) where the guest's own decompressor
+//! took ~1 s.
 //!
 //! Only LZ4 payloads (the kernel's "legacy" LZ4 frame, Debian's choice) are decompressed here;
 //! for any other compression the caller falls back to the Linux boot protocol.
 
 use std::ops::Range;
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::memory::HIMEM_START;
 
@@ -64,6 +65,8 @@ pub enum PayloadError {
     SegmentOutsideRam { paddr: u64, end: u64 },
     #[error("the kernel has no PVH entry point (XEN_ELFNOTE_PHYS32_ENTRY)")]
     NoPvhEntry,
+    #[error("a loader thread panicked")]
+    LoaderPanicked,
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
@@ -164,6 +167,7 @@ impl<'a> Iterator for Lz4Blocks<'a> {
     }
 }
 
+#[cfg(test)]
 /// Feeds each decompressed block of `payload`, with its offset in the decompressed stream, to
 /// `sink`. Returns the decompressed size.
 fn decompress_lz4_payload(
@@ -320,71 +324,213 @@ pub struct LoadedVmlinux {
     pub kernel_end: u64,
 }
 
-/// Decompresses the LZ4 payload of `bzimage` and writes the vmlinux's loadable segments
-/// straight into guest memory at their physical addresses (one 8 MiB block at a time, so the
-/// VMM never holds the whole vmlinux). `mem_limit` is where usable low RAM ends. The guest
-/// memory must be fresh (zero), which stands for the segments' zero-filled tails.
+/// How many threads decompress blocks (LZ4 legacy blocks are independent).
+const MAX_LOADER_THREADS: usize = 4;
+
+/// Decompresses block `block` (the output bytes `out_offset..` of the vmlinux) and puts the parts
+/// that belong to loadable segments at their physical addresses. A block that lies inside one
+/// segment is decompressed straight into guest memory; any other goes through `scratch`.
+fn load_block(
+    mem: &GuestMemoryMmap,
+    layout: &ElfLayout,
+    (at, block): (usize, &[u8]),
+    out_offset: u64,
+    out_len: usize,
+    scratch: &mut [u8],
+) -> Result<(), PayloadError> {
+    let corrupt = |e: lz4_flex::block::DecompressError| PayloadError::Corrupt {
+        at,
+        reason: e.to_string(),
+    };
+    let short = |got: usize| PayloadError::SizeMismatch {
+        got,
+        expected: out_len,
+    };
+    let out_end = out_offset + out_len as u64;
+    let inside = layout
+        .loads
+        .iter()
+        .find(|seg| seg.file_offset <= out_offset && out_end <= seg.file_offset + seg.file_size);
+    if let Some(seg) = inside {
+        let addr = seg.paddr + (out_offset - seg.file_offset);
+        let slice = mem.get_slice(GuestAddress(addr), out_len).map_err(|_| {
+            PayloadError::SegmentOutsideRam {
+                paddr: addr,
+                end: addr + out_len as u64,
+            }
+        })?;
+        let guard = slice.ptr_guard_mut();
+        // SAFETY: `slice` is `out_len` bytes of guest RAM mapped by `mem` (get_slice checked the
+        // bounds), alive while `mem` is borrowed here. No vCPU runs yet, and the loader
+        // threads write disjoint ranges (segments do not overlap, each block is one range), so
+        // nothing else reads or writes these bytes while the slice exists.
+        let target = unsafe { std::slice::from_raw_parts_mut(guard.as_ptr(), out_len) };
+        let produced = lz4_flex::block::decompress_into(block, target).map_err(corrupt)?;
+        return if produced == out_len {
+            Ok(())
+        } else {
+            Err(short(produced))
+        };
+    }
+    let produced =
+        lz4_flex::block::decompress_into(block, &mut scratch[..out_len]).map_err(corrupt)?;
+    if produced != out_len {
+        return Err(short(produced));
+    }
+    write_segments(mem, layout, out_offset, &scratch[..out_len])
+}
+
+/// Writes the parts of `bytes` (the vmlinux from `offset`) that belong to loadable segments.
+fn write_segments(
+    mem: &GuestMemoryMmap,
+    layout: &ElfLayout,
+    offset: u64,
+    bytes: &[u8],
+) -> Result<(), PayloadError> {
+    let end = offset + bytes.len() as u64;
+    for seg in &layout.loads {
+        let start = seg.file_offset.max(offset);
+        let stop = (seg.file_offset + seg.file_size).min(end);
+        if start < stop {
+            let piece = &bytes[(start - offset) as usize..(stop - offset) as usize];
+            let addr = seg.paddr + (start - seg.file_offset);
+            mem.write_slice(piece, GuestAddress(addr)).map_err(|_| {
+                PayloadError::SegmentOutsideRam {
+                    paddr: addr,
+                    end: addr + piece.len() as u64,
+                }
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks that every loadable segment lies in low RAM above 1 MiB and that none overlap (the
+/// loader threads write them concurrently).
+fn check_segments(layout: &ElfLayout, mem_limit: u64) -> Result<(), PayloadError> {
+    let mut spans: Vec<(u64, u64)> = Vec::new();
+    for seg in &layout.loads {
+        let end = seg.paddr + seg.mem_size;
+        if seg.paddr < HIMEM_START || end > mem_limit {
+            return Err(PayloadError::SegmentOutsideRam {
+                paddr: seg.paddr,
+                end,
+            });
+        }
+        spans.push((seg.paddr, end));
+    }
+    spans.sort_unstable();
+    if spans.windows(2).any(|w| w[0].1 > w[1].0) {
+        return Err(PayloadError::BadElf("overlapping segments"));
+    }
+    Ok(())
+}
+
+/// Reads the note bytes that lie inside loaded segments back from guest memory.
+fn read_notes(mem: &GuestMemoryMmap, layout: &ElfLayout) -> Vec<u8> {
+    let mut notes = Vec::new();
+    for &(offset, size) in &layout.notes {
+        let Some(seg) = layout.loads.iter().find(|seg| {
+            seg.file_offset <= offset && offset + size <= seg.file_offset + seg.file_size
+        }) else {
+            continue;
+        };
+        if size > MAX_NOTES_SIZE {
+            continue;
+        }
+        let mut bytes = vec![0u8; size as usize];
+        let addr = seg.paddr + (offset - seg.file_offset);
+        if mem.read_slice(&mut bytes, GuestAddress(addr)).is_ok() {
+            notes.extend_from_slice(&bytes);
+        }
+    }
+    notes
+}
+
+/// Decompresses the LZ4 payload of `bzimage` and writes the vmlinux's loadable segments into
+/// guest memory at their physical addresses, several blocks at once on up to
+/// [`MAX_LOADER_THREADS`] threads, mostly straight into guest memory. `mem_limit` is where
+/// usable low RAM ends. The guest memory must be fresh (zero), which stands for the segments'
+/// zero-filled tails, and no vCPU may run yet.
 pub fn load_vmlinux(
     mem: &GuestMemoryMmap,
     bzimage: &[u8],
     mem_limit: u64,
 ) -> Result<LoadedVmlinux, PayloadError> {
+    load_vmlinux_in_blocks_of(mem, bzimage, mem_limit, LZ4_LEGACY_BLOCK_MAX)
+}
+
+/// [`load_vmlinux`] for a stream whose blocks (but the last) decompress to `block_size` bytes.
+fn load_vmlinux_in_blocks_of(
+    mem: &GuestMemoryMmap,
+    bzimage: &[u8],
+    mem_limit: u64,
+    block_size: usize,
+) -> Result<LoadedVmlinux, PayloadError> {
     let range = payload_range(bzimage)?;
-    let mut layout: Option<ElfLayout> = None;
-    let mut notes: Vec<u8> = Vec::new();
-    decompress_lz4_payload(&bzimage[range], |offset, bytes| {
-        if layout.is_none() {
-            let parsed = parse_elf_layout(bytes)?;
-            for seg in &parsed.loads {
-                let end = seg.paddr + seg.mem_size;
-                if seg.paddr < HIMEM_START || end > mem_limit {
-                    return Err(PayloadError::SegmentOutsideRam {
-                        paddr: seg.paddr,
-                        end,
-                    });
-                }
-            }
-            let notes_len: u64 = parsed.notes.iter().map(|(_, size)| size).sum();
-            notes.resize(notes_len.min(MAX_NOTES_SIZE) as usize, 0);
-            layout = Some(parsed);
+    let (blocks, expected) = Lz4Blocks::new(&bzimage[range])?;
+    let blocks = blocks.collect::<Result<Vec<_>, _>>()?;
+    // Every block but the last decompresses to exactly the legacy block size.
+    let block_len = |i: usize| {
+        let start = i * block_size;
+        expected.saturating_sub(start).min(block_size)
+    };
+    let Some(&first) = blocks.first() else {
+        return Err(PayloadError::SizeMismatch { got: 0, expected });
+    };
+    if blocks.len() != expected.div_ceil(block_size) {
+        return Err(PayloadError::BadElf("LZ4 block count for its size"));
+    }
+
+    // The first block holds the ELF and program headers.
+    let mut scratch = vec![0u8; block_len(0)];
+    let produced = lz4_flex::block::decompress_into(first.1, &mut scratch).map_err(|e| {
+        PayloadError::Corrupt {
+            at: first.0,
+            reason: e.to_string(),
         }
-        let Some(layout) = &layout else {
-            return Err(PayloadError::NotElf);
-        };
-        let block_end = offset + bytes.len() as u64;
-        for seg in &layout.loads {
-            let (start, end) = (
-                seg.file_offset.max(offset),
-                (seg.file_offset + seg.file_size).min(block_end),
-            );
-            if start < end {
-                let piece = &bytes[(start - offset) as usize..(end - offset) as usize];
-                let addr = seg.paddr + (start - seg.file_offset);
-                mem.write_slice(piece, GuestAddress(addr)).map_err(|_| {
-                    PayloadError::SegmentOutsideRam {
-                        paddr: addr,
-                        end: addr + piece.len() as u64,
-                    }
-                })?;
-            }
-        }
-        let mut into = 0u64;
-        for &(note_offset, note_size) in &layout.notes {
-            let (start, end) = (
-                note_offset.max(offset),
-                (note_offset + note_size).min(block_end),
-            );
-            let dest = into + (start.max(note_offset) - note_offset);
-            if start < end && dest + (end - start) <= notes.len() as u64 {
-                notes[dest as usize..(dest + end - start) as usize]
-                    .copy_from_slice(&bytes[(start - offset) as usize..(end - offset) as usize]);
-            }
-            into += note_size;
-        }
-        Ok(())
     })?;
-    let layout = layout.ok_or(PayloadError::NotElf)?;
-    let pvh_entry = pvh_entry_from_notes(&notes).ok_or(PayloadError::NoPvhEntry)?;
+    if produced != scratch.len() {
+        return Err(PayloadError::SizeMismatch {
+            got: produced,
+            expected: scratch.len(),
+        });
+    }
+    let layout = parse_elf_layout(&scratch)?;
+    check_segments(&layout, mem_limit)?;
+    write_segments(mem, &layout, 0, &scratch)?;
+    drop(scratch);
+
+    let rest = blocks.len() - 1;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_LOADER_THREADS)
+        .min(rest.max(1));
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (blocks, layout) = (&blocks, &layout);
+                scope.spawn(move || -> Result<(), PayloadError> {
+                    let mut scratch = Vec::new();
+                    for i in (1 + t..blocks.len()).step_by(threads) {
+                        let len = block_len(i);
+                        if scratch.len() < len {
+                            scratch.resize(len, 0);
+                        }
+                        let offset = (i * block_size) as u64;
+                        load_block(mem, layout, blocks[i], offset, len, &mut scratch)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().unwrap_or(Err(PayloadError::LoaderPanicked)))
+    })?;
+
+    let pvh_entry =
+        pvh_entry_from_notes(&read_notes(mem, &layout)).ok_or(PayloadError::NoPvhEntry)?;
     let kernel_end = layout
         .loads
         .iter()
@@ -397,7 +543,7 @@ pub fn load_vmlinux(
     })
 }
 
-/// A bound on the note bytes kept while streaming (the kernel's are a few hundred bytes).
+/// A bound on the size of one note segment (the kernel's are a few hundred bytes).
 const MAX_NOTES_SIZE: u64 = 1 << 20;
 
 #[cfg(test)]
@@ -484,11 +630,19 @@ mod tests {
         (load_vmlinux(&mem, bz, 64 * MIB), mem)
     }
 
+    fn load_in_blocks_of(
+        bz: &[u8],
+        block: usize,
+    ) -> (Result<LoadedVmlinux, PayloadError>, GuestMemoryMmap) {
+        let mem = create_guest_memory(64 * MIB).unwrap();
+        (load_vmlinux_in_blocks_of(&mem, bz, 64 * MIB, block), mem)
+    }
+
     #[test]
     fn segments_land_at_their_physical_addresses_whatever_the_block_size() {
         let elf = fake_vmlinux();
         for block in [0x30000, 0x8000, 0x1234] {
-            let (loaded, mem) = load(&bzimage(&lz4_payload(&elf, block), 0));
+            let (loaded, mem) = load_in_blocks_of(&bzimage(&lz4_payload(&elf, block), 0), block);
             assert_eq!(
                 loaded.unwrap(),
                 LoadedVmlinux {
@@ -532,7 +686,10 @@ mod tests {
         let mut elf = fake_vmlinux();
         put_u32(&mut elf, 0x2008, 17);
         let bz = bzimage(&lz4_payload(&elf, 0x8000), 0);
-        assert_eq!(load(&bz).0, Err(PayloadError::NoPvhEntry));
+        assert_eq!(
+            load_in_blocks_of(&bz, 0x8000).0,
+            Err(PayloadError::NoPvhEntry)
+        );
 
         let data = vec![0x42u8; 4096];
         assert_eq!(
@@ -547,9 +704,17 @@ mod tests {
         put_u64(&mut elf, 64 + ELF_PHDR_SIZE + 24, 0x3ff_0000); // segment 1 at 64 MiB - 64 KiB
         let bz = bzimage(&lz4_payload(&elf, 0x8000), 0);
         assert!(matches!(
-            load(&bz).0,
+            load_in_blocks_of(&bz, 0x8000).0,
             Err(PayloadError::SegmentOutsideRam { .. })
         ));
+
+        let mut overlapping = fake_vmlinux();
+        put_u64(&mut overlapping, 64 + ELF_PHDR_SIZE + 24, 0x100_8000);
+        let bz = bzimage(&lz4_payload(&overlapping, 0x8000), 0);
+        assert_eq!(
+            load_in_blocks_of(&bz, 0x8000).0,
+            Err(PayloadError::BadElf("overlapping segments"))
+        );
     }
 
     fn decompress_all(payload: &[u8]) -> Result<Vec<u8>, PayloadError> {
