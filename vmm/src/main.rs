@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! vmm --kernel K [--initramfs I] [--cmdline C] [--vcpus N] [--memory-mib M]
-//!     [--console stdout|none|file:PATH] [--api-socket PATH] [--id ID]
+//!     [--console stdout|none|file:PATH] [--bzimage-boot pvh|linux] [--api-socket PATH] [--id ID]
 //! vmm --config vm.json
 //! ```
 //!
