@@ -73,7 +73,23 @@ impl Console {
         }
     }
 
+    /// Stops the VMM: SIGTERM first, SIGKILL if it has not exited within 2 s. QEMU answers
+    /// SIGTERM by taking its vCPUs out of `KVM_RUN` and exiting; in the nested runner a QEMU
+    /// killed with SIGKILL mid-run has left its vCPU thread stuck in the runner's KVM (soft
+    /// lockup), which hung the whole benchmark.
     pub fn kill(&mut self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill() only sends a signal; `pid` is our own child, not yet reaped (so
+            // the ID cannot have been reused).
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
