@@ -16,6 +16,7 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 use super::bzimage_payload::{self, PayloadError};
 use super::regs::EntryMode;
 use crate::config::BzImageBoot;
+use crate::mapped_file::MappedFile;
 use crate::memory::{
     e820_map, low_ram_end, CMDLINE_ADDR, HIMEM_START, MIB, PVH_MEMMAP_ADDR, PVH_MODLIST_ADDR,
     PVH_START_INFO_ADDR, ZERO_PAGE_ADDR,
@@ -156,15 +157,12 @@ pub fn load(mem: &GuestMemoryMmap, inputs: &BootInputs<'_>) -> Result<EntryMode,
         (KernelFormat::Elf, _) => load_pvh(mem, inputs, &mut kernel),
         (KernelFormat::BzImage, BzImageBoot::Linux) => load_bzimage(mem, inputs, &mut kernel),
         (KernelFormat::BzImage, BzImageBoot::Pvh) => {
-            let mut bzimage = Vec::new();
-            kernel
-                .read_to_end(&mut bzimage)
-                .map_err(|source| BootError::Read {
-                    path: inputs.kernel.to_path_buf(),
-                    source,
-                })?;
+            let bzimage = MappedFile::map(&kernel).map_err(|source| BootError::Read {
+                path: inputs.kernel.to_path_buf(),
+                source,
+            })?;
             let low_end = low_ram_end(inputs.mem_bytes);
-            match bzimage_payload::load_vmlinux(mem, &bzimage, low_end) {
+            match bzimage_payload::load_vmlinux(mem, bzimage.bytes(), low_end) {
                 Ok(loaded) => {
                     drop(bzimage);
                     start_pvh(mem, inputs, loaded.pvh_entry, loaded.kernel_end)
