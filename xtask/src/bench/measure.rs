@@ -73,25 +73,37 @@ impl Console {
         }
     }
 
-    /// Stops the VMM: SIGTERM first, SIGKILL if it has not exited within 2 s. QEMU answers
-    /// SIGTERM by taking its vCPUs out of `KVM_RUN` and exiting; in the nested runner a QEMU
-    /// killed with SIGKILL mid-run has left its vCPU thread stuck in the runner's KVM (soft
-    /// lockup), which hung the whole benchmark.
+    /// Stops the VMM: SIGTERM, then SIGKILL if it has not exited within 2 s, then gives up
+    /// after 10 s more. In the nested runner the QEMU under test has now and then stayed stuck
+    /// in the runner's KVM (a soft lockup of its vCPU thread, whatever the signal); waiting for
+    /// it hung the whole benchmark, so it is left behind with a warning.
     pub fn kill(&mut self) {
         if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
             // SAFETY: kill() only sends a signal; `pid` is our own child, not yet reaped (so
             // the ID cannot have been reused).
             unsafe { libc::kill(pid, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
+            if self.exited_within(Duration::from_secs(2)) {
+                return;
             }
         }
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !self.exited_within(Duration::from_secs(10)) {
+            println!(
+                "bench: warning: process {} did not exit after SIGKILL; left behind",
+                self.child.id()
+            );
+        }
+    }
+
+    fn exited_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
     }
 }
 
