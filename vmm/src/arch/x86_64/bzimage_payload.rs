@@ -12,6 +12,7 @@ use std::ops::Range;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
+use crate::mapped_file::ScratchBuffer;
 use crate::memory::HIMEM_START;
 
 /// Offset of `setup_sects` in the bzImage.
@@ -37,7 +38,7 @@ const MAX_VMLINUX_SIZE: usize = 1 << 30;
 const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 
 /// Why the payload could not be turned into an ELF vmlinux.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
     #[error("the setup header has no payload fields (boot protocol below 2.08)")]
     NoPayloadFields,
@@ -67,6 +68,8 @@ pub enum PayloadError {
     NoPvhEntry,
     #[error("a loader thread panicked")]
     LoaderPanicked,
+    #[error("cannot map a scratch buffer")]
+    Scratch(#[source] std::io::Error),
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
@@ -95,16 +98,14 @@ pub fn payload_range(bzimage: &[u8]) -> Result<Range<usize>, PayloadError> {
     };
     let offset = (setup_sects + 1) * SECTOR_SIZE + offset as usize;
     let length = length as usize;
-    let out_of_file = PayloadError::OutOfFile {
-        offset,
-        length,
-        file_len: bzimage.len(),
-    };
-    let end = offset.checked_add(length).ok_or(out_of_file.clone())?;
-    if end > bzimage.len() {
-        return Err(out_of_file);
+    match offset.checked_add(length) {
+        Some(end) if end <= bzimage.len() => Ok(offset..end),
+        _ => Err(PayloadError::OutOfFile {
+            offset,
+            length,
+            file_len: bzimage.len(),
+        }),
     }
-    Ok(offset..end)
 }
 
 /// The compressed blocks of a kernel LZ4 payload: the legacy frame (magic, then blocks each
@@ -336,7 +337,8 @@ fn load_block(
     (at, block): (usize, &[u8]),
     out_offset: u64,
     out_len: usize,
-    scratch: &mut [u8],
+    scratch: &mut Option<ScratchBuffer>,
+    block_size: usize,
 ) -> Result<(), PayloadError> {
     let corrupt = |e: lz4_flex::block::DecompressError| PayloadError::Corrupt {
         at,
@@ -372,12 +374,18 @@ fn load_block(
             Err(short(produced))
         };
     }
-    let produced =
-        lz4_flex::block::decompress_into(block, &mut scratch[..out_len]).map_err(corrupt)?;
+    if scratch.is_none() {
+        *scratch = Some(ScratchBuffer::new(block_size).map_err(PayloadError::Scratch)?);
+    }
+    let Some(buffer) = scratch.as_mut() else {
+        return Err(PayloadError::LoaderPanicked);
+    };
+    let out = &mut buffer.bytes_mut()[..out_len];
+    let produced = lz4_flex::block::decompress_into(block, out).map_err(corrupt)?;
     if produced != out_len {
         return Err(short(produced));
     }
-    write_segments(mem, layout, out_offset, &scratch[..out_len])
+    write_segments(mem, layout, out_offset, out)
 }
 
 /// Writes the parts of `bytes` (the vmlinux from `offset`) that belong to loadable segments.
@@ -457,9 +465,7 @@ pub fn load_vmlinux(
     bzimage: &[u8],
     mem_limit: u64,
 ) -> Result<LoadedVmlinux, PayloadError> {
-    let loaded = load_vmlinux_in_blocks_of(mem, bzimage, mem_limit, LZ4_LEGACY_BLOCK_MAX);
-    release_freed_heap();
-    loaded
+    load_vmlinux_in_blocks_of(mem, bzimage, mem_limit, LZ4_LEGACY_BLOCK_MAX)
 }
 
 /// [`load_vmlinux`] for a stream whose blocks (but the last) decompress to `block_size` bytes.
@@ -485,23 +491,23 @@ fn load_vmlinux_in_blocks_of(
     }
 
     // The first block holds the ELF and program headers.
-    let mut scratch = vec![0u8; block_len(0)];
-    let produced = lz4_flex::block::decompress_into(first.1, &mut scratch).map_err(|e| {
-        PayloadError::Corrupt {
+    let mut first_out = ScratchBuffer::new(block_len(0)).map_err(PayloadError::Scratch)?;
+    let scratch = &mut first_out.bytes_mut()[..block_len(0)];
+    let produced =
+        lz4_flex::block::decompress_into(first.1, scratch).map_err(|e| PayloadError::Corrupt {
             at: first.0,
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     if produced != scratch.len() {
         return Err(PayloadError::SizeMismatch {
             got: produced,
             expected: scratch.len(),
         });
     }
-    let layout = parse_elf_layout(&scratch)?;
+    let layout = parse_elf_layout(scratch)?;
     check_segments(&layout, mem_limit)?;
-    write_segments(mem, &layout, 0, &scratch)?;
-    drop(scratch);
+    write_segments(mem, &layout, 0, scratch)?;
+    drop(first_out);
 
     let rest = blocks.len() - 1;
     let threads = std::thread::available_parallelism()
@@ -513,14 +519,19 @@ fn load_vmlinux_in_blocks_of(
             .map(|t| {
                 let (blocks, layout) = (&blocks, &layout);
                 scope.spawn(move || -> Result<(), PayloadError> {
-                    let mut scratch = Vec::new();
+                    let mut scratch: Option<ScratchBuffer> = None;
                     for i in (1 + t..blocks.len()).step_by(threads) {
                         let len = block_len(i);
-                        if scratch.len() < len {
-                            scratch.resize(len, 0);
-                        }
                         let offset = (i * block_size) as u64;
-                        load_block(mem, layout, blocks[i], offset, len, &mut scratch)?;
+                        load_block(
+                            mem,
+                            layout,
+                            blocks[i],
+                            offset,
+                            len,
+                            &mut scratch,
+                            block_size,
+                        )?;
                     }
                     Ok(())
                 })
@@ -545,16 +556,6 @@ fn load_vmlinux_in_blocks_of(
     })
 }
 
-/// Gives the loader threads' freed scratch buffers back to the OS: glibc keeps freed memory in
-/// its per-thread arenas, which would count as VMM overhead for the VM's whole life.
-fn release_freed_heap() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free heap memory to the OS; no live allocation moves.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// A bound on the size of one note segment (the kernel's are a few hundred bytes).
 const MAX_NOTES_SIZE: u64 = 1 << 20;
 
@@ -562,6 +563,11 @@ const MAX_NOTES_SIZE: u64 = 1 << 20;
 mod tests {
     use super::*;
     use crate::memory::{create_guest_memory, MIB};
+
+    /// The error of a failed load or decompression, as its message.
+    fn failure<T: std::fmt::Debug>(result: Result<T, PayloadError>) -> String {
+        result.unwrap_err().to_string()
+    }
 
     /// A kernel-style LZ4 payload of `data`, in blocks of `block` bytes.
     fn lz4_payload(data: &[u8], block: usize) -> Vec<u8> {
@@ -676,11 +682,20 @@ mod tests {
     #[test]
     fn other_compressions_and_old_headers_are_told_apart() {
         let gzip = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0];
-        assert_eq!(load(&bzimage(&gzip, 0)).0, Err(PayloadError::NotLz4));
+        assert_eq!(
+            failure(load(&bzimage(&gzip, 0)).0),
+            PayloadError::NotLz4.to_string()
+        );
         let mut old = bzimage(&gzip, 0);
         old[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&0x0206u16.to_le_bytes());
-        assert_eq!(load(&old).0, Err(PayloadError::NoPayloadFields));
-        assert_eq!(load(&[0u8; 16]).0, Err(PayloadError::NoPayloadFields));
+        assert_eq!(
+            failure(load(&old).0),
+            PayloadError::NoPayloadFields.to_string()
+        );
+        assert_eq!(
+            failure(load(&[0u8; 16]).0),
+            PayloadError::NoPayloadFields.to_string()
+        );
     }
 
     #[test]
@@ -699,14 +714,14 @@ mod tests {
         put_u32(&mut elf, 0x2008, 17);
         let bz = bzimage(&lz4_payload(&elf, 0x8000), 0);
         assert_eq!(
-            load_in_blocks_of(&bz, 0x8000).0,
-            Err(PayloadError::NoPvhEntry)
+            failure(load_in_blocks_of(&bz, 0x8000).0),
+            PayloadError::NoPvhEntry.to_string()
         );
 
         let data = vec![0x42u8; 4096];
         assert_eq!(
-            load(&bzimage(&lz4_payload(&data, 4096), 0)).0,
-            Err(PayloadError::NotElf)
+            failure(load(&bzimage(&lz4_payload(&data, 4096), 0)).0),
+            PayloadError::NotElf.to_string()
         );
     }
 
@@ -724,8 +739,8 @@ mod tests {
         put_u64(&mut overlapping, 64 + ELF_PHDR_SIZE + 24, 0x100_8000);
         let bz = bzimage(&lz4_payload(&overlapping, 0x8000), 0);
         assert_eq!(
-            load_in_blocks_of(&bz, 0x8000).0,
-            Err(PayloadError::BadElf("overlapping segments"))
+            failure(load_in_blocks_of(&bz, 0x8000).0),
+            PayloadError::BadElf("overlapping segments").to_string()
         );
     }
 
@@ -749,11 +764,12 @@ mod tests {
         let mut wrong_size = good.clone();
         wrong_size[n - 4..].copy_from_slice(&0x40000u32.to_le_bytes());
         assert_eq!(
-            decompress_all(&wrong_size),
-            Err(PayloadError::SizeMismatch {
+            failure(decompress_all(&wrong_size)),
+            PayloadError::SizeMismatch {
                 got: 0x30000,
                 expected: 0x40000
-            })
+            }
+            .to_string()
         );
 
         let mut huge = good.clone();
@@ -770,8 +786,8 @@ mod tests {
         let mut overlong_block = good.clone();
         overlong_block[4..8].copy_from_slice(&(good.len() as u32).to_le_bytes());
         assert_eq!(
-            decompress_all(&overlong_block),
-            Err(PayloadError::Truncated(8))
+            failure(decompress_all(&overlong_block)),
+            PayloadError::Truncated(8).to_string()
         );
 
         // Garbage inside a block: an error or other bytes, never a panic.
