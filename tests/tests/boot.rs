@@ -64,6 +64,22 @@ fn pvh_boot_of_the_uncompressed_vmlinux() {
 }
 
 #[test]
+fn bzimage_through_the_linux_boot_protocol() {
+    // The default enters a bzImage at its PVH entry (the VMM decompresses it); this is the
+    // kernel decompressing itself, entered through the Linux 64-bit boot protocol.
+    let env = TestEnv::get();
+    let mut guest = env
+        .guest("report")
+        .arg("--bzimage-boot")
+        .arg("linux")
+        .vcpus(2)
+        .spawn();
+    guest.wait_for("VIRMO-GUEST-READY", BOOT);
+    assert_eq!(guest.wait_for("VIRMO-NPROC=", BOOT).trim(), "2");
+    assert_eq!(code(guest.wait_exit(BOOT)), exit_status::OK);
+}
+
+#[test]
 fn guest_reboot_ends_the_vmm_with_success() {
     let env = TestEnv::get();
     let mut guest = env.guest("reboot").spawn();

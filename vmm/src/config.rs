@@ -49,6 +49,32 @@ impl std::str::FromStr for ConsoleConfig {
     }
 }
 
+/// How a bzImage kernel is entered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BzImageBoot {
+    /// The VMM decompresses the bzImage's payload (LZ4) and enters the kernel at its PVH entry
+    /// point, skipping the guest's own decompressor (and so its KASLR). Falls back to `linux`
+    /// when the payload is not LZ4 or the kernel has no PVH entry point.
+    #[default]
+    Pvh,
+    /// The Linux 64-bit boot protocol: the kernel decompresses (and relocates) itself.
+    Linux,
+}
+
+impl std::str::FromStr for BzImageBoot {
+    type Err = ConfigError;
+
+    /// Parses `pvh` or `linux`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pvh" => Ok(Self::Pvh),
+            "linux" => Ok(Self::Linux),
+            _ => Err(ConfigError::BadBzImageBoot(s.to_string())),
+        }
+    }
+}
+
 /// Everything needed to build one VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,6 +94,9 @@ pub struct VmConfig {
     pub memory_mib: u64,
     #[serde(default)]
     pub console: ConsoleConfig,
+    /// How a bzImage kernel is entered (ignored for an ELF vmlinux).
+    #[serde(default)]
+    pub bzimage_boot: BzImageBoot,
     /// Where to serve the control API; none means no API.
     #[serde(default)]
     pub api_socket: Option<PathBuf>,
@@ -115,6 +144,8 @@ pub enum ConfigError {
     },
     #[error("console {0:?} is not one of stdout, none, file:PATH")]
     BadConsole(String),
+    #[error("bzImage boot {0:?} is not one of pvh, linux")]
+    BadBzImageBoot(String),
     #[error("kernel {path}")]
     Kernel {
         path: PathBuf,
@@ -156,6 +187,7 @@ impl VmConfig {
             vcpus: default_vcpus(),
             memory_mib: default_memory_mib(),
             console: ConsoleConfig::default(),
+            bzimage_boot: BzImageBoot::default(),
             api_socket: None,
             devices: Vec::new(),
         }

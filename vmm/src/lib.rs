@@ -16,6 +16,7 @@ pub mod config;
 pub mod control;
 pub mod devices;
 pub mod exit_status;
+pub mod mapped_file;
 pub mod memory;
 pub mod snapshot;
 pub mod stop;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! vmm --kernel K [--initramfs I] [--cmdline C] [--vcpus N] [--memory-mib M]
-//!     [--console stdout|none|file:PATH] [--api-socket PATH] [--id ID]
+//!     [--console stdout|none|file:PATH] [--bzimage-boot pvh|linux] [--api-socket PATH] [--id ID]
 //!     [--disk id=ID,path=P[,class=storage|removable-storage][,read-only]]…
 //!     [--net id=ID,tap=NAME[,mac=M]]… [--rng id=ID]… [--prohibit CLASS]…
 //! vmm --config vm.json [--prohibit CLASS]…
@@ -20,8 +20,8 @@ use clap::Parser;
 
 use vmm::api::server::ApiServer;
 use vmm::config::{
-    parse_class, parse_disk, parse_net, parse_rng, prohibit_classes, ConsoleConfig, VmConfig,
-    DEFAULT_CMDLINE,
+    parse_class, parse_disk, parse_net, parse_rng, prohibit_classes, BzImageBoot, ConsoleConfig,
+    VmConfig, DEFAULT_CMDLINE,
 };
 use vmm::devices::virtio::{DeviceClass, DeviceConfig};
 use vmm::exit_status;
@@ -32,7 +32,7 @@ use vmm::vmm::Vmm;
 #[command(version, about)]
 struct Cli {
     /// A JSON VM config; excludes the other VM options.
-    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline", "vcpus", "memory_mib", "console", "id", "disks", "nets", "rngs"])]
+    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline", "vcpus", "memory_mib", "console", "bzimage_boot", "id", "disks", "nets", "rngs"])]
     config: Option<PathBuf>,
     /// Kernel: a bzImage, or an ELF vmlinux with a PVH entry point.
     #[arg(long, required_unless_present = "config")]
@@ -50,6 +50,10 @@ struct Cli {
     /// stdout, none or file:PATH.
     #[arg(long, default_value = "stdout")]
     console: ConsoleConfig,
+    /// How a bzImage is entered: pvh (the VMM decompresses it; the fast path) or linux (the
+    /// Linux boot protocol; the kernel decompresses itself).
+    #[arg(long, default_value = "pvh")]
+    bzimage_boot: BzImageBoot,
     /// Serve the control API on this Unix socket (overrides the config file's).
     #[arg(long)]
     api_socket: Option<PathBuf>,
@@ -88,6 +92,7 @@ impl Cli {
                 })?,
                 memory_mib: self.memory_mib,
                 console: self.console,
+                bzimage_boot: self.bzimage_boot,
                 api_socket: None,
                 devices: self
                     .disks

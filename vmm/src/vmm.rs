@@ -284,6 +284,7 @@ impl Vmm {
             &BootInputs {
                 kernel: &config.kernel,
                 format,
+                bzimage_boot: config.bzimage_boot,
                 initramfs: config.initramfs.as_deref(),
                 cmdline: &config.cmdline,
                 mem_bytes: config.memory_bytes(),

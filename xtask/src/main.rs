@@ -103,6 +103,10 @@ enum BenchKind {
         vcpus: u8,
         #[arg(long, default_value_t = 256)]
         memory_mib: u64,
+        /// Instead of the timed runs, boot each VMM once and print its console and the guest's
+        /// kernel log (initcall_debug) with arrival times.
+        #[arg(long)]
+        timeline: bool,
     },
     /// virtio-blk sequential read/write and virtio-net guest-to-host TCP throughput from inside
     /// the guest, against the same work on the host (file system, loopback), with the ratios.
@@ -215,6 +219,7 @@ fn bench_inner(
             runs,
             vcpus,
             memory_mib,
+            timeline,
         } => bench::boot::run_here(&bench::boot::BootBench {
             vmm,
             qemu,
@@ -223,6 +228,7 @@ fn bench_inner(
             runs,
             vcpus,
             memory_mib,
+            timeline,
         }),
         BenchKind::Io {
             runs,
@@ -251,7 +257,11 @@ fn bench(which: BenchKind) -> Result<()> {
             runs,
             vcpus,
             memory_mib,
-        } => format!("boot --runs {runs} --vcpus {vcpus} --memory-mib {memory_mib}"),
+            timeline,
+        } => format!(
+            "boot --runs {runs} --vcpus {vcpus} --memory-mib {memory_mib}{}",
+            if *timeline { " --timeline" } else { "" }
+        ),
         BenchKind::Io {
             runs,
             disk_mib,

@@ -86,9 +86,37 @@ impl Console {
         }
     }
 
+    /// Stops the VMM: SIGTERM, then SIGKILL if it has not exited within 2 s, then gives up
+    /// after 10 s more. In the nested runner the QEMU under test has now and then stayed stuck
+    /// in the runner's KVM (a soft lockup of its vCPU thread, whatever the signal); waiting for
+    /// it hung the whole benchmark, so it is left behind with a warning.
     pub fn kill(&mut self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill() only sends a signal; `pid` is our own child, not yet reaped (so
+            // the ID cannot have been reused).
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            if self.exited_within(Duration::from_secs(2)) {
+                return;
+            }
+        }
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !self.exited_within(Duration::from_secs(10)) {
+            println!(
+                "bench: warning: process {} did not exit after SIGKILL; left behind",
+                self.child.id()
+            );
+        }
+    }
+
+    fn exited_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
     }
 }
 
@@ -158,6 +186,58 @@ fn kib(value: &str) -> u64 {
         .trim()
         .parse()
         .unwrap_or(0)
+}
+
+/// Spawns `cmd` with stdout and stderr merged and collects every line, stamped with its arrival
+/// time since the spawn, until a line contains `until`, the process closes its output, or
+/// `timeout` passes. For boot timelines.
+pub fn stamped_output(
+    mut cmd: Command,
+    until: &str,
+    timeout: Duration,
+) -> Result<Vec<(Duration, String)>> {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting the VMM under test")?;
+    let (tx, lines) = mpsc::channel();
+    let stdout = child.stdout.take().context("stdout")?;
+    let stderr = child.stderr.take().context("stderr")?;
+    forward_lines(stdout, tx.clone());
+    forward_lines(stderr, tx);
+    let deadline = started + timeout;
+    let mut out = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok((at, line)) => {
+                let done = line.contains(until);
+                out.push((at - started, line));
+                if done {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(out)
+}
+
+fn forward_lines(from: impl std::io::Read + Send + 'static, to: mpsc::Sender<(Instant, String)>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).split(b'\n') {
+            let Ok(line) = line else { break };
+            let text = String::from_utf8_lossy(&line).trim_end().to_string();
+            if to.send((Instant::now(), text)).is_err() {
+                break;
+            }
+        }
+    });
 }
 
 /// Median, min, max.

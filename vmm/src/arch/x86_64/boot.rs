@@ -13,7 +13,10 @@ use linux_loader::loader::elf::start_info::{
 use linux_loader::loader::{BzImage, Elf, KernelLoader, PvhBootCapability};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
+use super::bzimage_payload::{self, PayloadError};
 use super::regs::EntryMode;
+use crate::config::BzImageBoot;
+use crate::mapped_file::MappedFile;
 use crate::memory::{
     e820_map, low_ram_end, CMDLINE_ADDR, HIMEM_START, MIB, PVH_MEMMAP_ADDR, PVH_MODLIST_ADDR,
     PVH_START_INFO_ADDR, ZERO_PAGE_ADDR,
@@ -82,6 +85,12 @@ impl KernelFormat {
 /// Why the guest could not be prepared for boot.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open {path}")]
     Open {
         path: PathBuf,
@@ -121,6 +130,8 @@ pub enum BootError {
 pub struct BootInputs<'a> {
     pub kernel: &'a Path,
     pub format: KernelFormat,
+    /// How a bzImage is entered.
+    pub bzimage_boot: BzImageBoot,
     pub initramfs: Option<&'a Path>,
     pub cmdline: &'a str,
     pub mem_bytes: u64,
@@ -142,9 +153,30 @@ pub fn load(mem: &GuestMemoryMmap, inputs: &BootInputs<'_>) -> Result<EntryMode,
         source,
     })?;
     write_cmdline(mem, inputs.cmdline)?;
-    match inputs.format {
-        KernelFormat::BzImage => load_bzimage(mem, inputs, &mut kernel),
-        KernelFormat::Elf => load_pvh(mem, inputs, &mut kernel),
+    match (inputs.format, inputs.bzimage_boot) {
+        (KernelFormat::Elf, _) => load_pvh(mem, inputs, &mut kernel),
+        (KernelFormat::BzImage, BzImageBoot::Linux) => load_bzimage(mem, inputs, &mut kernel),
+        (KernelFormat::BzImage, BzImageBoot::Pvh) => {
+            let bzimage = MappedFile::map(&kernel).map_err(|source| BootError::Read {
+                path: inputs.kernel.to_path_buf(),
+                source,
+            })?;
+            let low_end = low_ram_end(inputs.mem_bytes);
+            match bzimage_payload::load_vmlinux(mem, bzimage.bytes(), low_end) {
+                Ok(loaded) => {
+                    drop(bzimage);
+                    start_pvh(mem, inputs, loaded.pvh_entry, loaded.kernel_end)
+                }
+                Err(PayloadError::NotLz4) => {
+                    tracing::debug!("the bzImage's payload is not LZ4: booting it through the Linux boot protocol");
+                    load_bzimage(mem, inputs, &mut kernel)
+                }
+                Err(e) => {
+                    tracing::warn!("cannot boot the bzImage's vmlinux through PVH ({e}): booting it through the Linux boot protocol");
+                    load_bzimage(mem, inputs, &mut kernel)
+                }
+            }
+        }
     }
 }
 
@@ -244,8 +276,18 @@ fn load_pvh(
     let PvhBootCapability::PvhEntryPresent(entry) = loaded.pvh_boot_cap else {
         return Err(BootError::NoPvhEntry(inputs.kernel.to_path_buf()));
     };
+    start_pvh(mem, inputs, entry.raw_value(), loaded.kernel_end)
+}
+
+/// With the kernel loaded (ending at `kernel_end`): loads the initramfs and writes the PVH
+/// start info, memory map and module list.
+fn start_pvh(
+    mem: &GuestMemoryMmap,
+    inputs: &BootInputs<'_>,
+    entry: u64,
+    kernel_end: u64,
+) -> Result<EntryMode, BootError> {
     let low_end = low_ram_end(inputs.mem_bytes);
-    let kernel_end = loaded.kernel_end;
     if kernel_end > low_end {
         return Err(BootError::KernelTooLarge {
             needed_mib: kernel_end.div_ceil(MIB),
@@ -292,7 +334,7 @@ fn load_pvh(
     mem.write_obj(start_info, GuestAddress(PVH_START_INFO_ADDR))
         .map_err(BootError::GuestMemory)?;
     Ok(EntryMode::Pvh {
-        entry: entry.raw_value(),
+        entry,
         start_info: PVH_START_INFO_ADDR,
     })
 }
@@ -406,6 +448,7 @@ mod tests {
         let inputs = BootInputs {
             kernel: &path,
             format: KernelFormat::Elf,
+            bzimage_boot: BzImageBoot::Pvh,
             initramfs: None,
             cmdline: "console=ttyS0",
             mem_bytes: 64 * MIB,

@@ -3,6 +3,7 @@
 
 pub mod acpi;
 pub mod boot;
+pub mod bzimage_payload;
 pub mod cpuid;
 pub mod msr;
 pub mod regs;
