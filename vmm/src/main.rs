@@ -4,11 +4,16 @@
 //! vmm --kernel K [--initramfs I] [--cmdline C] [--vcpus N] [--memory-mib M]
 //!     [--console stdout|none|file:PATH] [--api-socket PATH] [--id ID]
 //! vmm --config vm.json
+//! vmm --restore DIR [--memory-restore lazy|eager] [--api-socket PATH] [--console C]
+//!     [--vcpus N] [--memory-mib M]
 //! ```
+//!
+//! `--restore` continues a VM saved by `PUT /v1/vm/snapshot` (suspend) in `DIR`; `--vcpus` and
+//! `--memory-mib`, when given, must match the snapshot.
 //!
 //! Exit statuses are listed in [`vmm::exit_status`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +24,8 @@ use clap::Parser;
 use vmm::api::server::ApiServer;
 use vmm::config::{ConsoleConfig, VmConfig, DEFAULT_CMDLINE};
 use vmm::exit_status;
+use vmm::snapshot::MemoryRestore;
+use vmm::vmm::restore::RestoreOptions;
 use vmm::vmm::Vmm;
 
 /// Runs one KVM virtual machine.
@@ -26,23 +33,33 @@ use vmm::vmm::Vmm;
 #[command(version, about)]
 struct Cli {
     /// A JSON VM config; excludes the other VM options.
-    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline", "vcpus", "memory_mib", "console", "id"])]
+    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline", "vcpus", "memory_mib", "console", "id", "restore"])]
     config: Option<PathBuf>,
+    /// Continue the VM saved in this snapshot folder (no kernel is loaded).
+    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline", "id"])]
+    restore: Option<PathBuf>,
+    /// With --restore: map the memory file and load pages on first touch (lazy), or read it all
+    /// before the guest runs (eager).
+    #[arg(long, requires = "restore", value_parser = parse_memory_restore)]
+    memory_restore: Option<MemoryRestore>,
     /// Kernel: a bzImage, or an ELF vmlinux with a PVH entry point.
-    #[arg(long, required_unless_present = "config")]
+    #[arg(long, required_unless_present_any = ["config", "restore"])]
     kernel: Option<PathBuf>,
     #[arg(long)]
     initramfs: Option<PathBuf>,
     /// Kernel command line.
     #[arg(long, default_value = DEFAULT_CMDLINE)]
     cmdline: String,
-    #[arg(long, default_value_t = 1)]
-    vcpus: u8,
-    #[arg(long, default_value_t = 256)]
-    memory_mib: u64,
-    /// stdout, none or file:PATH.
-    #[arg(long, default_value = "stdout")]
-    console: ConsoleConfig,
+    /// vCPUs [default: 1; with --restore: the snapshot's, and another count is refused].
+    #[arg(long)]
+    vcpus: Option<u8>,
+    /// Guest memory in MiB [default: 256; with --restore: the snapshot's, and another size is
+    /// refused].
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    /// stdout, none or file:PATH [default: stdout; with --restore: as saved].
+    #[arg(long)]
+    console: Option<ConsoleConfig>,
     /// Serve the control API on this Unix socket (overrides the config file's).
     #[arg(long)]
     api_socket: Option<PathBuf>,
@@ -60,9 +77,9 @@ impl Cli {
                 kernel: self.kernel.context("--kernel is required")?,
                 initramfs: self.initramfs,
                 cmdline: self.cmdline,
-                vcpus: self.vcpus,
-                memory_mib: self.memory_mib,
-                console: self.console,
+                vcpus: self.vcpus.unwrap_or(1),
+                memory_mib: self.memory_mib.unwrap_or(256),
+                console: self.console.unwrap_or_default(),
                 api_socket: None,
             },
         };
@@ -101,21 +118,61 @@ fn main() -> ExitCode {
     std::process::exit(reason.exit_status());
 }
 
+fn parse_memory_restore(text: &str) -> Result<MemoryRestore, String> {
+    match text {
+        "lazy" => Ok(MemoryRestore::Lazy),
+        "eager" => Ok(MemoryRestore::Eager),
+        other => Err(format!("{other:?} is not lazy or eager")),
+    }
+}
+
 fn start(cli: Cli, started: Instant) -> anyhow::Result<Arc<Vmm>> {
-    let config = cli.into_config()?;
-    // Bind first: a socket in use is refused before any VM resource is created.
-    let api = match &config.api_socket {
+    let vmm = match cli.restore.clone() {
+        Some(dir) => {
+            let options = RestoreOptions {
+                dir,
+                memory: cli.memory_restore.unwrap_or(MemoryRestore::Lazy),
+                vcpus: cli.vcpus,
+                memory_mib: cli.memory_mib,
+                console: cli.console,
+                api_socket: cli.api_socket,
+            };
+            // Bind first: a socket in use is refused before any VM resource is created.
+            let api = bind_api(options.api_socket.as_deref())?;
+            let vmm = Vmm::restore(&options, started, Box::new(|_| Ok(())))
+                .with_context(|| format!("cannot restore the VM from {}", options.dir.display()))?;
+            serve(Arc::new(vmm), api)?
+        }
+        None => {
+            let config = cli.into_config()?;
+            let api = bind_api(config.api_socket.as_deref())?;
+            serve(
+                Arc::new(Vmm::build_with_devices(
+                    config,
+                    started,
+                    Box::new(|_| Ok(())),
+                )?),
+                api,
+            )?
+        }
+    };
+    vmm.start()?;
+    Ok(vmm)
+}
+
+fn bind_api(path: Option<&Path>) -> anyhow::Result<Option<ApiServer>> {
+    Ok(match path {
         Some(path) => Some(ApiServer::bind(path)?),
         None => None,
-    };
-    let vmm = Arc::new(Vmm::build_with_devices(
-        config,
-        started,
-        Box::new(|_| Ok(())),
-    )?);
+    })
+}
+
+/// Serves the API; after the answer to a suspend is flushed, the VM stops and `main` exits.
+fn serve(vmm: Arc<Vmm>, api: Option<ApiServer>) -> anyhow::Result<Arc<Vmm>> {
     if let Some(api) = api {
-        api.spawn(vmm.clone())?;
+        let hook_vmm = Arc::clone(&vmm);
+        api.after_response(move |request, result| hook_vmm.after_answer(request, result))
+            .spawn(vmm.clone())?;
     }
-    vmm.start()?;
     Ok(vmm)
 }

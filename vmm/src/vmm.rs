@@ -11,19 +11,23 @@ use crate::arch::x86_64::acpi::{self, AcpiConfig, AcpiError};
 use crate::arch::x86_64::boot::{self, BootError, BootInputs};
 use crate::config::{ConfigError, ConsoleConfig, VmConfig};
 use crate::control::{ControlError, VmControl, VmRequest, VmResponse};
-use crate::devices::acpi_pm::{self, AcpiPm, Ged};
+use crate::devices::acpi_pm::{self, Ged};
 use crate::devices::bus::{Bus, BusError};
-use crate::devices::console::{self, ConsoleOutput};
-use crate::devices::i8042::{I8042, I8042_PORT, I8042_PORT_LEN};
-use crate::devices::pvpanic::{self, PvPanic, PVPANIC_PORT, PVPANIC_PORT_LEN};
+use crate::devices::console;
+use crate::devices::persist::{DeviceStatesError, PersistRegistry};
 use crate::devices::resources::{ResourceError, Resources};
-use crate::devices::rtc::{self, CmosRtc, RTC_PORT, RTC_PORT_LEN};
-use crate::devices::serial::{self, SerialDevice, COM1_GSI, COM1_PORT, COM1_PORT_LEN};
 use crate::memory::{self, MemoryError, ACPI_TABLES_END, ACPI_TABLES_START};
 use crate::stop::{StopReason, StopSignal};
 use crate::vstate::vcpu::{Vcpu, VcpuError};
 use crate::vstate::vcpus::{VcpuSet, VcpuThreadError};
 use crate::vstate::vm::{Hypervisor, IrqChip, Vm, VmError};
+
+mod platform;
+pub mod restore;
+pub mod suspend;
+
+use platform::Devices;
+pub use platform::{ACPI_PM_ID, GED_ID, I8042_ID, PVPANIC_ID, RTC_ID, SERIAL_ID};
 
 /// How long the process waits after a stop asked for through the API, so the API answer is
 /// written before the process exits.
@@ -60,12 +64,17 @@ pub enum VmmError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("cannot register a device for snapshots")]
+    Persist(#[from] DeviceStatesError),
     #[error("the VM was already started")]
     AlreadyStarted,
 }
 
-/// What a device needs to join the VM: the buses, interrupt lines, MMIO windows, DSDT entries
-/// and guest memory. Given to the `extra_devices` hook of [`Vmm::build_with_devices`].
+/// What a device needs to join the VM: the buses, interrupt lines, MMIO windows, DSDT entries,
+/// guest memory, and the snapshot registry (every device adds itself there: a device that is not
+/// registered makes snapshots of the VM incomplete). Given to the `extra_devices` hook of
+/// [`Vmm::build_with_devices`] and [`Vmm::restore`]; the hook must add the same devices in the
+/// same order for the same config, so that a restored VM has the layout of the saved one.
 pub struct DeviceSetup<'a> {
     pub vm: &'a Vm,
     pub memory: &'a GuestMemoryMmap,
@@ -73,6 +82,7 @@ pub struct DeviceSetup<'a> {
     pub mmio: &'a Arc<Bus>,
     pub resources: &'a mut Resources,
     pub stop: &'a Arc<StopSignal>,
+    pub persist: &'a mut PersistRegistry,
 }
 
 /// A hook adding devices (e.g. virtio-mmio) while the VM is built.
@@ -85,6 +95,10 @@ pub struct Vmm {
     memory: GuestMemoryMmap,
     stop: Arc<StopSignal>,
     ged: Arc<Mutex<Ged>>,
+    /// Every device, for snapshots.
+    persist: PersistRegistry,
+    /// Set once a suspend saved the VM: it must not run again in this process.
+    suspended: AtomicBool,
     state: Mutex<RunState>,
     created_vcpus: Mutex<Vec<Vcpu>>,
     vcpus: Mutex<Option<VcpuSet>>,
@@ -115,56 +129,12 @@ impl Vmm {
         let mut vm = hypervisor.create_vm(IrqChip::InKernel)?;
         let memory = memory::create_guest_memory(config.memory_bytes())?;
         vm.register_memory(&memory)?;
-
-        let stop = Arc::new(StopSignal::new());
-        let pio = Arc::new(Bus::new("pio"));
-        let mmio = Arc::new(Bus::new("mmio"));
-        let mut resources = Resources::new();
-
-        let console =
-            ConsoleOutput::open(&config.console, vmm_started).map_err(VmmError::Console)?;
-        let serial = Arc::new(Mutex::new(SerialDevice::new(
-            vm.irq_line(COM1_GSI)?,
-            console,
-        )));
-        pio.insert(COM1_PORT, COM1_PORT_LEN, serial.clone())?;
-        resources.add_dsdt_aml(&serial::dsdt_aml());
-        pio.insert(RTC_PORT, RTC_PORT_LEN, Arc::new(Mutex::new(CmosRtc::new())))?;
-        resources.add_dsdt_aml(&rtc::dsdt_aml());
-        pio.insert(
-            I8042_PORT,
-            I8042_PORT_LEN,
-            Arc::new(Mutex::new(I8042::new(Arc::clone(&stop)))),
-        )?;
-        pio.insert(
-            PVPANIC_PORT,
-            PVPANIC_PORT_LEN,
-            Arc::new(Mutex::new(PvPanic::new(Arc::clone(&stop)))),
-        )?;
-        resources.add_dsdt_aml(&pvpanic::dsdt_aml());
-        pio.insert(
-            acpi_pm::PM_PORT,
-            acpi_pm::PM_PORT_LEN,
-            Arc::new(Mutex::new(AcpiPm::new(Arc::clone(&stop)))),
-        )?;
-        let ged_gsi = resources.allocate_gsi()?;
-        let ged = Arc::new(Mutex::new(Ged::new(vm.irq_line(ged_gsi)?)));
-        pio.insert(acpi_pm::GED_PORT, acpi_pm::GED_PORT_LEN, ged.clone())?;
-        resources.add_dsdt_aml(&acpi_pm::dsdt_aml(ged_gsi));
-
-        extra_devices(&mut DeviceSetup {
-            vm: &vm,
-            memory: &memory,
-            pio: &pio,
-            mmio: &mmio,
-            resources: &mut resources,
-            stop: &stop,
-        })?;
+        let devices = Devices::build(&vm, &memory, &config, vmm_started, extra_devices)?;
 
         let tables = acpi::build(
             &AcpiConfig {
                 vcpus: config.vcpus,
-                dsdt_aml: resources.dsdt_aml(),
+                dsdt_aml: devices.resources.dsdt_aml(),
                 pm: acpi_pm::pm_registers(),
             },
             ACPI_TABLES_START,
@@ -187,23 +157,41 @@ impl Vmm {
         let tsc_deadline = hypervisor.has_tsc_deadline();
         let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
         for index in 0..config.vcpus {
-            let vcpu = Vcpu::new(&vm, index, Arc::clone(&pio), Arc::clone(&mmio))?;
+            let vcpu = Vcpu::new(
+                &vm,
+                index,
+                Arc::clone(&devices.pio),
+                Arc::clone(&devices.mmio),
+            )?;
             vcpu.configure(&cpuid, config.vcpus, tsc_deadline, IrqChip::InKernel)?;
             if index == 0 {
                 vcpu.configure_boot(&memory, &entry)?;
             }
             vcpus.push(vcpu);
         }
-        if config.console == ConsoleConfig::Stdout {
-            console::spawn_stdin_reader(serial).map_err(VmmError::ConsoleInput)?;
-        }
+        Self::assemble(config, vm, memory, devices, vcpus, vmm_started)
+    }
 
+    /// The VM from its parts, ready to [`start`](Self::start); starts the console input.
+    fn assemble(
+        config: VmConfig,
+        vm: Vm,
+        memory: GuestMemoryMmap,
+        devices: Devices,
+        vcpus: Vec<Vcpu>,
+        vmm_started: Instant,
+    ) -> Result<Self, VmmError> {
+        if config.console == ConsoleConfig::Stdout {
+            console::spawn_stdin_reader(devices.serial).map_err(VmmError::ConsoleInput)?;
+        }
         Ok(Self {
             config,
             vm,
             memory,
-            stop,
-            ged,
+            stop: devices.stop,
+            ged: devices.ged,
+            persist: devices.persist,
+            suspended: AtomicBool::new(false),
             state: Mutex::new(RunState::Created),
             created_vcpus: Mutex::new(vcpus),
             vcpus: Mutex::new(None),
@@ -333,6 +321,12 @@ impl Vmm {
 
 impl VmControl for Vmm {
     fn handle(&self, request: VmRequest) -> Result<VmResponse, ControlError> {
+        if self.is_suspended() && !matches!(request, VmRequest::GetInfo | VmRequest::ListDevices) {
+            return Err(ControlError::InvalidState {
+                state: "suspended".into(),
+                reason: "the VM was saved to a snapshot and this process is ending".into(),
+            });
+        }
         match request {
             VmRequest::GetInfo => Ok(VmResponse::Info(self.info())),
             VmRequest::Pause => self.pause(),
@@ -343,13 +337,14 @@ impl VmControl for Vmm {
                 self.stop.raise(StopReason::StopRequested);
                 Ok(VmResponse::Done)
             }
-            VmRequest::Snapshot { .. } => Err(ControlError::Unsupported(
-                "snapshots are not wired into this VMM yet".into(),
-            )),
+            VmRequest::Snapshot { dir, keep_running } => self
+                .snapshot(&dir, keep_running)
+                .map(VmResponse::Snapshot)
+                .map_err(ControlError::from),
             VmRequest::ListDevices => Ok(VmResponse::Devices(Vec::new())),
-            VmRequest::SetDevicePolicy { id, .. } => Err(ControlError::NotFound(format!(
-                "no device {id}"
-            ))),
+            VmRequest::SetDevicePolicy { id, .. } => {
+                Err(ControlError::NotFound(format!("no device {id}")))
+            }
         }
     }
 }

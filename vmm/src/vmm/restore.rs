@@ -1,0 +1,209 @@
+//! Resume: a VM rebuilt in a new process from a snapshot folder written by a suspend
+//! ([`super::suspend`]); the guest continues where it stopped. No kernel is loaded and no ACPI
+//! table is written: they are in the saved guest memory.
+//!
+//! # Sequence ([`Vmm::restore`])
+//! 1. [`Snapshot::open`]: manifest, lengths, header, checksums, format version (a damaged,
+//!    truncated or foreign snapshot stops here with a typed error).
+//! 2. The saved VM config (JSON in `MachineConfig::vm_config`), checked against the machine
+//!    state (vCPU count, memory size and memory map) and against what the caller asked
+//!    (`--vcpus`, `--memory-mib`): a different layout is refused. The caller may replace the
+//!    console and the API socket only.
+//! 3. The KVM VM with its irqchip and PIT, then guest memory from `memory.bin` (lazily mapped or
+//!    eagerly read), registered with KVM.
+//! 4. The same devices as the saved VM, built by the same code ([`Devices::build`], then the
+//!    `extra_devices` hook) so ports, interrupt lines and MMIO windows are the same.
+//! 5. The vCPUs, each created then restored ([`restore_vcpu`]: CPUID first, events last,
+//!    `KVM_KVMCLOCK_CTRL` so the guest's lockup detectors ignore the time it spent suspended).
+//! 6. Every device from its saved state: the snapshot must list exactly this VM's devices.
+//! 7. [`restore_vm`] last (PIC, IOAPIC, PIT, then kvmclock), right before the vCPUs start.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::platform::Devices;
+use super::{ExtraDevices, Vmm, VmmError};
+use crate::config::{ConfigError, ConsoleConfig, VmConfig};
+use crate::devices::persist::DeviceStatesError;
+use crate::memory::{self, MIB};
+use crate::snapshot::{
+    restore_vcpu, restore_vm, MachineState, MemoryRestore, Snapshot, StoreError, TargetLayout,
+    VcpuStateError, VmStateError,
+};
+use crate::vstate::vcpu::Vcpu;
+use crate::vstate::vm::{Hypervisor, IrqChip};
+
+/// What `vmm --restore` was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// The snapshot folder.
+    pub dir: PathBuf,
+    /// How guest memory is rebuilt from `memory.bin`.
+    pub memory: MemoryRestore,
+    /// The vCPU count the caller expects; refused when the snapshot has another.
+    pub vcpus: Option<u8>,
+    /// The memory size the caller expects; refused when the snapshot has another.
+    pub memory_mib: Option<u64>,
+    /// Replaces the saved console.
+    pub console: Option<ConsoleConfig>,
+    /// Replaces the saved API socket.
+    pub api_socket: Option<PathBuf>,
+}
+
+impl RestoreOptions {
+    /// Restore `dir` lazily, as saved.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            memory: MemoryRestore::Lazy,
+            vcpus: None,
+            memory_mib: None,
+            console: None,
+            api_socket: None,
+        }
+    }
+}
+
+/// Why a VM could not be restored. The process exits with status 1.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("cannot use the snapshot")]
+    Snapshot(#[source] StoreError),
+    #[error("the snapshot's VM configuration does not decode")]
+    Config(#[source] serde_json::Error),
+    #[error("the snapshot contradicts itself: {0}")]
+    Inconsistent(String),
+    #[error("the snapshot's VM does not fit this host")]
+    Host(#[source] ConfigError),
+    #[error("cannot rebuild the VM")]
+    Build(#[from] VmmError),
+    #[error("cannot restore vCPU {index}")]
+    Vcpu {
+        index: u8,
+        #[source]
+        source: VcpuStateError,
+    },
+    #[error("cannot restore the devices")]
+    Devices(#[source] DeviceStatesError),
+    #[error("cannot restore the interrupt controllers, PIT and clock")]
+    Vm(#[source] VmStateError),
+}
+
+/// The VM config saved in `state`, checked against the rest of the state.
+pub fn saved_config(state: &MachineState) -> Result<VmConfig, RestoreError> {
+    let config: VmConfig =
+        serde_json::from_slice(&state.config.vm_config).map_err(RestoreError::Config)?;
+    let inconsistent = |what: String| Err(RestoreError::Inconsistent(what));
+    if u32::from(config.vcpus) != state.config.vcpu_count {
+        return inconsistent(format!(
+            "its VM config has {} vCPUs, its machine state {}",
+            config.vcpus, state.config.vcpu_count
+        ));
+    }
+    if config.memory_mib != state.config.memory_mib {
+        return inconsistent(format!(
+            "its VM config has {} MiB of memory, its machine state {} MiB",
+            config.memory_mib, state.config.memory_mib
+        ));
+    }
+    if config.id != state.vm_id {
+        return inconsistent(format!(
+            "its VM config is for VM {:?}, its machine state for {:?}",
+            config.id, state.vm_id
+        ));
+    }
+    let expected: Vec<(u64, u64)> = memory::ram_ranges(config.memory_mib.saturating_mul(MIB))
+        .into_iter()
+        .map(|(start, len)| (start.0, len))
+        .collect();
+    let saved: Vec<(u64, u64)> = state
+        .memory
+        .regions
+        .iter()
+        .map(|r| (r.guest_addr, r.size))
+        .collect();
+    if saved != expected {
+        return inconsistent(format!(
+            "its memory regions {saved:x?} are not the memory map of {} MiB {expected:x?}",
+            config.memory_mib
+        ));
+    }
+    Ok(config)
+}
+
+impl Vmm {
+    /// Rebuilds the VM saved in `options.dir` (see the module documentation), ready to
+    /// [`start`](Self::start). `extra_devices` must add the same devices as when the VM was
+    /// built (it gets the saved config).
+    pub fn restore(
+        options: &RestoreOptions,
+        vmm_started: Instant,
+        extra_devices: ExtraDevices<'_>,
+    ) -> Result<Self, RestoreError> {
+        let snapshot = Snapshot::open(&options.dir).map_err(RestoreError::Snapshot)?;
+        let mut config = saved_config(&snapshot.state)?;
+        snapshot
+            .check_fits(&TargetLayout {
+                vcpu_count: u32::from(options.vcpus.unwrap_or(config.vcpus)),
+                memory_bytes: options
+                    .memory_mib
+                    .unwrap_or(config.memory_mib)
+                    .saturating_mul(MIB),
+            })
+            .map_err(RestoreError::Snapshot)?;
+        if let Some(console) = &options.console {
+            config.console = console.clone();
+        }
+        if options.api_socket.is_some() {
+            config.api_socket = options.api_socket.clone();
+        }
+
+        let hypervisor = Hypervisor::open().map_err(VmmError::Vm)?;
+        config
+            .validate_for_host(hypervisor.host_limits())
+            .map_err(RestoreError::Host)?;
+        let mut vm = hypervisor
+            .create_vm(IrqChip::InKernel)
+            .map_err(VmmError::Vm)?;
+        let memory = snapshot
+            .load_memory(options.memory)
+            .map_err(RestoreError::Snapshot)?;
+        vm.register_memory(&memory).map_err(VmmError::Vm)?;
+        let devices = Devices::build(&vm, &memory, &config, vmm_started, extra_devices)?;
+
+        let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
+        for (index, saved) in (0..config.vcpus).zip(&snapshot.state.vcpus) {
+            let vcpu = Vcpu::new(
+                &vm,
+                index,
+                Arc::clone(&devices.pio),
+                Arc::clone(&devices.mmio),
+            )
+            .map_err(VmmError::Vcpu)?;
+            restore_vcpu(vcpu.fd(), saved)
+                .map_err(|source| RestoreError::Vcpu { index, source })?;
+            vcpus.push(vcpu);
+        }
+        devices
+            .persist
+            .restore_all(&snapshot.state.vm.devices)
+            .map_err(RestoreError::Devices)?;
+        restore_vm(vm.fd(), &snapshot.state.vm).map_err(RestoreError::Vm)?;
+        tracing::info!(
+            id = %config.id,
+            dir = %options.dir.display(),
+            memory = ?options.memory,
+            restore_ms = vmm_started.elapsed().as_millis() as u64,
+            "VM restored"
+        );
+        Ok(Self::assemble(
+            config,
+            vm,
+            memory,
+            devices,
+            vcpus,
+            vmm_started,
+        )?)
+    }
+}
