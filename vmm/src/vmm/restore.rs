@@ -207,3 +207,74 @@ impl Vmm {
         )?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::test_support::sample_machine_state;
+
+    /// A machine state for a VM of `vcpus` and `memory_mib` whose saved config says so.
+    fn state(vcpus: u8, memory_mib: u64) -> MachineState {
+        let regions: Vec<(u64, u64)> = memory::ram_ranges(memory_mib * MIB)
+            .into_iter()
+            .map(|(start, len)| (start.0, len))
+            .collect();
+        let mut state = sample_machine_state(u32::from(vcpus), &regions);
+        let mut config = VmConfig::new("/images/bzImage");
+        config.id = state.vm_id.clone();
+        config.vcpus = vcpus;
+        config.memory_mib = memory_mib;
+        state.config.vm_config = serde_json::to_vec(&config).unwrap();
+        state
+    }
+
+    #[test]
+    fn the_saved_config_comes_back() {
+        let config = saved_config(&state(2, 4096)).unwrap();
+        assert_eq!((config.vcpus, config.memory_mib), (2, 4096));
+        assert_eq!(config.kernel, PathBuf::from("/images/bzImage"));
+    }
+
+    #[test]
+    fn a_config_that_contradicts_the_machine_state_is_refused() {
+        let mut other_vcpus = state(1, 128);
+        other_vcpus.config.vcpu_count = 2;
+        let mut other_memory = state(1, 128);
+        other_memory.config.memory_mib = 256;
+        let mut other_id = state(1, 128);
+        other_id.vm_id = "else".into();
+        let mut other_map = state(1, 128);
+        other_map.memory.regions[0].guest_addr = 0x1000;
+        for (state, what) in [
+            (other_vcpus, "vCPUs"),
+            (other_memory, "MiB"),
+            (other_id, "VM"),
+            (other_map, "memory map"),
+        ] {
+            let err = saved_config(&state).unwrap_err();
+            assert!(
+                matches!(&err, RestoreError::Inconsistent(text) if text.contains(what)),
+                "{what}: {err:?}"
+            );
+        }
+        let mut garbage = state(1, 128);
+        garbage.config.vm_config = b"{not json".to_vec();
+        assert!(matches!(
+            saved_config(&garbage),
+            Err(RestoreError::Config(_))
+        ));
+    }
+
+    #[test]
+    fn a_missing_snapshot_is_an_error_naming_it() {
+        let err = Vmm::restore(
+            &RestoreOptions::new("/nonexistent/virmo-snapshot"),
+            Instant::now(),
+            Box::new(|_| Ok(())),
+        )
+        .err()
+        .expect("no snapshot there");
+        let text = crate::error_chain(&err);
+        assert!(text.contains("/nonexistent/virmo-snapshot"), "{text}");
+    }
+}
