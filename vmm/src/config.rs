@@ -168,6 +168,13 @@ impl VmConfig {
 
     /// Checks everything that does not depend on the host: returns the kernel's format.
     pub fn validate(&self) -> Result<KernelFormat, ConfigError> {
+        self.validate_machine()?;
+        self.validate_boot_files()
+    }
+
+    /// Checks the machine's shape (ID, vCPUs, memory, command line) but not the boot files;
+    /// enough for a VM whose memory comes from a snapshot.
+    pub fn validate_machine(&self) -> Result<(), ConfigError> {
         if self.id.is_empty() {
             return Err(ConfigError::EmptyId);
         }
@@ -183,6 +190,11 @@ impl VmConfig {
         if self.cmdline.contains('\0') {
             return Err(ConfigError::CmdlineNul);
         }
+        Ok(())
+    }
+
+    /// Checks the kernel and initramfs files; returns the kernel's format.
+    pub fn validate_boot_files(&self) -> Result<KernelFormat, ConfigError> {
         let format = KernelFormat::detect(&self.kernel).map_err(|source| ConfigError::Kernel {
             path: self.kernel.clone(),
             source,

@@ -100,7 +100,19 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let cli = Cli::parse();
+    // clap exits with 2 on usage errors, which is our "guest panic" status: map them to 1.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(exit_status::BAD_CONFIG as u8),
+            };
+        }
+    };
     let vmm = match start(cli, started) {
         Ok(vmm) => vmm,
         Err(e) => {
@@ -141,10 +153,14 @@ fn start(cli: Cli, started: Instant) -> anyhow::Result<Arc<Vmm>> {
             let api = bind_api(options.api_socket.as_deref())?;
             let vmm = Vmm::restore(&options, started, Box::new(|_| Ok(())))
                 .with_context(|| format!("cannot restore the VM from {}", options.dir.display()))?;
+            // Every log line of this VM carries its ID (the span is kept for the process's life).
+            std::mem::forget(tracing::info_span!("vm", id = %vmm.config().id).entered());
             serve(Arc::new(vmm), api)?
         }
         None => {
             let config = cli.into_config()?;
+            // Every log line of this VM carries its ID (the span is kept for the process's life).
+            std::mem::forget(tracing::info_span!("vm", id = %config.id).entered());
             let api = bind_api(config.api_socket.as_deref())?;
             serve(
                 Arc::new(Vmm::build_with_devices(

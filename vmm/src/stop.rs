@@ -44,12 +44,6 @@ impl StopReason {
             Self::VmmError(_) => exit_status::VMM_ERROR,
         }
     }
-
-    /// True when the stop was asked for through the control API, whose answer is still to be
-    /// written when the stop is raised.
-    pub fn requested_by_api(&self) -> bool {
-        matches!(self, Self::StopRequested | Self::ShutdownForced)
-    }
 }
 
 impl std::fmt::Display for StopReason {

@@ -73,6 +73,7 @@ impl BusDevice for AcpiPm {
 
     fn write(&mut self, offset: u64, data: &[u8]) {
         let Some(&value) = data.first() else { return };
+        tracing::debug!(offset, value, "ACPI PM register write");
         match offset {
             SLEEP_CONTROL_OFFSET
                 if value & SLP_EN != 0

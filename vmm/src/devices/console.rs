@@ -87,15 +87,16 @@ impl Write for ConsoleOutput {
         if self.watcher.feed(buf) {
             self.report_ready(self.started.elapsed());
         }
-        match &mut self.sink {
-            Some(sink) => {
-                sink.write_all(buf)?;
-                // The guest may print prompts without a newline: never hold output back.
-                sink.flush()?;
-                Ok(buf.len())
+        if let Some(sink) = &mut self.sink {
+            // The guest may print prompts without a newline: never hold output back.
+            if let Err(e) = sink.write_all(buf).and_then(|()| sink.flush()) {
+                // A closed pipe or full disk must not stall or flood the guest's console: stop
+                // writing and say so once.
+                tracing::warn!("serial console output stopped: {e}");
+                self.sink = None;
             }
-            None => Ok(buf.len()),
         }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -171,6 +172,24 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    struct Broken;
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_sink_is_dropped_and_the_guest_keeps_writing() {
+        let mut out = ConsoleOutput::new(Some(Box::new(Broken)), Instant::now());
+        assert_eq!(out.write(b"abc").unwrap(), 3);
+        assert!(out.sink.is_none());
+        assert_eq!(out.write(b"d").unwrap(), 1);
     }
 
     #[test]

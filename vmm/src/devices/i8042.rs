@@ -33,6 +33,7 @@ impl BusDevice for I8042 {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
+        tracing::debug!(offset, ?data, "i8042 write");
         if offset == COMMAND_OFFSET && data == [CMD_RESET_CPU] {
             self.stop.raise(StopReason::Reboot);
         }

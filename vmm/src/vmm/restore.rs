@@ -9,30 +9,26 @@
 //!    state (vCPU count, memory size and memory map) and against what the caller asked
 //!    (`--vcpus`, `--memory-mib`): a different layout is refused. The caller may replace the
 //!    console and the API socket only.
-//! 3. The KVM VM with its irqchip and PIT, then guest memory from `memory.bin` (lazily mapped or
-//!    eagerly read), registered with KVM.
-//! 4. The same devices as the saved VM, built by the same code ([`Devices::build`], then the
-//!    `extra_devices` hook) so ports, interrupt lines and MMIO windows are the same.
-//! 5. The vCPUs, each created then restored ([`restore_vcpu`]: CPUID first, events last,
-//!    `KVM_KVMCLOCK_CTRL` so the guest's lockup detectors ignore the time it spent suspended).
+//! 3. Guest memory from `memory.bin` (lazily mapped or eagerly read), then
+//!    [`Vmm::build_for_restore`]: the KVM VM with its irqchip and PIT on that memory, the same
+//!    devices as the saved VM built by the same code (platform devices, then the
+//!    `extra_devices` hook) so ports, interrupt lines and MMIO windows are the same, the vCPUs.
+//! 5. Each vCPU restored ([`restore_vcpu`]: CPUID first, events last, `KVM_KVMCLOCK_CTRL` so
+//!    the guest's lockup detectors ignore the time it spent suspended).
 //! 6. Every device from its saved state: the snapshot must list exactly this VM's devices.
 //! 7. [`restore_vm`] last (PIC, IOAPIC, PIT, then kvmclock), right before the vCPUs start.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
-use super::platform::Devices;
 use super::{ExtraDevices, Vmm, VmmError};
-use crate::config::{ConfigError, ConsoleConfig, VmConfig};
+use crate::config::{ConsoleConfig, VmConfig};
 use crate::devices::persist::DeviceStatesError;
 use crate::memory::{self, MIB};
 use crate::snapshot::{
     restore_vcpu, restore_vm, MachineState, MemoryRestore, Snapshot, StoreError, TargetLayout,
     VcpuStateError, VmStateError,
 };
-use crate::vstate::vcpu::Vcpu;
-use crate::vstate::vm::{Hypervisor, IrqChip};
 
 /// What `vmm --restore` was given.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,8 +70,6 @@ pub enum RestoreError {
     Config(#[source] serde_json::Error),
     #[error("the snapshot contradicts itself: {0}")]
     Inconsistent(String),
-    #[error("the snapshot's VM does not fit this host")]
-    Host(#[source] ConfigError),
     #[error("cannot rebuild the VM")]
     Build(#[from] VmmError),
     #[error("cannot restore vCPU {index}")]
@@ -159,52 +153,34 @@ impl Vmm {
             config.api_socket = options.api_socket.clone();
         }
 
-        let hypervisor = Hypervisor::open().map_err(VmmError::Vm)?;
-        config
-            .validate_for_host(hypervisor.host_limits())
-            .map_err(RestoreError::Host)?;
-        let mut vm = hypervisor
-            .create_vm(IrqChip::InKernel)
-            .map_err(VmmError::Vm)?;
         let memory = snapshot
             .load_memory(options.memory)
             .map_err(RestoreError::Snapshot)?;
-        vm.register_memory(&memory).map_err(VmmError::Vm)?;
-        let devices = Devices::build(&vm, &memory, &config, vmm_started, extra_devices)?;
-
-        let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
-        for (index, saved) in (0..config.vcpus).zip(&snapshot.state.vcpus) {
-            let vcpu = Vcpu::new(
-                &vm,
-                index,
-                Arc::clone(&devices.pio),
-                Arc::clone(&devices.mmio),
-            )
-            .map_err(VmmError::Vcpu)?;
-            restore_vcpu(vcpu.fd(), saved)
-                .map_err(|source| RestoreError::Vcpu { index, source })?;
-            vcpus.push(vcpu);
-        }
-        devices
-            .persist
-            .restore_all(&snapshot.state.vm.devices)
+        let vmm = Self::build_for_restore(config, memory, vmm_started, extra_devices)?;
+        let state = &snapshot.state;
+        vmm.with_created_vcpus(|vcpus| {
+            vcpus
+                .iter()
+                .zip(&state.vcpus)
+                .try_for_each(|(vcpu, saved)| {
+                    restore_vcpu(vcpu.fd(), saved).map_err(|source| RestoreError::Vcpu {
+                        index: vcpu.index(),
+                        source,
+                    })
+                })
+        })?;
+        vmm.persist
+            .restore_all(&state.vm.devices)
             .map_err(RestoreError::Devices)?;
-        restore_vm(vm.fd(), &snapshot.state.vm).map_err(RestoreError::Vm)?;
+        restore_vm(vmm.vm.fd(), &state.vm).map_err(RestoreError::Vm)?;
         tracing::info!(
-            id = %config.id,
+            id = %vmm.config.id,
             dir = %options.dir.display(),
             memory = ?options.memory,
             restore_ms = vmm_started.elapsed().as_millis() as u64,
             "VM restored"
         );
-        Ok(Self::assemble(
-            config,
-            vm,
-            memory,
-            devices,
-            vcpus,
-            vmm_started,
-        )?)
+        Ok(vmm)
     }
 }
 

@@ -106,9 +106,14 @@ impl VcpuSet {
             let thread_vcpu = Arc::clone(&vcpu);
             let thread_control = Arc::clone(&set.control);
             let thread_stop = Arc::clone(&stop);
+            // Log lines of the vCPU carry the caller's span (the VM's ID) and the vCPU index.
+            let span = tracing::info_span!(parent: tracing::Span::current(), "vcpu", index);
             let spawned = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
-                .spawn(move || vcpu_thread(thread_vcpu, thread_control, thread_stop));
+                .spawn(move || {
+                    let _span = span.entered();
+                    vcpu_thread(thread_vcpu, thread_control, thread_stop)
+                });
             match spawned {
                 Ok(handle) => {
                     set.vcpus.push(vcpu);

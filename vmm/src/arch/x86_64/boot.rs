@@ -297,6 +297,23 @@ fn load_pvh(
     })
 }
 
+/// The real-mode reset vector (F000:FFF0). Linux in hardware-reduced ACPI mode reboots through
+/// EFI and then by jumping here ("BIOS reboot"); there is no BIOS, so a stub writes the ACPI
+/// reset register instead.
+pub const RESET_VECTOR_ADDR: u64 = 0xffff0;
+
+/// `mov dx, port; mov al, value; out dx, al; 1: hlt; jmp 1b`.
+pub fn reset_stub(port: u16, value: u8) -> [u8; 10] {
+    let [lo, hi] = port.to_le_bytes();
+    [0xba, lo, hi, 0xb0, value, 0xee, 0xf4, 0xeb, 0xfd, 0x90]
+}
+
+/// Writes [`reset_stub`] at the reset vector.
+pub fn write_reset_stub(mem: &GuestMemoryMmap, port: u16, value: u8) -> Result<(), BootError> {
+    mem.write_slice(&reset_stub(port, value), GuestAddress(RESET_VECTOR_ADDR))
+        .map_err(BootError::GuestMemory)
+}
+
 /// Where an initramfs of `size` bytes goes: page-aligned, as high as possible below `limit`,
 /// not below `lowest`.
 fn initramfs_addr(size: u64, lowest: u64, limit: u64) -> Option<u64> {
@@ -361,6 +378,15 @@ mod tests {
             KernelFormat::detect(&junk),
             Err(KernelFormatError::Unknown)
         ));
+    }
+
+    #[test]
+    fn reset_stub_fits_below_1mib_and_writes_the_reset_port() {
+        let stub = reset_stub(0x602, 1);
+        assert!(RESET_VECTOR_ADDR + stub.len() as u64 <= HIMEM_START);
+        assert_eq!(&stub[..6], &[0xba, 0x02, 0x06, 0xb0, 0x01, 0xee]);
+        // The jmp goes back to the hlt.
+        assert_eq!(stub[7..9], [0xeb, (6i8 - 9) as u8]);
     }
 
     #[test]
