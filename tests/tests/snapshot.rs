@@ -191,15 +191,17 @@ fn snapshot_shell_guest_keeps_processes_files_console_and_sane_clock_after_10_s(
         .spawn();
     guest.wait_for("VIRMO-GUEST-READY", BOOT);
     std::thread::sleep(Duration::from_secs(1));
-    // A tmpfs file, a background process, and the kernel log length before suspend.
+    // A tmpfs file, a background process, and the kernel log length before suspend. The shell
+    // echoes what is typed: markers are split by `""` in the commands so only the output
+    // matches them.
     guest.send("echo kept-$((6 * 7)) > /tmp/note\n");
-    guest.send("(while true; do sleep 1; done) & echo VIRMO-BG=$!\n");
+    guest.send("(while true; do sleep 1; done) & echo VIRMO-BG\"\"=$!\n");
     let pid: u32 = guest
         .wait_for("VIRMO-BG=", STEP)
         .trim()
         .parse()
         .expect("background pid");
-    guest.send("echo VIRMO-DMESG-LINES=$(dmesg | wc -l)\n");
+    guest.send("echo VIRMO-DMESG-LINES\"\"=$(dmesg | wc -l)\n");
     let dmesg_lines: u32 = guest
         .wait_for("VIRMO-DMESG-LINES=", STEP)
         .trim()
@@ -211,22 +213,22 @@ fn snapshot_shell_guest_keeps_processes_files_console_and_sane_clock_after_10_s(
     std::thread::sleep(Duration::from_secs(10));
     let suspended_at = std::time::SystemTime::now();
     let mut guest = resume(&env, &dir, "lazy", true);
-    guest.send("echo VIRMO-NOTE=$(cat /tmp/note)\n");
+    guest.send("echo VIRMO-NOTE\"\"=$(cat /tmp/note)\n");
     assert_eq!(guest.wait_for("VIRMO-NOTE=", STEP).trim(), "kept-42");
     guest.send(&format!(
-        "kill -0 {pid} && echo VIRMO-BG-ALIVE=yes || echo VIRMO-BG-ALIVE=no\n"
+        "kill -0 {pid} && echo VIRMO-BG-ALIVE\"\"=yes || echo VIRMO-BG-ALIVE\"\"=no\n"
     ));
     assert_eq!(guest.wait_for("VIRMO-BG-ALIVE=", STEP).trim(), "yes");
     // Let timers, the watchdogs and RCU run for a while after the jump.
     std::thread::sleep(Duration::from_secs(8));
-    guest.send("echo VIRMO-GUEST-TIME=$(date +%s)\n");
+    guest.send("echo VIRMO-GUEST-TIME\"\"=$(date +%s)\n");
     let guest_time: u64 = guest
         .wait_for("VIRMO-GUEST-TIME=", STEP)
         .trim()
         .parse()
         .expect("guest time");
     guest.send(&format!(
-        "dmesg | tail -n +{} | sed 's/^/VIRMO-NEW-DMESG: /'; echo VIRMO-DMESG-END\n",
+        "dmesg | tail -n +{} | sed 's/^/VIRMO-NEW-DMESG: /'; echo VIRMO-DMESG\"\"-END\n",
         dmesg_lines + 1
     ));
     guest.wait_for("VIRMO-DMESG-END", STEP);
