@@ -25,6 +25,7 @@ use vm_memory::{
     MemoryRegionAddress,
 };
 
+use super::crc_zeros::extend_with_zeros;
 use super::format::{MemoryLayout, PAGE_SIZE};
 
 /// Copy unit between guest memory and the file.
@@ -113,25 +114,77 @@ fn is_zero(page: &[u8]) -> bool {
         .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
+/// `/proc/self/pagemap`: which pages of this process's anonymous memory were ever touched.
+struct PageMap(File);
+
+/// pagemap entry bits: the page is in RAM / in swap.
+const PAGEMAP_PRESENT: u64 = 1 << 63;
+const PAGEMAP_SWAPPED: u64 = 1 << 62;
+
+impl PageMap {
+    fn open() -> Option<Self> {
+        File::open("/proc/self/pagemap").ok().map(Self)
+    }
+
+    /// For the `pages` pages from host address `addr` (page aligned), pushes to `out` whether
+    /// each may hold data: a page of anonymous private memory that is neither present nor
+    /// swapped was never touched and reads as zeros.
+    fn touched(&self, addr: usize, pages: usize, out: &mut Vec<bool>) -> std::io::Result<()> {
+        let mut entries = vec![0u8; pages * 8];
+        self.0
+            .read_exact_at(&mut entries, (addr / PAGE) as u64 * 8)?;
+        out.extend(entries.chunks_exact(8).map(|e| {
+            let entry = u64::from_le_bytes(e.try_into().unwrap_or([0xff; 8]));
+            entry & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) != 0
+        }));
+        Ok(())
+    }
+}
+
 /// Writes all of `memory` into `file` (new and empty) following [`MemoryLayout::of`]`(memory)`,
 /// skipping zero pages. The vCPUs and devices must not write guest memory meanwhile.
+///
+/// Pages of anonymous guest memory that the process never touched (`/proc/self/pagemap`) are
+/// not even read, and their share of the checksum is computed without reading zeros
+/// ([`extend_with_zeros`]): the cost follows the memory the guest touched, not its size. Memory
+/// mapped from a file (a VM restored lazily) is read in full: a page it never touched still
+/// holds the file's data.
 pub fn write_memory_file(memory: &GuestMemoryMmap<()>, file: &File) -> Result<MemoryFileSummary> {
-    let mut hasher = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; CHUNK_BYTES];
+    let pagemap = PageMap::open();
+    let mut crc = 0u32;
     let mut file_offset = 0u64;
     let mut data_bytes = 0u64;
+    let mut touched = Vec::with_capacity(CHUNK_BYTES / PAGE);
     for region in memory.iter() {
         let size = region.len();
+        let host = region
+            .get_host_address(MemoryRegionAddress(0))
+            .map_err(MemoryFileError::GuestMemory)? as usize;
+        let pagemap = pagemap.as_ref().filter(|_| region.file_offset().is_none());
         let mut done = 0u64;
         while done < size {
             let n = (size - done).min(CHUNK_BYTES as u64) as usize;
-            let chunk = &mut buf[..n];
-            region
-                .get_slice(MemoryRegionAddress(done), n)
-                .map_err(MemoryFileError::GuestMemory)?
-                .copy_to(chunk);
-            hasher.update(chunk);
-            data_bytes += write_nonzero_runs(file, chunk, file_offset + done)?;
+            let at = host + done as usize;
+            touched.clear();
+            match pagemap {
+                Some(pagemap) => pagemap
+                    .touched(at, n.div_ceil(PAGE), &mut touched)
+                    .map_err(io("read /proc/self/pagemap"))?,
+                None => touched.resize(n.div_ceil(PAGE), true),
+            }
+            if touched.iter().any(|&t| t) {
+                // SAFETY: `at..at + n` lies inside the region's host mapping (`done + n <=
+                // size`), which lives as long as `memory` is borrowed. The caller guarantees
+                // that no vCPU or device writes guest memory during the call, so the bytes do
+                // not change while they are read through this shared slice.
+                let chunk = unsafe { std::slice::from_raw_parts(at as *const u8, n) };
+                let (chunk_crc, written) =
+                    write_chunk(file, chunk, &touched, file_offset + done, crc)?;
+                crc = chunk_crc;
+                data_bytes += written;
+            } else {
+                crc = extend_with_zeros(crc, n as u64);
+            }
             done += n as u64;
         }
         file_offset += size;
@@ -139,34 +192,46 @@ pub fn write_memory_file(memory: &GuestMemoryMmap<()>, file: &File) -> Result<Me
     file.set_len(file_offset).map_err(io("set length"))?;
     Ok(MemoryFileSummary {
         len: file_offset,
-        crc32: hasher.finalize(),
+        crc32: crc,
         data_bytes,
     })
 }
 
-/// Writes each run of consecutive non-zero pages of `chunk` with one `pwrite`.
-fn write_nonzero_runs(file: &File, chunk: &[u8], at: u64) -> Result<u64> {
+/// Writes each run of consecutive non-zero pages of `chunk` (a page counts only if `touched`)
+/// with one `pwrite` at `at`; returns the CRC continued over the chunk and the bytes written.
+fn write_chunk(
+    file: &File,
+    chunk: &[u8],
+    touched: &[bool],
+    at: u64,
+    mut crc: u32,
+) -> Result<(u32, u64)> {
     let mut written = 0u64;
-    let mut run_start: Option<usize> = None;
-    for (i, page) in chunk.chunks(PAGE).enumerate() {
-        match (is_zero(page), run_start) {
-            (false, None) => run_start = Some(i * PAGE),
-            (true, Some(start)) => {
-                let end = i * PAGE;
-                file.write_all_at(&chunk[start..end], at + start as u64)
-                    .map_err(io("write"))?;
-                written += (end - start) as u64;
-                run_start = None;
+    let mut pages = chunk.chunks(PAGE).zip(touched).enumerate().peekable();
+    while let Some((first, (page, &maybe))) = pages.next() {
+        let data = maybe && !is_zero(page);
+        let mut end = first * PAGE + page.len();
+        while let Some(&(_, (next, &next_maybe))) = pages.peek() {
+            if (next_maybe && !is_zero(next)) != data {
+                break;
             }
-            _ => {}
+            end += next.len();
+            pages.next();
+        }
+        let start = first * PAGE;
+        if data {
+            let run = &chunk[start..end];
+            let mut hasher = crc32fast::Hasher::new_with_initial(crc);
+            hasher.update(run);
+            crc = hasher.finalize();
+            file.write_all_at(run, at + start as u64)
+                .map_err(io("write"))?;
+            written += run.len() as u64;
+        } else {
+            crc = extend_with_zeros(crc, (end - start) as u64);
         }
     }
-    if let Some(start) = run_start {
-        file.write_all_at(&chunk[start..], at + start as u64)
-            .map_err(io("write"))?;
-        written += (chunk.len() - start) as u64;
-    }
-    Ok(written)
+    Ok((crc, written))
 }
 
 /// A stretch of the file: data, or a hole that reads as zeros.
@@ -236,12 +301,10 @@ fn check_len(file: &File, layout: &MemoryLayout) -> Result<()> {
     Ok(())
 }
 
-fn feed_zeros(hasher: &mut crc32fast::Hasher, zeros: &[u8], mut len: u64) {
-    while len > 0 {
-        let n = len.min(zeros.len() as u64) as usize;
-        hasher.update(&zeros[..n]);
-        len -= n as u64;
-    }
+/// Continues `hasher` over `len` zero bytes without hashing them.
+fn feed_zeros(hasher: &mut crc32fast::Hasher, len: u64) {
+    *hasher =
+        crc32fast::Hasher::new_with_initial(extend_with_zeros(hasher.clone().finalize(), len));
 }
 
 /// Computes the CRC-32 of `memory.bin` as [`write_memory_file`] did, reading only data extents.
@@ -251,10 +314,9 @@ pub fn checksum_memory_file(path: &Path) -> Result<u32> {
     advise_sequential(&file);
     let mut hasher = crc32fast::Hasher::new();
     let mut buf = vec![0u8; CHUNK_BYTES];
-    let zeros = vec![0u8; CHUNK_BYTES];
     for extent in extents(&file, 0, len)? {
         match extent {
-            Extent::Hole { len, .. } => feed_zeros(&mut hasher, &zeros, len),
+            Extent::Hole { len, .. } => feed_zeros(&mut hasher, len),
             Extent::Data { offset, len } => {
                 let mut done = 0;
                 while done < len {
@@ -316,21 +378,13 @@ pub fn load_memory_eager(
     let memory = GuestMemoryMmap::<()>::from_ranges(&ranges).map_err(MemoryFileError::Allocate)?;
     let mut hasher = crc32fast::Hasher::new();
     let mut buf = vec![0u8; CHUNK_BYTES];
-    let zeros = vec![
-        0u8;
-        if expected_crc32.is_some() {
-            CHUNK_BYTES
-        } else {
-            0
-        }
-    ];
     for r in &layout.regions {
         let region_end = r.file_offset + r.size;
         for extent in extents(&file, r.file_offset, region_end)? {
             match extent {
                 Extent::Hole { len, .. } => {
                     if expected_crc32.is_some() {
-                        feed_zeros(&mut hasher, &zeros, len);
+                        feed_zeros(&mut hasher, len);
                     }
                 }
                 Extent::Data { offset, len } => {
@@ -419,6 +473,49 @@ mod tests {
         assert!(same_content(&memory, &lazy));
         let eager = load_memory_eager(&path, &layout, Some(summary.crc32)).expect("eager");
         assert!(same_content(&memory, &eager));
+    }
+
+    #[test]
+    fn saving_a_lazily_restored_memory_keeps_its_untouched_file_pages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = dir.path().join("first.bin");
+        let memory = memory_with_pattern(RANGES, TOUCHED);
+        let file = File::create(&first).expect("create");
+        let summary = write_memory_file(&memory, &file).expect("write");
+        drop(file);
+        // The pages of the mapping are not in the page tables until touched, yet hold data.
+        let lazy = map_memory_lazy(&first, &MemoryLayout::of(&memory)).expect("lazy");
+        let second = dir.path().join("second.bin");
+        let file = File::create(&second).expect("create");
+        let again = write_memory_file(&lazy, &file).expect("write again");
+        assert_eq!(again, summary);
+        assert_eq!(
+            std::fs::read(&first).unwrap(),
+            std::fs::read(&second).unwrap()
+        );
+    }
+
+    #[test]
+    fn pages_only_read_are_zero_and_the_checksum_counts_untouched_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("memory.bin");
+        let memory = memory_with_pattern(RANGES, &[0x20_0000]);
+        // Reading maps the zero page: present, but all zero.
+        let mut page = [0u8; PAGE];
+        memory
+            .read_slice(&mut page, GuestAddress(0x30_0000))
+            .unwrap();
+        let file = File::create(&path).expect("create");
+        let summary = write_memory_file(&memory, &file).expect("write");
+        drop(file);
+        assert_eq!(summary.data_bytes, PAGE_SIZE);
+        let mut expected = crc32fast::Hasher::new();
+        for region in memory.iter() {
+            let mut all = vec![0u8; region.len() as usize];
+            memory.read_slice(&mut all, region.start_addr()).unwrap();
+            expected.update(&all);
+        }
+        assert_eq!(summary.crc32, expected.finalize());
     }
 
     #[test]
