@@ -21,7 +21,7 @@ use std::path::Path;
 use vm_memory::guest_memory::FileOffset;
 use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{
-    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
+    GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
     MemoryRegionAddress,
 };
 
@@ -141,6 +141,75 @@ impl PageMap {
     }
 }
 
+/// A piece of guest memory of at most [`CHUNK_BYTES`], as the writer walks it.
+#[derive(Clone, Copy)]
+struct Chunk {
+    /// Host address of its first byte (page aligned).
+    host: usize,
+    len: usize,
+    /// Where it goes in `memory.bin`.
+    file_offset: u64,
+    /// Anonymous memory: untouched pages are known from the page tables.
+    anonymous: bool,
+}
+
+impl Chunk {
+    fn pages(&self) -> usize {
+        self.len.div_ceil(PAGE)
+    }
+
+    /// Whether each page may hold data (see [`PageMap::touched`]); all pages when unknown.
+    fn touched(&self, pagemap: Option<&PageMap>, out: &mut Vec<bool>) -> Result<()> {
+        out.clear();
+        match pagemap.filter(|_| self.anonymous) {
+            Some(pagemap) => pagemap
+                .touched(self.host, self.pages(), out)
+                .map_err(io("read /proc/self/pagemap")),
+            None => {
+                out.resize(self.pages(), true);
+                Ok(())
+            }
+        }
+    }
+
+    /// The chunk's bytes.
+    ///
+    /// # Safety
+    /// The guest memory the chunk was taken from must be alive and not written by anyone
+    /// while the slice is used.
+    unsafe fn bytes(&self) -> &[u8] {
+        // SAFETY: `host..host + len` lies inside one region's host mapping (see `chunks`); the
+        // caller keeps the mapping alive and unwritten.
+        unsafe { std::slice::from_raw_parts(self.host as *const u8, self.len) }
+    }
+}
+
+/// Guest memory cut into chunks, in file order.
+fn chunks(memory: &GuestMemoryMmap<()>) -> Result<Vec<Chunk>> {
+    let mut chunks = Vec::new();
+    let mut file_offset = 0u64;
+    for region in memory.iter() {
+        let size = region.len();
+        let host = region
+            .get_host_address(MemoryRegionAddress(0))
+            .map_err(MemoryFileError::GuestMemory)? as usize;
+        let anonymous = region.file_offset().is_none();
+        let mut done = 0u64;
+        while done < size {
+            let len = (size - done).min(CHUNK_BYTES as u64) as usize;
+            chunks.push(Chunk {
+                host: host + done as usize,
+                len,
+                file_offset: file_offset + done,
+                anonymous,
+            });
+            done += len as u64;
+        }
+        file_offset += size;
+    }
+    Ok(chunks)
+}
+
 /// Writes all of `memory` into `file` (new and empty) following [`MemoryLayout::of`]`(memory)`,
 /// skipping zero pages. The vCPUs and devices must not write guest memory meanwhile.
 ///
@@ -148,90 +217,87 @@ impl PageMap {
 /// not even read, and their share of the checksum is computed without reading zeros
 /// ([`extend_with_zeros`]): the cost follows the memory the guest touched, not its size. Memory
 /// mapped from a file (a VM restored lazily) is read in full: a page it never touched still
-/// holds the file's data.
+/// holds the file's data. The checksum is computed on a second thread while this one writes.
 pub fn write_memory_file(memory: &GuestMemoryMmap<()>, file: &File) -> Result<MemoryFileSummary> {
+    let chunks = chunks(memory)?;
     let pagemap = PageMap::open();
-    let mut crc = 0u32;
-    let mut file_offset = 0u64;
-    let mut data_bytes = 0u64;
-    let mut touched = Vec::with_capacity(CHUNK_BYTES / PAGE);
-    for region in memory.iter() {
-        let size = region.len();
-        let host = region
-            .get_host_address(MemoryRegionAddress(0))
-            .map_err(MemoryFileError::GuestMemory)? as usize;
-        let pagemap = pagemap.as_ref().filter(|_| region.file_offset().is_none());
-        let mut done = 0u64;
-        while done < size {
-            let n = (size - done).min(CHUNK_BYTES as u64) as usize;
-            let at = host + done as usize;
-            touched.clear();
-            match pagemap {
-                Some(pagemap) => pagemap
-                    .touched(at, n.div_ceil(PAGE), &mut touched)
-                    .map_err(io("read /proc/self/pagemap"))?,
-                None => touched.resize(n.div_ceil(PAGE), true),
-            }
-            if touched.iter().any(|&t| t) {
-                // SAFETY: `at..at + n` lies inside the region's host mapping (`done + n <=
-                // size`), which lives as long as `memory` is borrowed. The caller guarantees
-                // that no vCPU or device writes guest memory during the call, so the bytes do
-                // not change while they are read through this shared slice.
-                let chunk = unsafe { std::slice::from_raw_parts(at as *const u8, n) };
-                let (chunk_crc, written) =
-                    write_chunk(file, chunk, &touched, file_offset + done, crc)?;
-                crc = chunk_crc;
-                data_bytes += written;
-            } else {
-                crc = extend_with_zeros(crc, n as u64);
-            }
-            done += n as u64;
-        }
-        file_offset += size;
-    }
-    file.set_len(file_offset).map_err(io("set length"))?;
+    let len = chunks.last().map_or(0, |c| c.file_offset + c.len as u64);
+    let (crc32, data_bytes) = std::thread::scope(|scope| -> Result<(u32, u64)> {
+        let checksum = std::thread::Builder::new()
+            .name("snapshot-crc".into())
+            .spawn_scoped(scope, || checksum_chunks(&chunks, pagemap.as_ref()))
+            .map_err(io("start the checksum thread"))?;
+        let written = write_chunks(&chunks, pagemap.as_ref(), file);
+        let crc32 = checksum.join().map_err(|_| {
+            io("compute the checksum")(std::io::Error::other("the checksum thread panicked"))
+        })??;
+        Ok((crc32, written?))
+    })?;
+    file.set_len(len).map_err(io("set length"))?;
     Ok(MemoryFileSummary {
-        len: file_offset,
-        crc32: crc,
+        len,
+        crc32,
         data_bytes,
     })
 }
 
-/// Writes each run of consecutive non-zero pages of `chunk` (a page counts only if `touched`)
-/// with one `pwrite` at `at`; returns the CRC continued over the chunk and the bytes written.
-fn write_chunk(
-    file: &File,
-    chunk: &[u8],
-    touched: &[bool],
-    at: u64,
-    mut crc: u32,
-) -> Result<(u32, u64)> {
-    let mut written = 0u64;
-    let mut pages = chunk.chunks(PAGE).zip(touched).enumerate().peekable();
-    while let Some((first, (page, &maybe))) = pages.next() {
-        let data = maybe && !is_zero(page);
-        let mut end = first * PAGE + page.len();
-        while let Some(&(_, (next, &next_maybe))) = pages.peek() {
-            if (next_maybe && !is_zero(next)) != data {
-                break;
-            }
-            end += next.len();
-            pages.next();
-        }
-        let start = first * PAGE;
-        if data {
-            let run = &chunk[start..end];
+/// The CRC-32 of all chunks, untouched chunks counted as zeros without reading them.
+fn checksum_chunks(chunks: &[Chunk], pagemap: Option<&PageMap>) -> Result<u32> {
+    let mut crc = 0u32;
+    let mut touched = Vec::with_capacity(CHUNK_BYTES / PAGE);
+    for chunk in chunks {
+        chunk.touched(pagemap, &mut touched)?;
+        if touched.iter().any(|&t| t) {
             let mut hasher = crc32fast::Hasher::new_with_initial(crc);
-            hasher.update(run);
+            // SAFETY: `write_memory_file`'s caller keeps guest memory alive and unwritten.
+            hasher.update(unsafe { chunk.bytes() });
             crc = hasher.finalize();
-            file.write_all_at(run, at + start as u64)
-                .map_err(io("write"))?;
-            written += run.len() as u64;
         } else {
-            crc = extend_with_zeros(crc, (end - start) as u64);
+            crc = extend_with_zeros(crc, chunk.len as u64);
         }
     }
-    Ok((crc, written))
+    Ok(crc)
+}
+
+/// Writes the non-zero pages of all chunks; returns the bytes written.
+fn write_chunks(chunks: &[Chunk], pagemap: Option<&PageMap>, file: &File) -> Result<u64> {
+    let mut written = 0u64;
+    let mut touched = Vec::with_capacity(CHUNK_BYTES / PAGE);
+    for chunk in chunks {
+        chunk.touched(pagemap, &mut touched)?;
+        if touched.iter().any(|&t| t) {
+            // SAFETY: `write_memory_file`'s caller keeps guest memory alive and unwritten.
+            let bytes = unsafe { chunk.bytes() };
+            written += write_nonzero_runs(file, bytes, &touched, chunk.file_offset)?;
+        }
+    }
+    Ok(written)
+}
+
+/// Writes each run of consecutive non-zero pages of `chunk` (a page counts only if `touched`)
+/// with one `pwrite` at `at`; returns the bytes written.
+fn write_nonzero_runs(file: &File, chunk: &[u8], touched: &[bool], at: u64) -> Result<u64> {
+    let mut written = 0u64;
+    let mut run_start: Option<usize> = None;
+    for (i, (page, &maybe)) in chunk.chunks(PAGE).zip(touched).enumerate() {
+        match (maybe && !is_zero(page), run_start) {
+            (true, None) => run_start = Some(i * PAGE),
+            (false, Some(start)) => {
+                let end = i * PAGE;
+                file.write_all_at(&chunk[start..end], at + start as u64)
+                    .map_err(io("write"))?;
+                written += (end - start) as u64;
+                run_start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(start) = run_start {
+        file.write_all_at(&chunk[start..], at + start as u64)
+            .map_err(io("write"))?;
+        written += (chunk.len() - start) as u64;
+    }
+    Ok(written)
 }
 
 /// A stretch of the file: data, or a hole that reads as zeros.
@@ -377,8 +443,10 @@ pub fn load_memory_eager(
         .collect();
     let memory = GuestMemoryMmap::<()>::from_ranges(&ranges).map_err(MemoryFileError::Allocate)?;
     let mut hasher = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; CHUNK_BYTES];
-    for r in &layout.regions {
+    for (r, region) in layout.regions.iter().zip(memory.iter()) {
+        let host = region
+            .get_host_address(MemoryRegionAddress(0))
+            .map_err(MemoryFileError::GuestMemory)? as usize;
         let region_end = r.file_offset + r.size;
         for extent in extents(&file, r.file_offset, region_end)? {
             match extent {
@@ -392,14 +460,18 @@ pub fn load_memory_eager(
                     while done < len {
                         let n = (len - done).min(CHUNK_BYTES as u64) as usize;
                         let at = offset + done;
-                        file.read_exact_at(&mut buf[..n], at).map_err(io("read"))?;
+                        let guest_offset = (at - r.file_offset) as usize;
+                        // SAFETY: `guest_offset + n <= r.size`, the length of this region's
+                        // host mapping (the extent lies in `r.file_offset..region_end`). The
+                        // memory was just allocated here and nothing else (KVM, vCPUs,
+                        // devices) uses it yet, so this is the only reference to these bytes.
+                        let dest = unsafe {
+                            std::slice::from_raw_parts_mut((host + guest_offset) as *mut u8, n)
+                        };
+                        file.read_exact_at(dest, at).map_err(io("read"))?;
                         if expected_crc32.is_some() {
-                            hasher.update(&buf[..n]);
+                            hasher.update(dest);
                         }
-                        let guest = GuestAddress(r.guest_addr + (at - r.file_offset));
-                        memory
-                            .write_slice(&buf[..n], guest)
-                            .map_err(MemoryFileError::GuestMemory)?;
                         done += n as u64;
                     }
                 }
@@ -419,6 +491,7 @@ pub fn load_memory_eager(
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+    use vm_memory::Bytes;
 
     fn memory_with_pattern(ranges: &[(u64, usize)], touched: &[u64]) -> GuestMemoryMmap<()> {
         let ranges: Vec<_> = ranges.iter().map(|&(a, s)| (GuestAddress(a), s)).collect();
