@@ -3,7 +3,9 @@
 //! ```text
 //! vmm --kernel K [--initramfs I] [--cmdline C] [--vcpus N] [--memory-mib M]
 //!     [--console stdout|none|file:PATH] [--api-socket PATH] [--id ID]
-//! vmm --config vm.json
+//!     [--disk id=ID,path=P[,class=storage|removable-storage][,read-only]]…
+//!     [--net id=ID,tap=NAME[,mac=M]]… [--rng id=ID]… [--prohibit CLASS]…
+//! vmm --config vm.json [--prohibit CLASS]…
 //! vmm --restore DIR [--memory-restore lazy|eager] [--api-socket PATH] [--console C]
 //!     [--vcpus N] [--memory-mib M]
 //! ```
@@ -22,7 +24,11 @@ use anyhow::Context;
 use clap::Parser;
 
 use vmm::api::server::ApiServer;
-use vmm::config::{ConsoleConfig, VmConfig, DEFAULT_CMDLINE};
+use vmm::config::{
+    parse_class, parse_disk, parse_net, parse_rng, prohibit_classes, ConsoleConfig, VmConfig,
+    DEFAULT_CMDLINE,
+};
+use vmm::devices::virtio::{DeviceClass, DeviceConfig};
 use vmm::exit_status;
 use vmm::snapshot::MemoryRestore;
 use vmm::vmm::restore::RestoreOptions;
@@ -33,10 +39,11 @@ use vmm::vmm::Vmm;
 #[command(version, about)]
 struct Cli {
     /// A JSON VM config; excludes the other VM options.
-    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline", "vcpus", "memory_mib", "console", "id", "restore"])]
+    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline", "vcpus", "memory_mib", "console", "id", "disks", "nets", "rngs", "restore"])]
     config: Option<PathBuf>,
-    /// Continue the VM saved in this snapshot folder (no kernel is loaded).
-    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline", "id"])]
+    /// Continue the VM saved in this snapshot folder (no kernel is loaded; the devices are the
+    /// saved VM's).
+    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline", "id", "disks", "nets", "rngs", "prohibit"])]
     restore: Option<PathBuf>,
     /// With --restore: map the memory file and load pages on first touch (lazy), or read it all
     /// before the guest runs (eager).
@@ -66,6 +73,19 @@ struct Cli {
     /// The VM's ID.
     #[arg(long, default_value = "vm")]
     id: String,
+    /// A virtio disk: id=ID,path=P[,class=storage|removable-storage][,read-only] (repeatable).
+    #[arg(long = "disk", value_parser = parse_disk)]
+    disks: Vec<DeviceConfig>,
+    /// A virtio NIC on a tap: id=ID,tap=NAME[,mac=M] (repeatable).
+    #[arg(long = "net", value_parser = parse_net)]
+    nets: Vec<DeviceConfig>,
+    /// A virtio entropy device: id=ID (repeatable).
+    #[arg(long = "rng", value_parser = parse_rng)]
+    rngs: Vec<DeviceConfig>,
+    /// Boot-time policy: devices of this class are not created (still listed, not allowed).
+    /// storage, removable-storage, network or entropy; repeatable; also applies to --config.
+    #[arg(long = "prohibit", value_parser = parse_class)]
+    prohibit: Vec<DeviceClass>,
 }
 
 impl Cli {
@@ -81,8 +101,15 @@ impl Cli {
                 memory_mib: self.memory_mib.unwrap_or(256),
                 console: self.console.unwrap_or_default(),
                 api_socket: None,
+                devices: self
+                    .disks
+                    .into_iter()
+                    .chain(self.nets)
+                    .chain(self.rngs)
+                    .collect(),
             },
         };
+        prohibit_classes(&mut config.devices, &self.prohibit);
         if self.api_socket.is_some() {
             config.api_socket = self.api_socket;
         }

@@ -29,6 +29,10 @@ pub mod suspend;
 
 use platform::Devices;
 pub use platform::{ACPI_PM_ID, GED_ID, I8042_ID, PVPANIC_ID, RTC_ID, SERIAL_ID};
+mod virtio_devices;
+mod virtio_persist;
+
+pub use virtio_devices::{PlacedDevice, VirtioDevices, VirtioSetupError};
 
 /// How long the process waits after a stop asked for through the API, so the API answer is
 /// written before the process exits.
@@ -67,6 +71,8 @@ pub enum VmmError {
     },
     #[error("cannot register a device for snapshots")]
     Persist(#[from] DeviceStatesError),
+    #[error("cannot set up the virtio devices")]
+    Virtio(#[from] VirtioSetupError),
     #[error("the VM was already started")]
     AlreadyStarted,
 }
@@ -109,6 +115,7 @@ pub struct Vmm {
     persist: PersistRegistry,
     /// Set once a suspend saved the VM: it must not run again in this process.
     suspended: AtomicBool,
+    virtio: VirtioDevices,
     state: Mutex<RunState>,
     created_vcpus: Mutex<Vec<Vcpu>>,
     vcpus: Mutex<Option<VcpuSet>>,
@@ -168,7 +175,9 @@ impl Vmm {
         };
         let hypervisor = Hypervisor::open()?;
         config.validate_for_host(hypervisor.host_limits())?;
+        tracing::debug!(ms = vmm_started.elapsed().as_millis() as u64, "KVM opened");
         let mut vm = hypervisor.create_vm(IrqChip::InKernel)?;
+        tracing::debug!(ms = vmm_started.elapsed().as_millis() as u64, "VM created");
         let memory = match source {
             GuestSource::Boot => memory::create_guest_memory(config.memory_bytes())?,
             GuestSource::Snapshot(memory) => memory,
@@ -237,6 +246,7 @@ impl Vmm {
             ged: devices.ged,
             persist: devices.persist,
             suspended: AtomicBool::new(false),
+            virtio: devices.virtio,
             state: Mutex::new(RunState::Created),
             created_vcpus: Mutex::new(vcpus),
             vcpus: Mutex::new(None),
@@ -286,6 +296,7 @@ impl Vmm {
         if vcpus.is_empty() {
             return Err(VmmError::AlreadyStarted);
         }
+        self.virtio.start()?;
         let set = VcpuSet::start(vcpus, Arc::clone(&self.stop))?;
         *lock(&self.vcpus) = Some(set);
         *lock(&self.started_at) = Some(Instant::now());
@@ -330,6 +341,11 @@ impl Vmm {
     /// Guest memory (for snapshot).
     pub fn memory(&self) -> &GuestMemoryMmap {
         &self.memory
+    }
+
+    /// The virtio devices (for snapshot: stop their event loop, save each transport).
+    pub fn virtio(&self) -> &VirtioDevices {
+        &self.virtio
     }
 
     /// Runs `f` on the vCPUs before [`Vmm::start`] (for snapshot restore); empty once started.
@@ -425,10 +441,11 @@ impl VmControl for Vmm {
                 .snapshot(&dir, keep_running)
                 .map(VmResponse::Snapshot)
                 .map_err(ControlError::from),
-            VmRequest::ListDevices => Ok(VmResponse::Devices(Vec::new())),
-            VmRequest::SetDevicePolicy { id, .. } => {
-                Err(ControlError::NotFound(format!("no device {id}")))
-            }
+            VmRequest::ListDevices => Ok(VmResponse::Devices(self.virtio.list())),
+            VmRequest::SetDevicePolicy { id, allowed } => self
+                .virtio
+                .set_policy(&id, allowed)
+                .map(VmResponse::DevicePolicy),
         }
     }
 }

@@ -113,6 +113,18 @@ enum BenchKind {
         #[arg(long, default_value = "/tmp/virmo-bench-snapshot")]
         work: PathBuf,
     },
+    /// virtio-blk sequential read/write and virtio-net guest-to-host TCP throughput from inside
+    /// the guest, against the same work on the host (file system, loopback), with the ratios.
+    Io {
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+        /// MiB written then read per disk run.
+        #[arg(long, default_value_t = 64)]
+        disk_mib: u64,
+        /// MiB sent per network run.
+        #[arg(long, default_value_t = 64)]
+        net_mib: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -230,6 +242,20 @@ fn bench_inner(
                 runs,
             })
         }
+        BenchKind::Io {
+            runs,
+            disk_mib,
+            net_mib,
+        } => bench::io::run_here(&bench::io::IoBench {
+            vmm,
+            qemu,
+            bzimage: images.join("bzImage"),
+            initramfs: images.join("initramfs.cpio.gz"),
+            work: std::env::temp_dir().join("virmo-bench-io"),
+            runs,
+            disk_mib,
+            net_mib,
+        }),
     }
 }
 
@@ -247,11 +273,16 @@ fn bench(which: BenchKind) -> Result<()> {
         BenchKind::Snapshot { runs, work } => {
             format!("snapshot --runs {runs} --work {}", work.display())
         }
+        BenchKind::Io {
+            runs,
+            disk_mib,
+            net_mib,
+        } => format!("io --runs {runs} --disk-mib {disk_mib} --net-mib {net_mib}"),
     };
     // The 1 GiB snapshot cases hold a fully touched guest, its snapshot and the floor file in
     // the runner's RAM at once.
     let runner_memory_mib = match &which {
-        BenchKind::Boot { .. } => 4096,
+        BenchKind::Boot { .. } | BenchKind::Io { .. } => 4096,
         BenchKind::Snapshot { .. } => 6144,
     };
     if runner::host_has_hardware_kvm() {

@@ -46,6 +46,9 @@ pub struct ConsoleOutput {
     sink: Option<Box<dyn Write + Send>>,
     watcher: MarkerWatcher,
     started: Instant,
+    /// When the marker was seen; reported once the guest ends that line, so the report does
+    /// not split the marker's line when stdout and stderr share a terminal or pipe.
+    ready_after: Option<Duration>,
 }
 
 impl ConsoleOutput {
@@ -58,6 +61,7 @@ impl ConsoleOutput {
                 seen: false,
             },
             started,
+            ready_after: None,
         }
     }
 
@@ -85,7 +89,7 @@ impl ConsoleOutput {
 impl Write for ConsoleOutput {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.watcher.feed(buf) {
-            self.report_ready(self.started.elapsed());
+            self.ready_after = Some(self.started.elapsed());
         }
         if let Some(sink) = &mut self.sink {
             // The guest may print prompts without a newline: never hold output back.
@@ -94,6 +98,11 @@ impl Write for ConsoleOutput {
                 // writing and say so once.
                 tracing::warn!("serial console output stopped: {e}");
                 self.sink = None;
+            }
+        }
+        if buf.contains(&b'\n') {
+            if let Some(after) = self.ready_after.take() {
+                self.report_ready(after);
             }
         }
         Ok(buf.len())
@@ -190,6 +199,20 @@ mod tests {
         assert_eq!(out.write(b"abc").unwrap(), 3);
         assert!(out.sink.is_none());
         assert_eq!(out.write(b"d").unwrap(), 1);
+    }
+
+    #[test]
+    fn ready_report_waits_for_the_end_of_the_marker_line() {
+        let mut out = ConsoleOutput::new(None, Instant::now());
+        out.write_all(b"VIRMO-GUEST-READY").unwrap();
+        assert!(
+            out.ready_after.is_some(),
+            "time taken when the marker completes"
+        );
+        out.write_all(b"\r").unwrap();
+        assert!(out.ready_after.is_some(), "not reported mid-line");
+        out.write_all(b"\n").unwrap();
+        assert!(out.ready_after.is_none(), "reported at the end of the line");
     }
 
     #[test]

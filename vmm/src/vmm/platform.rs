@@ -1,11 +1,15 @@
-//! The devices every VM has, placed the same way whether the VM boots a kernel or is restored
-//! from a snapshot: same ports, same interrupt lines, same DSDT, same snapshot IDs.
+//! The devices of the VM (the platform devices every VM has, then the virtio devices of its
+//! config, then those of the `extra_devices` hook), placed the same way whether the VM boots a
+//! kernel or is restored from a snapshot: same ports, interrupt lines, MMIO windows, DSDT and
+//! snapshot IDs.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use vm_memory::GuestMemoryMmap;
 
+use super::virtio_devices::VirtioDevices;
+use super::virtio_persist::virtio_id;
 use super::{DeviceSetup, ExtraDevices, VmmError};
 use crate::config::VmConfig;
 use crate::devices::acpi_pm::{self, AcpiPm, Ged};
@@ -37,6 +41,7 @@ pub(super) struct Devices {
     pub ged: Arc<Mutex<Ged>>,
     pub stop: Arc<StopSignal>,
     pub persist: PersistRegistry,
+    pub virtio: VirtioDevices,
 }
 
 impl Devices {
@@ -88,6 +93,11 @@ impl Devices {
         persist.add(GED_ID, ged.clone())?;
         resources.add_dsdt_aml(&acpi_pm::dsdt_aml(ged_gsi));
 
+        let virtio = VirtioDevices::attach(&config.devices, vm, memory, &mmio, &mut resources)?;
+        for device in virtio.placed() {
+            persist.add(virtio_id(&device.config.id), device.transport.clone())?;
+        }
+
         extra_devices(&mut DeviceSetup {
             vm,
             memory,
@@ -106,6 +116,7 @@ impl Devices {
             ged,
             stop,
             persist,
+            virtio,
         })
     }
 }

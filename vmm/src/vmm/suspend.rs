@@ -5,11 +5,13 @@
 //! # Sequence ([`Vmm::snapshot`])
 //! 1. Under the run-state lock (no pause, resume or shutdown meanwhile): a running VM is paused.
 //!    [`VcpuSet::pause`] returns once every vCPU thread is parked outside `KVM_RUN` after
-//!    completing its pending port/MMIO access (`complete_pending_io` on its own thread).
+//!    completing its pending port/MMIO access (`complete_pending_io` on its own thread). The
+//!    virtio event loop is stopped, so no device request is half done and no backend writes
+//!    guest memory (it starts again if the VM is to run on in this process).
 //! 2. Every vCPU ([`save_vcpu`], index order), then the VM-wide state ([`save_vm`]: PIC, IOAPIC,
 //!    PIT, kvmclock), then every device of the [`PersistRegistry`](crate::devices::persist)
-//!    (platform devices, then the devices added by the `extra_devices` hook) in registration
-//!    order.
+//!    (platform devices, virtio transports, then the devices added by the `extra_devices` hook)
+//!    in registration order.
 //! 3. The VM config (JSON) in `MachineConfig::vm_config`, so a new process can rebuild the same
 //!    VM without the original command line.
 //! 4. [`SnapshotWriter::write`]: memory, state, manifest, fsync, atomic rename.
@@ -113,7 +115,15 @@ impl Vmm {
             self.with_vcpus(|set| set.map(VcpuSet::pause));
             *state = RunState::Paused;
         }
-        match self.save_into(dir, started) {
+        // No device request may be half done, nor any device write guest memory, while saving.
+        self.virtio.stop();
+        let saved = self.save_into(dir, started);
+        if saved.is_err() || keep_running {
+            if let Err(e) = self.virtio.start() {
+                tracing::error!(error = %crate::error_chain(&e), "cannot restart the virtio event loop");
+            }
+        }
+        match saved {
             Ok(info) => {
                 if !keep_running {
                     self.suspended.store(true, Ordering::SeqCst);

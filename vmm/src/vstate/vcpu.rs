@@ -225,8 +225,14 @@ impl Vcpu {
         self.fd.set_kvm_immediate_exit(0);
     }
 
-    /// What KVM reported with `KVM_EXIT_INTERNAL_ERROR`, with the instruction bytes of an
-    /// emulation failure and the guest's RIP.
+    /// Tells the guest's kvmclock that the vCPU was stopped by the host, so the guest's
+    /// watchdogs do not report a soft lockup after a long pause. Fails harmlessly when the guest
+    /// does not use kvmclock.
+    pub fn notify_paused(&self) {
+        let _ = self.fd.kvmclock_ctrl();
+    }
+
+    /// What KVM reported with `KVM_EXIT_INTERNAL_ERROR`, with the guest's RIP.
     fn internal_error_detail(&mut self) -> String {
         let rip = self.fd.get_regs().map(|r| r.rip).ok();
         let run = self.fd.get_kvm_run();
@@ -235,31 +241,66 @@ impl Vcpu {
         }
         // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the member KVM wrote.
         let internal = unsafe { run.__bindgen_anon_1.internal };
-        let mut detail = format!("KVM internal error, suberror {}", internal.suberror);
-        if let Some(rip) = rip {
-            detail.push_str(&format!(", guest RIP {rip:#x}"));
+        describe_internal_error(internal.suberror, internal.ndata, &internal.data, rip)
+    }
+}
+
+/// Describes a KVM internal error: the suberror, the instruction bytes of an emulation failure
+/// (`kvm_run.emulation_failure`: flags, insn_size, insn_bytes[15] laid over `data`), or the raw
+/// data words otherwise.
+fn describe_internal_error(
+    suberror: u32,
+    ndata: u32,
+    data: &[u64; 16],
+    rip: Option<u64>,
+) -> String {
+    let mut detail = format!("KVM internal error, suberror {suberror}");
+    if let Some(rip) = rip {
+        detail.push_str(&format!(", guest RIP {rip:#x}"));
+    }
+    let ndata = (ndata as usize).min(data.len());
+    if suberror == KVM_INTERNAL_ERROR_EMULATION {
+        detail.push_str(" (instruction emulation failed)");
+        if ndata >= 3 && data[0] & EMULATION_FLAG_INSTRUCTION_BYTES != 0 {
+            let bytes: Vec<u8> = data[1..3].iter().flat_map(|w| w.to_le_bytes()).collect();
+            let size = usize::from(bytes[0]).min(15);
+            let insn: Vec<String> = bytes[1..=size].iter().map(|b| format!("{b:02x}")).collect();
+            detail.push_str(&format!(", instruction bytes: {}", insn.join(" ")));
         }
-        let ndata = (internal.ndata as usize).min(internal.data.len());
-        if internal.suberror == KVM_INTERNAL_ERROR_EMULATION {
-            detail.push_str(" (instruction emulation failed)");
-            // Layout of kvm_run.emulation_failure: flags (u64), insn_size (u8), insn_bytes[15].
-            if ndata >= 3 && internal.data[0] & EMULATION_FLAG_INSTRUCTION_BYTES != 0 {
-                let bytes: Vec<u8> = internal.data[1..3]
-                    .iter()
-                    .flat_map(|w| w.to_le_bytes())
-                    .collect();
-                let size = usize::from(bytes[0]).min(15);
-                let insn: Vec<String> =
-                    bytes[1..=size].iter().map(|b| format!("{b:02x}")).collect();
-                detail.push_str(&format!(", instruction bytes: {}", insn.join(" ")));
-            }
-        } else if ndata > 0 {
-            let data: Vec<String> = internal.data[..ndata]
-                .iter()
-                .map(|d| format!("{d:#x}"))
-                .collect();
-            detail.push_str(&format!(", data: {}", data.join(" ")));
-        }
-        detail
+    } else if ndata > 0 {
+        let words: Vec<String> = data[..ndata].iter().map(|d| format!("{d:#x}")).collect();
+        detail.push_str(&format!(", data: {}", words.join(" ")));
+    }
+    detail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emulation_failure_names_the_instruction_bytes_and_rip() {
+        let mut data = [0u64; 16];
+        data[0] = EMULATION_FLAG_INSTRUCTION_BYTES;
+        // insn_size 3, bytes 0f 01 d9 (vmmcall).
+        data[1] = u64::from_le_bytes([3, 0x0f, 0x01, 0xd9, 0, 0, 0, 0]);
+        let text =
+            describe_internal_error(KVM_INTERNAL_ERROR_EMULATION, 3, &data, Some(0xffff_8000));
+        assert_eq!(
+            text,
+            "KVM internal error, suberror 1, guest RIP 0xffff8000 (instruction emulation failed), \
+             instruction bytes: 0f 01 d9"
+        );
+    }
+
+    #[test]
+    fn other_internal_errors_list_their_data() {
+        let mut data = [0u64; 16];
+        data[0] = 0x80;
+        data[1] = 0x11;
+        let text = describe_internal_error(3, 2, &data, None);
+        assert_eq!(text, "KVM internal error, suberror 3, data: 0x80 0x11");
+        // ndata beyond the array is clamped.
+        assert!(describe_internal_error(3, 99, &data, None).ends_with("0x0"));
     }
 }

@@ -188,9 +188,11 @@ fn park_if_asked(vcpu: &Mutex<Vcpu>, control: &RunControl) -> bool {
         WISH_EXIT => return false,
         _ => {}
     }
-    vcpu.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .complete_pending_io();
+    {
+        let mut vcpu = vcpu.lock().unwrap_or_else(|p| p.into_inner());
+        vcpu.complete_pending_io();
+        vcpu.notify_paused();
+    }
     let mut parked = control.lock();
     *parked += 1;
     control.changed.notify_all();

@@ -1,5 +1,6 @@
 //! Benchmarks that boot real guests: run in the nested-KVM runner, or directly on hardware KVM.
 
 pub mod boot;
+pub mod io;
 pub mod measure;
 pub mod snapshot;
