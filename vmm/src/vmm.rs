@@ -586,6 +586,66 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_saves_the_vm_and_a_new_vmm_restores_it() {
+        let Some((config, console)) = test_config("snapshot", false) else {
+            return;
+        };
+        let vmm = Vmm::build(config).unwrap();
+        vmm.start().unwrap();
+        assert!(wait_for_console(&console, "VIRMO-GUEST-READY"));
+        let dir = console.with_file_name("snap");
+        let started = Instant::now();
+        let answer = vmm.handle(VmRequest::Snapshot {
+            dir: dir.clone(),
+            keep_running: true,
+        });
+        eprintln!("snapshot took {:?}", started.elapsed());
+        let Ok(VmResponse::Snapshot(info)) = answer else {
+            panic!("unexpected {answer:?}");
+        };
+        assert_eq!(info.memory_size, 64 << 20);
+        assert!(info.memory_bytes_written > 0 && info.memory_bytes_written < 8 << 20);
+        assert_eq!(
+            vmm.handle(VmRequest::GetInfo)
+                .map(|r| matches!(r, VmResponse::Info(i) if i.state == RunState::Paused)),
+            Ok(true)
+        );
+        // A second suspend without keep_running marks the VM suspended: it refuses to resume.
+        assert!(matches!(
+            vmm.handle(VmRequest::Snapshot {
+                dir: dir.clone(),
+                keep_running: false,
+            }),
+            Ok(VmResponse::Snapshot(_))
+        ));
+        assert!(vmm.is_suspended());
+        assert!(matches!(
+            vmm.handle(VmRequest::Resume),
+            Err(ControlError::InvalidState { .. })
+        ));
+        vmm.after_answer(
+            &VmRequest::Snapshot {
+                dir: dir.clone(),
+                keep_running: false,
+            },
+            &Ok(VmResponse::Snapshot(info)),
+        );
+        assert_eq!(vmm.wait(), StopReason::Suspended);
+        vmm.shut_down();
+
+        let restored = Vmm::restore(
+            &restore::RestoreOptions::new(&dir),
+            Instant::now(),
+            Box::new(|_| Ok(())),
+        )
+        .unwrap();
+        restored.start().unwrap();
+        assert_eq!(restored.info().state, RunState::Running);
+        restored.handle(VmRequest::Stop).unwrap();
+        restored.shut_down();
+    }
+
+    #[test]
     fn control_pauses_resumes_and_forces_a_shutdown_the_guest_ignores() {
         let Some((config, console)) = test_config("control", false) else {
             return;
