@@ -14,9 +14,12 @@ const STEP: Duration = Duration::from_secs(60);
 
 fn client_of(guest: &Guest) -> VmmClient {
     let client = VmmClient::new(&guest.api_socket).with_snapshot_timeout(Duration::from_secs(120));
-    client
-        .wait_ready(Duration::from_secs(30))
-        .expect("the VMM's API answers");
+    if let Err(e) = client.wait_ready(Duration::from_secs(30)) {
+        panic!(
+            "the VMM's API does not answer: {e}; output:\n{}",
+            guest.transcript()
+        );
+    }
     client
 }
 
