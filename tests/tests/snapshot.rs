@@ -69,8 +69,21 @@ fn resume(env: &TestEnv, dir: &Path, mode: &str, console_input: bool) -> Guest {
     }
     let guest = builder.spawn();
     let client = client_of(&guest);
-    let info = client.info().expect("info after restore");
-    assert_eq!(info.state, RunState::Running, "{}", guest.transcript());
+    // The API answers from the moment the restored VM is built; its vCPUs start right after.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = client.info().expect("info after restore");
+        if info.state == RunState::Running {
+            break;
+        }
+        assert!(
+            info.state == RunState::Created && Instant::now() < deadline,
+            "restored VM in state {:?}: {}",
+            info.state,
+            guest.transcript()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     guest
 }
 
