@@ -2,9 +2,12 @@
 //!
 //! ```text
 //! vmm --kernel K [--initramfs I] [--cmdline C] [--vcpus N] [--memory-mib M]
-//!     [--console stdout|none|file:PATH] [--api-socket PATH] [--id ID]
+//!     [--console stdout|none|file:PATH] [--api-socket PATH] [--id ID] [--seccomp on|off|log]
 //! vmm --config vm.json
 //! ```
+//!
+//! Every thread runs under its seccomp filter (`vmm::seccomp`; `--seccomp off` disables them,
+//! `--seccomp log` only logs what they would refuse).
 //!
 //! Exit statuses are listed in [`vmm::exit_status`].
 
@@ -19,6 +22,7 @@ use clap::Parser;
 use vmm::api::server::ApiServer;
 use vmm::config::{ConsoleConfig, VmConfig, DEFAULT_CMDLINE};
 use vmm::exit_status;
+use vmm::seccomp::{self, SeccompMode, ThreadClass};
 use vmm::vmm::Vmm;
 
 /// Runs one KVM virtual machine.
@@ -50,10 +54,15 @@ struct Cli {
     /// The VM's ID.
     #[arg(long, default_value = "vm")]
     id: String,
+    /// Seccomp filters per thread: on (a syscall outside a thread's allow-list kills the
+    /// process), off, or log (allowed, and logged by the kernel; for diagnosis).
+    #[arg(long, default_value_t = SeccompMode::On)]
+    seccomp: SeccompMode,
 }
 
 impl Cli {
     fn into_config(self) -> anyhow::Result<VmConfig> {
+        // (`--seccomp` is a process setting, not part of the VM's config.)
         let mut config = match self.config {
             Some(path) => VmConfig::from_json_file(&path)?,
             None => VmConfig {
@@ -109,6 +118,8 @@ fn main() -> ExitCode {
             return ExitCode::from(exit_status::BAD_CONFIG as u8);
         }
     };
+    // The VM is built and its threads run: from here the main thread only waits and ends it.
+    seccomp::confine_current_thread(ThreadClass::Main);
     let reason = vmm.wait();
     vmm.shut_down();
     if let Some(path) = &vmm.config().api_socket {
@@ -120,6 +131,8 @@ fn main() -> ExitCode {
 }
 
 fn start(cli: Cli, started: Instant) -> anyhow::Result<Arc<Vmm>> {
+    // Before any thread starts: each confines itself with these filters.
+    seccomp::init(cli.seccomp).context("cannot set up the seccomp filters")?;
     let config = cli.into_config()?;
     // Every log line of this VM carries its ID (the span is kept for the process's life).
     std::mem::forget(tracing::info_span!("vm", id = %config.id).entered());
