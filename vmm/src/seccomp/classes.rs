@@ -30,6 +30,8 @@ fn runtime() -> AllowList {
         libc::SYS_madvise,
         libc::SYS_futex,
         libc::SYS_sched_yield,
+        // The C library sizes a new malloc arena by the CPUs the thread may run on.
+        libc::SYS_sched_getaffinity,
         libc::SYS_clock_gettime,
         libc::SYS_clock_nanosleep,
         libc::SYS_nanosleep,
