@@ -5,7 +5,15 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::arch::x86_64::boot::{KernelFormat, KernelFormatError};
+use crate::devices::virtio::DeviceConfig;
 use crate::memory::{CMDLINE_MAX_LEN, MIB};
+
+mod device_args;
+
+pub use device_args::{
+    default_mac, parse_class, parse_disk, parse_net, parse_rng, prohibit_classes, DeviceArgError,
+    KNOWN_CLASSES,
+};
 
 /// The smallest guest memory accepted, in MiB.
 pub const MIN_MEMORY_MIB: u64 = 32;
@@ -63,6 +71,9 @@ pub struct VmConfig {
     /// Where to serve the control API; none means no API.
     #[serde(default)]
     pub api_socket: Option<PathBuf>,
+    /// virtio devices, in the order the guest finds them; `allowed: false` = not created.
+    #[serde(default)]
+    pub devices: Vec<DeviceConfig>,
 }
 
 fn default_id() -> String {
@@ -146,6 +157,7 @@ impl VmConfig {
             memory_mib: default_memory_mib(),
             console: ConsoleConfig::default(),
             api_socket: None,
+            devices: Vec::new(),
         }
     }
 
@@ -351,6 +363,28 @@ mod tests {
         );
         assert!("file:".parse::<ConsoleConfig>().is_err());
         assert!("tty".parse::<ConsoleConfig>().is_err());
+    }
+
+    #[test]
+    fn json_devices_parse_with_their_policy() {
+        use crate::devices::virtio::{DeviceClass, DeviceKind};
+        let json = r#"{"kernel": "/k", "devices": [
+            {"id": "root", "class": "storage", "kind": {"type": "block", "path": "/r.img"}},
+            {"id": "usb0", "class": "removable-storage",
+             "kind": {"type": "block", "path": "/u.img", "read_only": true}, "allowed": false},
+            {"id": "rng0", "class": "entropy", "kind": {"type": "rng"}}]}"#;
+        let config: VmConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(config.devices.len(), 3);
+        assert!(config.devices[0].allowed, "allowed defaults to true");
+        assert!(!config.devices[1].allowed);
+        assert_eq!(config.devices[1].class, DeviceClass::RemovableStorage);
+        assert_eq!(config.devices[2].kind, DeviceKind::Rng);
+        assert!(serde_json::from_str::<VmConfig>(r#"{"kernel": "/k"}"#)
+            .unwrap()
+            .devices
+            .is_empty());
+        let bad = r#"{"kernel": "/k", "devices": [{"id": "x", "class": "wifi", "kind": {"type": "rng"}}]}"#;
+        assert!(serde_json::from_str::<VmConfig>(bad).is_err());
     }
 
     #[test]

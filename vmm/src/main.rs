@@ -3,7 +3,9 @@
 //! ```text
 //! vmm --kernel K [--initramfs I] [--cmdline C] [--vcpus N] [--memory-mib M]
 //!     [--console stdout|none|file:PATH] [--api-socket PATH] [--id ID] [--seccomp on|off|log]
-//! vmm --config vm.json
+//!     [--disk id=ID,path=P[,class=storage|removable-storage][,read-only]]…
+//!     [--net id=ID,tap=NAME[,mac=M]]… [--rng id=ID]… [--prohibit CLASS]…
+//! vmm --config vm.json [--prohibit CLASS]…
 //! ```
 //!
 //! Every thread runs under its seccomp filter (`vmm::seccomp`; `--seccomp off` disables them,
@@ -20,7 +22,11 @@ use anyhow::Context;
 use clap::Parser;
 
 use vmm::api::server::ApiServer;
-use vmm::config::{ConsoleConfig, VmConfig, DEFAULT_CMDLINE};
+use vmm::config::{
+    parse_class, parse_disk, parse_net, parse_rng, prohibit_classes, ConsoleConfig, VmConfig,
+    DEFAULT_CMDLINE,
+};
+use vmm::devices::virtio::{DeviceClass, DeviceConfig};
 use vmm::exit_status;
 use vmm::seccomp::{self, SeccompMode, ThreadClass};
 use vmm::vmm::Vmm;
@@ -30,7 +36,7 @@ use vmm::vmm::Vmm;
 #[command(version, about)]
 struct Cli {
     /// A JSON VM config; excludes the other VM options.
-    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline", "vcpus", "memory_mib", "console", "id"])]
+    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline", "vcpus", "memory_mib", "console", "id", "disks", "nets", "rngs"])]
     config: Option<PathBuf>,
     /// Kernel: a bzImage, or an ELF vmlinux with a PVH entry point.
     #[arg(long, required_unless_present = "config")]
@@ -54,6 +60,19 @@ struct Cli {
     /// The VM's ID.
     #[arg(long, default_value = "vm")]
     id: String,
+    /// A virtio disk: id=ID,path=P[,class=storage|removable-storage][,read-only] (repeatable).
+    #[arg(long = "disk", value_parser = parse_disk)]
+    disks: Vec<DeviceConfig>,
+    /// A virtio NIC on a tap: id=ID,tap=NAME[,mac=M] (repeatable).
+    #[arg(long = "net", value_parser = parse_net)]
+    nets: Vec<DeviceConfig>,
+    /// A virtio entropy device: id=ID (repeatable).
+    #[arg(long = "rng", value_parser = parse_rng)]
+    rngs: Vec<DeviceConfig>,
+    /// Boot-time policy: devices of this class are not created (still listed, not allowed).
+    /// storage, removable-storage, network or entropy; repeatable; also applies to --config.
+    #[arg(long = "prohibit", value_parser = parse_class)]
+    prohibit: Vec<DeviceClass>,
     /// Seccomp filters per thread: on (a syscall outside a thread's allow-list kills the
     /// process), off, or log (allowed, and logged by the kernel; for diagnosis).
     #[arg(long, default_value_t = SeccompMode::On)]
@@ -79,8 +98,15 @@ impl Cli {
                 memory_mib: self.memory_mib,
                 console: self.console,
                 api_socket: None,
+                devices: self
+                    .disks
+                    .into_iter()
+                    .chain(self.nets)
+                    .chain(self.rngs)
+                    .collect(),
             },
         };
+        prohibit_classes(&mut config.devices, &self.prohibit);
         if self.api_socket.is_some() {
             config.api_socket = self.api_socket;
         }

@@ -26,6 +26,10 @@ use crate::vstate::vcpu::{Vcpu, VcpuError};
 use crate::vstate::vcpus::{VcpuSet, VcpuThreadError};
 use crate::vstate::vm::{Hypervisor, IrqChip, Vm, VmError};
 
+mod virtio_devices;
+
+pub use virtio_devices::{PlacedDevice, VirtioDevices, VirtioSetupError};
+
 /// How long the process waits after a stop asked for through the API, so the API answer is
 /// written before the process exits.
 pub const API_ANSWER_GRACE: Duration = Duration::from_millis(200);
@@ -61,6 +65,8 @@ pub enum VmmError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("cannot set up the virtio devices")]
+    Virtio(#[from] VirtioSetupError),
     #[error("the VM was already started")]
     AlreadyStarted,
 }
@@ -95,6 +101,7 @@ pub struct Vmm {
     memory: GuestMemoryMmap,
     stop: Arc<StopSignal>,
     ged: Arc<Mutex<Ged>>,
+    virtio: VirtioDevices,
     state: Mutex<RunState>,
     created_vcpus: Mutex<Vec<Vcpu>>,
     vcpus: Mutex<Option<VcpuSet>>,
@@ -193,6 +200,7 @@ impl Vmm {
         pio.insert(acpi_pm::GED_PORT, acpi_pm::GED_PORT_LEN, ged.clone())?;
         resources.add_dsdt_aml(&acpi_pm::dsdt_aml(ged_gsi));
 
+        let virtio = VirtioDevices::attach(&config.devices, &vm, &memory, &mmio, &mut resources)?;
         tracing::debug!(
             ms = vmm_started.elapsed().as_millis() as u64,
             "devices created"
@@ -241,6 +249,7 @@ impl Vmm {
             memory,
             stop,
             ged,
+            virtio,
             state: Mutex::new(RunState::Created),
             created_vcpus: Mutex::new(vcpus),
             vcpus: Mutex::new(None),
@@ -290,6 +299,7 @@ impl Vmm {
         if vcpus.is_empty() {
             return Err(VmmError::AlreadyStarted);
         }
+        self.virtio.start()?;
         let set = VcpuSet::start(vcpus, Arc::clone(&self.stop))?;
         *lock(&self.vcpus) = Some(set);
         *lock(&self.started_at) = Some(Instant::now());
@@ -334,6 +344,11 @@ impl Vmm {
     /// Guest memory (for snapshot).
     pub fn memory(&self) -> &GuestMemoryMmap {
         &self.memory
+    }
+
+    /// The virtio devices (for snapshot: stop their event loop, save each transport).
+    pub fn virtio(&self) -> &VirtioDevices {
+        &self.virtio
     }
 
     /// Runs `f` on the vCPUs before [`Vmm::start`] (for snapshot restore); empty once started.
@@ -422,10 +437,11 @@ impl VmControl for Vmm {
             VmRequest::Snapshot { .. } => Err(ControlError::Unsupported(
                 "snapshots are not wired into this VMM yet".into(),
             )),
-            VmRequest::ListDevices => Ok(VmResponse::Devices(Vec::new())),
-            VmRequest::SetDevicePolicy { id, .. } => {
-                Err(ControlError::NotFound(format!("no device {id}")))
-            }
+            VmRequest::ListDevices => Ok(VmResponse::Devices(self.virtio.list())),
+            VmRequest::SetDevicePolicy { id, allowed } => self
+                .virtio
+                .set_policy(&id, allowed)
+                .map(VmResponse::DevicePolicy),
         }
     }
 }

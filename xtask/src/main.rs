@@ -104,6 +104,18 @@ enum BenchKind {
         #[arg(long, default_value_t = 256)]
         memory_mib: u64,
     },
+    /// virtio-blk sequential read/write and virtio-net guest-to-host TCP throughput from inside
+    /// the guest, against the same work on the host (file system, loopback), with the ratios.
+    Io {
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+        /// MiB written then read per disk run.
+        #[arg(long, default_value_t = 64)]
+        disk_mib: u64,
+        /// MiB sent per network run.
+        #[arg(long, default_value_t = 64)]
+        net_mib: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -212,6 +224,20 @@ fn bench_inner(
             vcpus,
             memory_mib,
         }),
+        BenchKind::Io {
+            runs,
+            disk_mib,
+            net_mib,
+        } => bench::io::run_here(&bench::io::IoBench {
+            vmm,
+            qemu,
+            bzimage: images.join("bzImage"),
+            initramfs: images.join("initramfs.cpio.gz"),
+            work: std::env::temp_dir().join("virmo-bench-io"),
+            runs,
+            disk_mib,
+            net_mib,
+        }),
     }
 }
 
@@ -226,6 +252,11 @@ fn bench(which: BenchKind) -> Result<()> {
             vcpus,
             memory_mib,
         } => format!("boot --runs {runs} --vcpus {vcpus} --memory-mib {memory_mib}"),
+        BenchKind::Io {
+            runs,
+            disk_mib,
+            net_mib,
+        } => format!("io --runs {runs} --disk-mib {disk_mib} --net-mib {net_mib}"),
     };
     if runner::host_has_hardware_kvm() {
         return bench_inner(which, vmm, Some(qemu), &images.dir);

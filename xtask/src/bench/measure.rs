@@ -73,6 +73,19 @@ impl Console {
         }
     }
 
+    /// Waits for a line containing `marker`; returns when it arrived and the whole line.
+    pub fn wait_line(&mut self, marker: &str, timeout: Duration) -> Result<(Instant, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((at, line)) if line.contains(marker) => return Ok((at, line)),
+                Ok(_) => {}
+                Err(_) => bail!("no {marker:?} on the console within {timeout:?}"),
+            }
+        }
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

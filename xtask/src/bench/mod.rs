@@ -1,4 +1,5 @@
 //! Benchmarks that boot real guests: run in the nested-KVM runner, or directly on hardware KVM.
 
 pub mod boot;
+pub mod io;
 pub mod measure;
