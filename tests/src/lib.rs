@@ -6,9 +6,9 @@
 //! through `VIRMO_VMM_BIN` and `VIRMO_IMAGES_DIR`. Run any other way, they fail with a message saying
 //! so: never a silent pass without KVM.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -72,6 +72,19 @@ impl TestEnv {
             vcpus: 1,
             memory_mib: 128,
             api_socket: true,
+            stdin: false,
+            extra: Vec::new(),
+        }
+    }
+
+    /// A VMM command line restoring the VM saved in the snapshot folder `snapshot`
+    /// (`vmm --restore`), with an API socket of its own.
+    pub fn restore(&self, snapshot: &Path) -> RestoreBuilder {
+        RestoreBuilder {
+            env: self.clone(),
+            snapshot: snapshot.to_path_buf(),
+            memory_restore: None,
+            stdin: false,
             extra: Vec::new(),
         }
     }
@@ -86,10 +99,22 @@ pub struct GuestBuilder {
     pub vcpus: u32,
     pub memory_mib: u64,
     pub api_socket: bool,
+    /// Pipe the VMM's stdin (the guest's console input) so the test can type: [`Guest::send`].
+    pub stdin: bool,
     pub extra: Vec<String>,
 }
 
 impl GuestBuilder {
+    /// Lets the test type on the guest's console ([`Guest::send`]).
+    pub fn with_console_input(mut self) -> Self {
+        self.stdin = true;
+        self
+    }
+    /// Replaces the kernel command line.
+    pub fn cmdline(mut self, cmdline: impl Into<String>) -> Self {
+        self.cmdline = cmdline.into();
+        self
+    }
     pub fn vcpus(mut self, n: u32) -> Self {
         self.vcpus = n;
         self
@@ -127,13 +152,53 @@ impl GuestBuilder {
             cmd.arg("--api-socket").arg(&socket);
         }
         cmd.args(&self.extra);
-        Guest::spawn(cmd, socket, dir)
+        Guest::spawn(cmd, socket, dir, self.stdin)
+    }
+}
+
+/// How to start a VMM process that restores a snapshot.
+pub struct RestoreBuilder {
+    env: TestEnv,
+    pub snapshot: PathBuf,
+    /// `lazy` or `eager`; none: the VMM's default.
+    pub memory_restore: Option<String>,
+    pub stdin: bool,
+    pub extra: Vec<String>,
+}
+
+impl RestoreBuilder {
+    pub fn memory_restore(mut self, mode: &str) -> Self {
+        self.memory_restore = Some(mode.to_string());
+        self
+    }
+    pub fn with_console_input(mut self) -> Self {
+        self.stdin = true;
+        self
+    }
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.extra.push(arg.into());
+        self
+    }
+
+    /// Starts the VMM; its console (stdout) and stderr are collected.
+    pub fn spawn(self) -> Guest {
+        let dir = TempDir::new("restored");
+        let socket = dir.path().join("api.sock");
+        let mut cmd = Command::new(&self.env.vmm);
+        cmd.arg("--restore").arg(&self.snapshot);
+        if let Some(mode) = &self.memory_restore {
+            cmd.args(["--memory-restore", mode]);
+        }
+        cmd.arg("--api-socket").arg(&socket);
+        cmd.args(&self.extra);
+        Guest::spawn(cmd, socket, dir, self.stdin)
     }
 }
 
 /// A running VMM process and its console.
 pub struct Guest {
     child: Child,
+    stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     /// Everything printed so far (console and stderr), for failure messages.
     pub transcript: Arc<Mutex<Vec<String>>>,
@@ -142,9 +207,9 @@ pub struct Guest {
 }
 
 impl Guest {
-    fn spawn(mut cmd: Command, api_socket: PathBuf, dir: TempDir) -> Self {
+    fn spawn(mut cmd: Command, api_socket: PathBuf, dir: TempDir, stdin: bool) -> Self {
         let mut child = cmd
-            .stdin(Stdio::null())
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -171,6 +236,7 @@ impl Guest {
             });
         }
         Self {
+            stdin: child.stdin.take(),
             child,
             lines: rx,
             transcript,
@@ -230,6 +296,24 @@ impl Guest {
         }
     }
 
+    /// Types `text` on the guest's console (needs `with_console_input`).
+    pub fn send(&mut self, text: &str) {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .expect("the guest was started without console input");
+        stdin
+            .write_all(text.as_bytes())
+            .and_then(|()| stdin.flush())
+            .expect("write to the guest's console");
+    }
+
+    /// Kills the VMM process with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Whether the VMM process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("wait for vmm").is_none()
@@ -241,6 +325,11 @@ impl Guest {
 
     pub fn transcript(&self) -> String {
         self.transcript.lock().unwrap().join("\n")
+    }
+
+    /// Every line printed so far (console and stderr), consumed by waits or not.
+    pub fn transcript_lines(&self) -> Vec<String> {
+        self.transcript.lock().unwrap().clone()
     }
 }
 
@@ -256,6 +345,22 @@ pub fn code(status: ExitStatus) -> i32 {
     status
         .code()
         .unwrap_or_else(|| panic!("the process was killed by a signal: {status:?}"))
+}
+
+/// CRC-32 (IEEE), as in snapshot manifests (bitwise: test data is small).
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
 
 /// A temporary directory removed on drop.
@@ -277,5 +382,14 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn crc32_matches_the_ieee_check_value() {
+        assert_eq!(super::crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(super::crc32(b""), 0);
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! | status | meaning |
 //! | --- | --- |
-//! | 0 | the guest powered off or rebooted, or the VM was stopped on request (API `Stop`/`Shutdown`) |
-//! | 1 | bad configuration, or the VM could not be started (the message names the problem) |
+//! | 0 | the guest powered off or rebooted, or the VM was stopped on request (API `Stop`/`Shutdown`), or suspended (API `Snapshot` without `keep_running`) |
+//! | 1 | bad configuration, or the VM could not be started or restored (the message names the problem; e.g. a snapshot that is damaged, of another format version or of another layout) |
 //! | 2 | the guest kernel panicked (reported through the pvpanic device) |
 //! | 3 | triple fault (`KVM_EXIT_SHUTDOWN`) |
 //! | 4 | KVM internal error or emulation failure: the host's KVM could not run this guest |

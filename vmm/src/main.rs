@@ -6,14 +6,19 @@
 //!     [--disk id=ID,path=P[,class=storage|removable-storage][,read-only]]…
 //!     [--net id=ID,tap=NAME[,mac=M]]… [--rng id=ID]… [--prohibit CLASS]…
 //! vmm --config vm.json [--prohibit CLASS]…
+//! vmm --restore DIR [--memory-restore lazy|eager] [--api-socket PATH] [--console C]
+//!     [--vcpus N] [--memory-mib M]
 //! ```
+//!
+//! `--restore` continues a VM saved by `PUT /v1/vm/snapshot` (suspend) in `DIR`; `--vcpus` and
+//! `--memory-mib`, when given, must match the snapshot.
 //!
 //! Every thread runs under its seccomp filter (`vmm::seccomp`; `--seccomp off` disables them,
 //! `--seccomp log` only logs what they would refuse).
 //!
 //! Exit statuses are listed in [`vmm::exit_status`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +34,8 @@ use vmm::config::{
 use vmm::devices::virtio::{DeviceClass, DeviceConfig};
 use vmm::exit_status;
 use vmm::seccomp::{self, SeccompMode, ThreadClass};
+use vmm::snapshot::MemoryRestore;
+use vmm::vmm::restore::RestoreOptions;
 use vmm::vmm::Vmm;
 
 /// Runs one KVM virtual machine.
@@ -36,24 +43,34 @@ use vmm::vmm::Vmm;
 #[command(version, about)]
 struct Cli {
     /// A JSON VM config; excludes the other VM options.
-    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline", "vcpus", "memory_mib", "console", "id", "disks", "nets", "rngs"])]
+    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline", "vcpus", "memory_mib", "console", "id", "disks", "nets", "rngs", "restore"])]
     config: Option<PathBuf>,
+    /// Continue the VM saved in this snapshot folder (no kernel is loaded; the devices are the
+    /// saved VM's).
+    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline", "id", "disks", "nets", "rngs", "prohibit"])]
+    restore: Option<PathBuf>,
+    /// With --restore: map the memory file and load pages on first touch (lazy), or read it all
+    /// before the guest runs (eager).
+    #[arg(long, requires = "restore", value_parser = parse_memory_restore)]
+    memory_restore: Option<MemoryRestore>,
     /// Kernel: a bzImage, or an ELF vmlinux with a PVH entry point.
-    #[arg(long, required_unless_present = "config")]
+    #[arg(long, required_unless_present_any = ["config", "restore"])]
     kernel: Option<PathBuf>,
     #[arg(long)]
     initramfs: Option<PathBuf>,
     /// Kernel command line.
     #[arg(long, default_value = DEFAULT_CMDLINE)]
     cmdline: String,
-    /// vCPUs: 1 up to what KVM allows, at most 255 (the MADT's xAPIC IDs).
-    #[arg(long, default_value_t = 1)]
-    vcpus: u32,
-    #[arg(long, default_value_t = 256)]
-    memory_mib: u64,
-    /// stdout, none or file:PATH.
-    #[arg(long, default_value = "stdout")]
-    console: ConsoleConfig,
+    /// vCPUs [default: 1; with --restore: the snapshot's, and another count is refused].
+    #[arg(long)]
+    vcpus: Option<u8>,
+    /// Guest memory in MiB [default: 256; with --restore: the snapshot's, and another size is
+    /// refused].
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    /// stdout, none or file:PATH [default: stdout; with --restore: as saved].
+    #[arg(long)]
+    console: Option<ConsoleConfig>,
     /// Serve the control API on this Unix socket (overrides the config file's).
     #[arg(long)]
     api_socket: Option<PathBuf>,
@@ -89,14 +106,9 @@ impl Cli {
                 kernel: self.kernel.context("--kernel is required")?,
                 initramfs: self.initramfs,
                 cmdline: self.cmdline,
-                vcpus: u8::try_from(self.vcpus).map_err(|_| {
-                    anyhow::anyhow!(
-                        "--vcpus {}: more vCPUs than this VMM supports (255: xAPIC IDs in the MADT)",
-                        self.vcpus
-                    )
-                })?,
-                memory_mib: self.memory_mib,
-                console: self.console,
+                vcpus: self.vcpus.unwrap_or(1),
+                memory_mib: self.memory_mib.unwrap_or(256),
+                console: self.console.unwrap_or_default(),
                 api_socket: None,
                 devices: self
                     .disks
@@ -156,25 +168,67 @@ fn main() -> ExitCode {
     std::process::exit(reason.exit_status());
 }
 
+fn parse_memory_restore(text: &str) -> Result<MemoryRestore, String> {
+    match text {
+        "lazy" => Ok(MemoryRestore::Lazy),
+        "eager" => Ok(MemoryRestore::Eager),
+        other => Err(format!("{other:?} is not lazy or eager")),
+    }
+}
+
 fn start(cli: Cli, started: Instant) -> anyhow::Result<Arc<Vmm>> {
     // Before any thread starts: each confines itself with these filters.
     seccomp::init(cli.seccomp).context("cannot set up the seccomp filters")?;
-    let config = cli.into_config()?;
-    // Every log line of this VM carries its ID (the span is kept for the process's life).
-    std::mem::forget(tracing::info_span!("vm", id = %config.id).entered());
-    // Bind first: a socket in use is refused before any VM resource is created.
-    let api = match &config.api_socket {
+    let vmm = match cli.restore.clone() {
+        Some(dir) => {
+            let options = RestoreOptions {
+                dir,
+                memory: cli.memory_restore.unwrap_or(MemoryRestore::Lazy),
+                vcpus: cli.vcpus,
+                memory_mib: cli.memory_mib,
+                console: cli.console,
+                api_socket: cli.api_socket,
+            };
+            // Bind first: a socket in use is refused before any VM resource is created.
+            let api = bind_api(options.api_socket.as_deref())?;
+            let vmm = Vmm::restore(&options, started, Box::new(|_| Ok(())))
+                .with_context(|| format!("cannot restore the VM from {}", options.dir.display()))?;
+            // Every log line of this VM carries its ID (the span is kept for the process's life).
+            std::mem::forget(tracing::info_span!("vm", id = %vmm.config().id).entered());
+            serve(Arc::new(vmm), api)?
+        }
+        None => {
+            let config = cli.into_config()?;
+            // Every log line of this VM carries its ID (the span is kept for the process's life).
+            std::mem::forget(tracing::info_span!("vm", id = %config.id).entered());
+            let api = bind_api(config.api_socket.as_deref())?;
+            serve(
+                Arc::new(Vmm::build_with_devices(
+                    config,
+                    started,
+                    Box::new(|_| Ok(())),
+                )?),
+                api,
+            )?
+        }
+    };
+    vmm.start()?;
+    Ok(vmm)
+}
+
+fn bind_api(path: Option<&Path>) -> anyhow::Result<Option<ApiServer>> {
+    Ok(match path {
         Some(path) => Some(ApiServer::bind(path)?),
         None => None,
-    };
-    let vmm = Arc::new(Vmm::build_with_devices(
-        config,
-        started,
-        Box::new(|_| Ok(())),
-    )?);
+    })
+}
+
+/// Serves the API; after the answer to a suspend is flushed, the VM stops and `main` exits.
+fn serve(vmm: Arc<Vmm>, api: Option<ApiServer>) -> anyhow::Result<Arc<Vmm>> {
     if let Some(api) = api {
-        api.spawn(vmm.clone())?;
+        let hook_vmm = Arc::clone(&vmm);
+        api.after_response(move |request, result| hook_vmm.after_answer(request, result))
+            .spawn(vmm.clone())?;
     }
-    vmm.start()?;
     Ok(vmm)
 }

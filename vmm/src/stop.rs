@@ -25,15 +25,19 @@ pub enum StopReason {
     StopRequested,
     /// A graceful shutdown timed out and the VMM stopped the guest.
     ShutdownForced,
+    /// The VM was saved to a snapshot (suspend) and its answer was sent: the process ends.
+    Suspended,
 }
 
 impl StopReason {
     /// The process exit status for this reason (see [`crate::exit_status`]).
     pub fn exit_status(&self) -> i32 {
         match self {
-            Self::PowerOff | Self::Reboot | Self::StopRequested | Self::ShutdownForced => {
-                exit_status::GUEST_STOPPED
-            }
+            Self::PowerOff
+            | Self::Reboot
+            | Self::StopRequested
+            | Self::ShutdownForced
+            | Self::Suspended => exit_status::GUEST_STOPPED,
             Self::GuestPanic => exit_status::GUEST_PANIC,
             Self::TripleFault { .. } => exit_status::TRIPLE_FAULT,
             Self::KvmError { .. } => exit_status::KVM_ERROR,
@@ -56,6 +60,7 @@ impl std::fmt::Display for StopReason {
             Self::VmmError(msg) => write!(f, "VMM internal error: {msg}"),
             Self::StopRequested => write!(f, "stopped on request"),
             Self::ShutdownForced => write!(f, "stopped by force after the shutdown timeout"),
+            Self::Suspended => write!(f, "suspended: the VM was saved to a snapshot"),
         }
     }
 }
@@ -164,6 +169,7 @@ mod tests {
         assert_eq!(StopReason::Reboot.exit_status(), 0);
         assert_eq!(StopReason::StopRequested.exit_status(), 0);
         assert_eq!(StopReason::ShutdownForced.exit_status(), 0);
+        assert_eq!(StopReason::Suspended.exit_status(), 0);
         assert_eq!(StopReason::GuestPanic.exit_status(), 2);
         assert_eq!(StopReason::TripleFault { vcpu: 0 }.exit_status(), 3);
         let kvm = StopReason::KvmError {

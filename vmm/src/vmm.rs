@@ -12,21 +12,25 @@ use crate::arch::x86_64::boot::{self, BootError, BootInputs, KernelFormat};
 use crate::arch::x86_64::regs::EntryMode;
 use crate::config::{ConfigError, ConsoleConfig, VmConfig};
 use crate::control::{ControlError, VmControl, VmRequest, VmResponse};
-use crate::devices::acpi_pm::{self, AcpiPm, Ged};
+use crate::devices::acpi_pm::{self, Ged};
 use crate::devices::bus::{Bus, BusError};
-use crate::devices::console::{self, ConsoleOutput};
-use crate::devices::i8042::{I8042, I8042_PORT, I8042_PORT_LEN};
-use crate::devices::pvpanic::{self, PvPanic, PVPANIC_PORT, PVPANIC_PORT_LEN};
+use crate::devices::console;
+use crate::devices::persist::{DeviceStatesError, PersistRegistry};
 use crate::devices::resources::{ResourceError, Resources};
-use crate::devices::rtc::{self, CmosRtc, RTC_PORT, RTC_PORT_LEN};
-use crate::devices::serial::{self, SerialDevice, COM1_GSI, COM1_PORT, COM1_PORT_LEN};
 use crate::memory::{self, MemoryError, ACPI_TABLES_END, ACPI_TABLES_START};
 use crate::stop::{StopReason, StopSignal};
 use crate::vstate::vcpu::{Vcpu, VcpuError};
 use crate::vstate::vcpus::{VcpuSet, VcpuThreadError};
 use crate::vstate::vm::{Hypervisor, IrqChip, Vm, VmError};
 
+mod platform;
+pub mod restore;
+pub mod suspend;
+
+use platform::Devices;
+pub use platform::{ACPI_PM_ID, GED_ID, I8042_ID, PVPANIC_ID, RTC_ID, SERIAL_ID};
 mod virtio_devices;
+mod virtio_persist;
 
 pub use virtio_devices::{PlacedDevice, VirtioDevices, VirtioSetupError};
 
@@ -65,14 +69,19 @@ pub enum VmmError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("cannot register a device for snapshots")]
+    Persist(#[from] DeviceStatesError),
     #[error("cannot set up the virtio devices")]
     Virtio(#[from] VirtioSetupError),
     #[error("the VM was already started")]
     AlreadyStarted,
 }
 
-/// What a device needs to join the VM: the buses, interrupt lines, MMIO windows, DSDT entries
-/// and guest memory. Given to the `extra_devices` hook of [`Vmm::build_with_devices`].
+/// What a device needs to join the VM: the buses, interrupt lines, MMIO windows, DSDT entries,
+/// guest memory, and the snapshot registry (every device adds itself there: a device that is not
+/// registered makes snapshots of the VM incomplete). Given to the `extra_devices` hook of
+/// [`Vmm::build_with_devices`] and [`Vmm::restore`]; the hook must add the same devices in the
+/// same order for the same config, so that a restored VM has the layout of the saved one.
 pub struct DeviceSetup<'a> {
     pub vm: &'a Vm,
     pub memory: &'a GuestMemoryMmap,
@@ -80,18 +89,19 @@ pub struct DeviceSetup<'a> {
     pub mmio: &'a Arc<Bus>,
     pub resources: &'a mut Resources,
     pub stop: &'a Arc<StopSignal>,
+    pub persist: &'a mut PersistRegistry,
 }
 
 /// A hook adding devices (e.g. virtio-mmio) while the VM is built.
 pub type ExtraDevices<'h> = Box<dyn FnOnce(&mut DeviceSetup<'_>) -> Result<(), VmmError> + 'h>;
 
 /// Where the guest's initial memory and CPU state come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum GuestSource {
-    /// Kernel, initramfs and ACPI tables loaded; boot vCPU at the kernel entry.
+    /// Fresh memory; kernel, initramfs and ACPI tables loaded; boot vCPU at the kernel entry.
     Boot,
-    /// Left to the snapshot restore.
-    Snapshot,
+    /// Memory rebuilt from a snapshot (mapped or read from its memory file); CPU and device
+    /// state left to the snapshot restore.
+    Snapshot(GuestMemoryMmap),
 }
 
 /// One VM: built, then started, then stopped once.
@@ -101,6 +111,10 @@ pub struct Vmm {
     memory: GuestMemoryMmap,
     stop: Arc<StopSignal>,
     ged: Arc<Mutex<Ged>>,
+    /// Every device, for snapshots.
+    persist: PersistRegistry,
+    /// Set once a suspend saved the VM: it must not run again in this process.
+    suspended: AtomicBool,
     virtio: VirtioDevices,
     state: Mutex<RunState>,
     created_vcpus: Mutex<Vec<Vcpu>>,
@@ -129,16 +143,23 @@ impl Vmm {
         Self::build_inner(config, vmm_started, extra_devices, GuestSource::Boot)
     }
 
-    /// Builds the VM for restoring a snapshot: the same machine and devices, but no kernel,
-    /// ACPI tables or boot registers are written. Before [`Vmm::start`], the caller fills
-    /// [`Vmm::memory`] and sets the state of the VM ([`Vmm::vm`]) and of each vCPU
-    /// ([`Vmm::with_created_vcpus`]).
+    /// Builds the VM for restoring a snapshot: the same machine and devices, on `memory` (the
+    /// guest memory rebuilt from the snapshot, of `config`'s size), but no kernel, ACPI tables
+    /// or boot registers are written. Before [`Vmm::start`], the caller sets the state of the
+    /// VM ([`Vmm::vm`]), of each vCPU ([`Vmm::with_created_vcpus`]) and of each device
+    /// ([`Vmm::restore`] does all of it).
     pub fn build_for_restore(
         config: VmConfig,
+        memory: GuestMemoryMmap,
         vmm_started: Instant,
         extra_devices: ExtraDevices<'_>,
     ) -> Result<Self, VmmError> {
-        Self::build_inner(config, vmm_started, extra_devices, GuestSource::Snapshot)
+        Self::build_inner(
+            config,
+            vmm_started,
+            extra_devices,
+            GuestSource::Snapshot(memory),
+        )
     }
 
     fn build_inner(
@@ -150,76 +171,34 @@ impl Vmm {
         config.validate_machine()?;
         let format = match source {
             GuestSource::Boot => Some(config.validate_boot_files()?),
-            GuestSource::Snapshot => None,
+            GuestSource::Snapshot(_) => None,
         };
         let hypervisor = Hypervisor::open()?;
         config.validate_for_host(hypervisor.host_limits())?;
         tracing::debug!(ms = vmm_started.elapsed().as_millis() as u64, "KVM opened");
         let mut vm = hypervisor.create_vm(IrqChip::InKernel)?;
         tracing::debug!(ms = vmm_started.elapsed().as_millis() as u64, "VM created");
-        let memory = memory::create_guest_memory(config.memory_bytes())?;
+        let memory = match source {
+            GuestSource::Boot => memory::create_guest_memory(config.memory_bytes())?,
+            GuestSource::Snapshot(memory) => memory,
+        };
         vm.register_memory(&memory)?;
         tracing::debug!(
             ms = vmm_started.elapsed().as_millis() as u64,
             "VM and memory created"
         );
-
-        let stop = Arc::new(StopSignal::new());
-        let pio = Arc::new(Bus::new("pio"));
-        let mmio = Arc::new(Bus::new("mmio"));
-        let mut resources = Resources::new();
-
-        let console =
-            ConsoleOutput::open(&config.console, vmm_started).map_err(VmmError::Console)?;
-        let serial = Arc::new(Mutex::new(SerialDevice::new(
-            vm.irq_line(COM1_GSI)?,
-            console,
-        )));
-        pio.insert(COM1_PORT, COM1_PORT_LEN, serial.clone())?;
-        resources.add_dsdt_aml(&serial::dsdt_aml());
-        pio.insert(RTC_PORT, RTC_PORT_LEN, Arc::new(Mutex::new(CmosRtc::new())))?;
-        resources.add_dsdt_aml(&rtc::dsdt_aml());
-        pio.insert(
-            I8042_PORT,
-            I8042_PORT_LEN,
-            Arc::new(Mutex::new(I8042::new(Arc::clone(&stop)))),
-        )?;
-        pio.insert(
-            PVPANIC_PORT,
-            PVPANIC_PORT_LEN,
-            Arc::new(Mutex::new(PvPanic::new(Arc::clone(&stop)))),
-        )?;
-        resources.add_dsdt_aml(&pvpanic::dsdt_aml());
-        pio.insert(
-            acpi_pm::PM_PORT,
-            acpi_pm::PM_PORT_LEN,
-            Arc::new(Mutex::new(AcpiPm::new(Arc::clone(&stop)))),
-        )?;
-        let ged_gsi = resources.allocate_gsi()?;
-        let ged = Arc::new(Mutex::new(Ged::new(vm.irq_line(ged_gsi)?)));
-        pio.insert(acpi_pm::GED_PORT, acpi_pm::GED_PORT_LEN, ged.clone())?;
-        resources.add_dsdt_aml(&acpi_pm::dsdt_aml(ged_gsi));
-
-        let virtio = VirtioDevices::attach(&config.devices, &vm, &memory, &mmio, &mut resources)?;
+        let devices = Devices::build(&vm, &memory, &config, vmm_started, extra_devices)?;
         tracing::debug!(
             ms = vmm_started.elapsed().as_millis() as u64,
             "devices created"
         );
-        extra_devices(&mut DeviceSetup {
-            vm: &vm,
-            memory: &memory,
-            pio: &pio,
-            mmio: &mmio,
-            resources: &mut resources,
-            stop: &stop,
-        })?;
 
         let entry = match format {
             Some(format) => Some(Self::load_guest(
                 &config,
                 format,
                 &memory,
-                resources.dsdt_aml(),
+                devices.resources.dsdt_aml(),
             )?),
             None => None,
         };
@@ -232,24 +211,42 @@ impl Vmm {
         let tsc_deadline = hypervisor.has_tsc_deadline();
         let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
         for index in 0..config.vcpus {
-            let vcpu = Vcpu::new(&vm, index, Arc::clone(&pio), Arc::clone(&mmio))?;
+            let vcpu = Vcpu::new(
+                &vm,
+                index,
+                Arc::clone(&devices.pio),
+                Arc::clone(&devices.mmio),
+            )?;
             vcpu.configure(&cpuid, config.vcpus, tsc_deadline, IrqChip::InKernel)?;
             if let (0, Some(entry)) = (index, &entry) {
                 vcpu.configure_boot(&memory, entry)?;
             }
             vcpus.push(vcpu);
         }
-        if config.console == ConsoleConfig::Stdout {
-            console::spawn_stdin_reader(serial).map_err(VmmError::ConsoleInput)?;
-        }
+        Self::assemble(config, vm, memory, devices, vcpus, vmm_started)
+    }
 
+    /// The VM from its parts, ready to [`start`](Self::start); starts the console input.
+    fn assemble(
+        config: VmConfig,
+        vm: Vm,
+        memory: GuestMemoryMmap,
+        devices: Devices,
+        vcpus: Vec<Vcpu>,
+        vmm_started: Instant,
+    ) -> Result<Self, VmmError> {
+        if config.console == ConsoleConfig::Stdout {
+            console::spawn_stdin_reader(devices.serial).map_err(VmmError::ConsoleInput)?;
+        }
         Ok(Self {
             config,
             vm,
             memory,
-            stop,
-            ged,
-            virtio,
+            stop: devices.stop,
+            ged: devices.ged,
+            persist: devices.persist,
+            suspended: AtomicBool::new(false),
+            virtio: devices.virtio,
             state: Mutex::new(RunState::Created),
             created_vcpus: Mutex::new(vcpus),
             vcpus: Mutex::new(None),
@@ -424,6 +421,12 @@ impl Vmm {
 
 impl VmControl for Vmm {
     fn handle(&self, request: VmRequest) -> Result<VmResponse, ControlError> {
+        if self.is_suspended() && !matches!(request, VmRequest::GetInfo | VmRequest::ListDevices) {
+            return Err(ControlError::InvalidState {
+                state: "suspended".into(),
+                reason: "the VM was saved to a snapshot and this process is ending".into(),
+            });
+        }
         match request {
             VmRequest::GetInfo => Ok(VmResponse::Info(self.info())),
             VmRequest::Pause => self.pause(),
@@ -434,9 +437,10 @@ impl VmControl for Vmm {
                 self.stop.raise(StopReason::StopRequested);
                 Ok(VmResponse::Done)
             }
-            VmRequest::Snapshot { .. } => Err(ControlError::Unsupported(
-                "snapshots are not wired into this VMM yet".into(),
-            )),
+            VmRequest::Snapshot { dir, keep_running } => self
+                .snapshot(&dir, keep_running)
+                .map(VmResponse::Snapshot)
+                .map_err(ControlError::from),
             VmRequest::ListDevices => Ok(VmResponse::Devices(self.virtio.list())),
             VmRequest::SetDevicePolicy { id, allowed } => self
                 .virtio
@@ -582,6 +586,66 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn snapshot_saves_the_vm_and_a_new_vmm_restores_it() {
+        let Some((config, console)) = test_config("snapshot", false) else {
+            return;
+        };
+        let vmm = Vmm::build(config).unwrap();
+        vmm.start().unwrap();
+        assert!(wait_for_console(&console, "VIRMO-GUEST-READY"));
+        let dir = console.with_file_name("snap");
+        let started = Instant::now();
+        let answer = vmm.handle(VmRequest::Snapshot {
+            dir: dir.clone(),
+            keep_running: true,
+        });
+        eprintln!("snapshot took {:?}", started.elapsed());
+        let Ok(VmResponse::Snapshot(info)) = answer else {
+            panic!("unexpected {answer:?}");
+        };
+        assert_eq!(info.memory_size, 64 << 20);
+        assert!(info.memory_bytes_written > 0 && info.memory_bytes_written < 8 << 20);
+        assert_eq!(
+            vmm.handle(VmRequest::GetInfo)
+                .map(|r| matches!(r, VmResponse::Info(i) if i.state == RunState::Paused)),
+            Ok(true)
+        );
+        // A second suspend without keep_running marks the VM suspended: it refuses to resume.
+        assert!(matches!(
+            vmm.handle(VmRequest::Snapshot {
+                dir: dir.clone(),
+                keep_running: false,
+            }),
+            Ok(VmResponse::Snapshot(_))
+        ));
+        assert!(vmm.is_suspended());
+        assert!(matches!(
+            vmm.handle(VmRequest::Resume),
+            Err(ControlError::InvalidState { .. })
+        ));
+        vmm.after_answer(
+            &VmRequest::Snapshot {
+                dir: dir.clone(),
+                keep_running: false,
+            },
+            &Ok(VmResponse::Snapshot(info)),
+        );
+        assert_eq!(vmm.wait(), StopReason::Suspended);
+        vmm.shut_down();
+
+        let restored = Vmm::restore(
+            &restore::RestoreOptions::new(&dir),
+            Instant::now(),
+            Box::new(|_| Ok(())),
+        )
+        .unwrap();
+        restored.start().unwrap();
+        assert_eq!(restored.info().state, RunState::Running);
+        restored.handle(VmRequest::Stop).unwrap();
+        restored.shut_down();
+    }
+
+    #[test]
     fn control_pauses_resumes_and_forces_a_shutdown_the_guest_ignores() {
         let Some((config, console)) = test_config("control", false) else {
             return;
@@ -620,7 +684,9 @@ pub(crate) mod tests {
         };
         config.kernel = "/nonexistent/kernel".into();
         config.vcpus = 2;
-        let vmm = Vmm::build_for_restore(config, Instant::now(), Box::new(|_| Ok(()))).unwrap();
+        let memory = memory::create_guest_memory(config.memory_bytes()).unwrap();
+        let vmm =
+            Vmm::build_for_restore(config, memory, Instant::now(), Box::new(|_| Ok(()))).unwrap();
         assert_eq!(vmm.with_created_vcpus(|vcpus| vcpus.len()), 2);
         let rsdp: [u8; 8] =
             vm_memory::Bytes::read_obj(vmm.memory(), vm_memory::GuestAddress(ACPI_TABLES_START))

@@ -104,6 +104,15 @@ enum BenchKind {
         #[arg(long, default_value_t = 256)]
         memory_mib: u64,
     },
+    /// Suspend and resume (lazy and eager) of 256 MiB and 1 GiB guests with 64 MiB and with all
+    /// memory touched, beside the floor (plain write + fsync of the same bytes) and a cold boot.
+    Snapshot {
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+        /// Where the snapshots are written (in the runner: its RAM-backed /tmp).
+        #[arg(long, default_value = "/tmp/virmo-bench-snapshot")]
+        work: PathBuf,
+    },
     /// virtio-blk sequential read/write and virtio-net guest-to-host TCP throughput from inside
     /// the guest, against the same work on the host (file system, loopback), with the ratios.
     Io {
@@ -224,6 +233,15 @@ fn bench_inner(
             vcpus,
             memory_mib,
         }),
+        BenchKind::Snapshot { runs, work } => {
+            bench::snapshot::run_here(&bench::snapshot::SnapshotBench {
+                vmm,
+                bzimage: images.join("bzImage"),
+                initramfs: images.join("initramfs.cpio.gz"),
+                work,
+                runs,
+            })
+        }
         BenchKind::Io {
             runs,
             disk_mib,
@@ -252,11 +270,20 @@ fn bench(which: BenchKind) -> Result<()> {
             vcpus,
             memory_mib,
         } => format!("boot --runs {runs} --vcpus {vcpus} --memory-mib {memory_mib}"),
+        BenchKind::Snapshot { runs, work } => {
+            format!("snapshot --runs {runs} --work {}", work.display())
+        }
         BenchKind::Io {
             runs,
             disk_mib,
             net_mib,
         } => format!("io --runs {runs} --disk-mib {disk_mib} --net-mib {net_mib}"),
+    };
+    // The 1 GiB snapshot cases hold a fully touched guest, its snapshot and the floor file in
+    // the runner's RAM at once.
+    let runner_memory_mib = match &which {
+        BenchKind::Boot { .. } | BenchKind::Io { .. } => 4096,
+        BenchKind::Snapshot { .. } => 6144,
     };
     if runner::host_has_hardware_kvm() {
         return bench_inner(which, vmm, Some(qemu), &images.dir);
@@ -299,7 +326,7 @@ fn bench(which: BenchKind) -> Result<()> {
         &runner::RunnerJob {
             files,
             script,
-            memory_mib: 4096,
+            memory_mib: runner_memory_mib,
             cpus: 2,
             timeout: Duration::from_secs(1800),
         },

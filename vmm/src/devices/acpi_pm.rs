@@ -13,10 +13,12 @@ use std::io;
 use std::sync::Arc;
 
 use acpi_tables::{aml, Aml};
+use serde::{Deserialize, Serialize};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::acpi::PmRegisters;
 use crate::devices::bus::BusDevice;
+use crate::devices::persist::{self, Persist, PersistError};
 use crate::stop::{StopReason, StopSignal};
 
 pub const PM_PORT: u64 = 0x600;
@@ -116,6 +118,67 @@ impl BusDevice for Ged {
     fn write(&mut self, _offset: u64, _data: &[u8]) {}
 }
 
+/// The PM registers as saved in snapshots: they have no state (sleep and reset act at once, the
+/// status register reads constant), so the state is empty; saved all the same so that the
+/// snapshot lists every device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcpiPmState {}
+
+/// Device kind of the PM registers in snapshots.
+pub const ACPI_PM_KIND: &str = "acpi-pm";
+
+impl Persist for AcpiPm {
+    fn kind(&self) -> &'static str {
+        ACPI_PM_KIND
+    }
+
+    fn save(&self) -> Result<Vec<u8>, PersistError> {
+        persist::encode(ACPI_PM_KIND, &AcpiPmState {})
+    }
+
+    fn restore(&mut self, data: &[u8]) -> Result<(), PersistError> {
+        let AcpiPmState {} = persist::decode(ACPI_PM_KIND, data)?;
+        Ok(())
+    }
+}
+
+/// The GED as saved in snapshots: the event bits the guest has not read yet (a power button
+/// press in flight survives suspend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GedState {
+    pub pending: u8,
+}
+
+/// Device kind of the GED in snapshots.
+pub const GED_KIND: &str = "acpi-ged";
+
+impl Persist for Ged {
+    fn kind(&self) -> &'static str {
+        GED_KIND
+    }
+
+    fn save(&self) -> Result<Vec<u8>, PersistError> {
+        persist::encode(
+            GED_KIND,
+            &GedState {
+                pending: self.pending,
+            },
+        )
+    }
+
+    fn restore(&mut self, data: &[u8]) -> Result<(), PersistError> {
+        let state: GedState = persist::decode(GED_KIND, data)?;
+        if state.pending & !GED_EVENT_POWER_BUTTON != 0 {
+            return Err(PersistError::Invalid {
+                kind: GED_KIND,
+                reason: format!("unknown event bits {:#04x}", state.pending),
+            });
+        }
+        self.pending = state.pending;
+        Ok(())
+    }
+}
+
 /// DSDT entries: `\_S5_`, the GED on `gsi` and the power button.
 pub fn dsdt_aml(gsi: u32) -> Vec<u8> {
     let port = GED_PORT as usize;
@@ -210,6 +273,25 @@ mod tests {
         assert_eq!(bits[0], GED_EVENT_POWER_BUTTON);
         ged.read(0, &mut bits);
         assert_eq!(bits[0], 0, "read clears");
+    }
+
+    #[test]
+    fn pending_ged_events_survive_save_and_restore() {
+        let mut ged = Ged::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        ged.press_power_button().unwrap();
+        let data = ged.save().unwrap();
+        let mut restored = Ged::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        restored.restore(&data).unwrap();
+        let mut bits = [0u8];
+        restored.read(0, &mut bits);
+        assert_eq!(bits[0], GED_EVENT_POWER_BUTTON);
+        let bad = persist::encode(GED_KIND, &GedState { pending: 0x80 }).unwrap();
+        assert!(restored.restore(&bad).is_err());
+
+        let mut pm = AcpiPm::new(Arc::new(StopSignal::new()));
+        let data = pm.save().unwrap();
+        pm.restore(&data).unwrap();
+        assert!(pm.restore(&[7]).is_err());
     }
 
     #[test]

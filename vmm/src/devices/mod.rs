@@ -1,5 +1,6 @@
 //! Port-I/O and MMIO buses, the resources devices are given (GSIs, MMIO windows, DSDT entries),
-//! the platform devices of the VM, and the virtio devices ([`virtio`]).
+//! the platform devices of the VM, the virtio devices ([`virtio`]), and how each device's state
+//! goes into snapshots ([`persist`]).
 //!
 //! | device | where | IRQ |
 //! | --- | --- | --- |
@@ -14,6 +15,7 @@ pub mod acpi_pm;
 pub mod bus;
 pub mod console;
 pub mod i8042;
+pub mod persist;
 pub mod pvpanic;
 pub mod resources;
 pub mod rtc;

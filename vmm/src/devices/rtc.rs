@@ -5,8 +5,10 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use acpi_tables::{aml, Aml};
+use serde::{Deserialize, Serialize};
 
 use crate::devices::bus::BusDevice;
+use crate::devices::persist::{self, Persist, PersistError};
 
 pub const RTC_PORT: u64 = 0x70;
 pub const RTC_PORT_LEN: u64 = 2;
@@ -150,6 +152,52 @@ impl BusDevice for CmosRtc {
     }
 }
 
+/// The RTC as saved in snapshots: the selected index and the CMOS RAM. The time itself is not
+/// saved: it is always read from the host's clock, so a resumed guest reads the current time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CmosRtcState {
+    pub index: u8,
+    /// The 128 bytes of CMOS RAM.
+    pub ram: Vec<u8>,
+}
+
+/// Device kind of the RTC in snapshots.
+pub const RTC_KIND: &str = "cmos-rtc";
+
+impl Persist for CmosRtc {
+    fn kind(&self) -> &'static str {
+        RTC_KIND
+    }
+
+    fn save(&self) -> Result<Vec<u8>, PersistError> {
+        persist::encode(
+            RTC_KIND,
+            &CmosRtcState {
+                index: self.index,
+                ram: self.ram.to_vec(),
+            },
+        )
+    }
+
+    fn restore(&mut self, data: &[u8]) -> Result<(), PersistError> {
+        let state: CmosRtcState = persist::decode(RTC_KIND, data)?;
+        let invalid = |reason: String| PersistError::Invalid {
+            kind: RTC_KIND,
+            reason,
+        };
+        self.ram = state
+            .ram
+            .as_slice()
+            .try_into()
+            .map_err(|_| invalid(format!("{} bytes of CMOS RAM, not 128", state.ram.len())))?;
+        if state.index > 0x7f {
+            return Err(invalid(format!("index {:#x} is over 0x7f", state.index)));
+        }
+        self.index = state.index;
+        Ok(())
+    }
+}
+
 /// The DSDT entry for the RTC (`PNP0B00`), without an interrupt: it has no alarms.
 pub fn dsdt_aml() -> Vec<u8> {
     let port = RTC_PORT as u16;
@@ -231,6 +279,36 @@ mod tests {
         );
         assert_eq!(read_reg(&mut rtc, REG_STATUS_B), STATUS_B);
         assert_eq!(read_reg(&mut rtc, REG_STATUS_D), STATUS_D_VALID);
+    }
+
+    #[test]
+    fn cmos_ram_and_index_survive_save_and_restore() {
+        let mut rtc = CmosRtc::with_clock(Box::new(|| 0));
+        rtc.write(0, &[0x40]);
+        rtc.write(1, &[0xab]);
+        rtc.write(0, &[0x41]);
+        let data = rtc.save().unwrap();
+        let mut restored = CmosRtc::with_clock(Box::new(|| 951_827_696));
+        restored.restore(&data).unwrap();
+        let mut b = [0u8];
+        restored.read(0, &mut b);
+        assert_eq!(b, [0x41]);
+        assert_eq!(read_reg(&mut restored, 0x40), 0xab);
+        // The time comes from the new clock, not from the snapshot.
+        assert_eq!(read_reg(&mut restored, REG_SECONDS), 0x56);
+
+        let short = persist::encode(
+            RTC_KIND,
+            &CmosRtcState {
+                index: 0,
+                ram: vec![0; 12],
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            restored.restore(&short),
+            Err(PersistError::Invalid { .. })
+        ));
     }
 
     #[test]

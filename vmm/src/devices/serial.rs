@@ -2,13 +2,17 @@
 
 use std::io;
 
+use std::time::Instant;
+
 use acpi_tables::{aml, Aml};
-use vm_superio::serial::NoEvents;
+use serde::{Deserialize, Serialize};
+use vm_superio::serial::{NoEvents, SerialState};
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::bus::BusDevice;
 use crate::devices::console::ConsoleOutput;
+use crate::devices::persist::{self, Persist, PersistError};
 
 pub const COM1_PORT: u64 = 0x3f8;
 pub const COM1_PORT_LEN: u64 = 8;
@@ -62,6 +66,108 @@ impl BusDevice for SerialDevice {
             if let Err(e) = self.uart.write(offset, *byte) {
                 tracing::warn!("serial console write failed: {e:?}");
             }
+        }
+    }
+}
+
+/// The UART's registers and receive FIFO, as saved in snapshots (the transmit side has no
+/// buffer: every byte goes to the console at once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialDeviceState {
+    pub baud_divisor_low: u8,
+    pub baud_divisor_high: u8,
+    pub interrupt_enable: u8,
+    pub interrupt_identification: u8,
+    pub line_control: u8,
+    pub line_status: u8,
+    pub modem_control: u8,
+    pub modem_status: u8,
+    pub scratch: u8,
+    /// Received bytes the guest has not read yet.
+    pub receive_fifo: Vec<u8>,
+}
+
+impl From<SerialState> for SerialDeviceState {
+    fn from(s: SerialState) -> Self {
+        Self {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            receive_fifo: s.in_buffer,
+        }
+    }
+}
+
+impl From<SerialDeviceState> for SerialState {
+    fn from(s: SerialDeviceState) -> Self {
+        Self {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.receive_fifo,
+        }
+    }
+}
+
+/// Device kind of the UART in snapshots.
+pub const SERIAL_KIND: &str = "uart-16550a";
+
+impl Persist for SerialDevice {
+    fn kind(&self) -> &'static str {
+        SERIAL_KIND
+    }
+
+    fn save(&self) -> Result<Vec<u8>, PersistError> {
+        persist::encode(SERIAL_KIND, &SerialDeviceState::from(self.uart.state()))
+    }
+
+    /// Rebuilds the UART from the saved registers, keeping this VM's interrupt line and console.
+    fn restore(&mut self, data: &[u8]) -> Result<(), PersistError> {
+        let state: SerialDeviceState = persist::decode(SERIAL_KIND, data)?;
+        let invalid = |reason: String| PersistError::Invalid {
+            kind: SERIAL_KIND,
+            reason,
+        };
+        let irq = self
+            .uart
+            .interrupt_evt()
+            .0
+            .try_clone()
+            .map_err(|e| invalid(format!("cannot duplicate the interrupt eventfd: {e}")))?;
+        // A stand-in while the console output moves from the old UART to the new one.
+        let placeholder = Serial::new(
+            EventFdTrigger::new(irq),
+            ConsoleOutput::new(None, Instant::now()),
+        );
+        let old = std::mem::replace(&mut self.uart, placeholder);
+        let trigger = EventFdTrigger::new(
+            old.interrupt_evt()
+                .0
+                .try_clone()
+                .map_err(|e| invalid(format!("cannot duplicate the interrupt eventfd: {e}")))?,
+        );
+        let out = old.into_writer();
+        let fifo_len = state.receive_fifo.len();
+        match Serial::from_state(&state.into(), trigger, NoEvents, out) {
+            Ok(uart) => {
+                self.uart = uart;
+                Ok(())
+            }
+            Err(e) => Err(invalid(format!(
+                "{fifo_len} bytes in the receive FIFO: {e:?}"
+            ))),
         }
     }
 }
@@ -129,6 +235,52 @@ mod tests {
         let mut wide = [0u8; 2];
         serial.read(0, &mut wide);
         assert_eq!(wide, [0xff, 0xff]);
+    }
+
+    #[test]
+    fn registers_and_receive_fifo_survive_save_and_restore() {
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut serial = SerialDevice::new(irq, ConsoleOutput::new(None, Instant::now()));
+        serial.write(3, &[0x80]); // LCR: DLAB
+        serial.write(0, &[0x0c]); // divisor 12: 9600 baud
+        serial.write(3, &[0x03]); // 8N1
+        serial.write(1, &[0x01]); // IER
+        serial.write(7, &[0x5a]); // scratch
+        assert_eq!(serial.enqueue_input(b"xyz"), 3);
+        let data = serial.save().unwrap();
+
+        let out = Shared::default();
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let probe = irq.try_clone().unwrap();
+        let console = ConsoleOutput::new(Some(Box::new(out.clone())), Instant::now());
+        let mut restored = SerialDevice::new(irq, console);
+        restored.restore(&data).unwrap();
+        assert_eq!(restored.save().unwrap(), data);
+        let mut byte = [0u8];
+        restored.read(7, &mut byte);
+        assert_eq!(byte, [0x5a]);
+        for expected in b"xyz" {
+            restored.read(0, &mut byte);
+            assert_eq!(byte[0], *expected);
+        }
+        // The restored UART writes to this VM's console and raises this VM's interrupt.
+        restored.write(0, b"!");
+        assert_eq!(&*out.0.lock().unwrap(), b"!");
+        assert_eq!(restored.enqueue_input(b"q"), 1);
+        assert!(probe.read().unwrap() >= 1);
+    }
+
+    #[test]
+    fn an_overfull_receive_fifo_is_refused() {
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut serial = SerialDevice::new(irq, ConsoleOutput::new(None, Instant::now()));
+        let mut state = SerialDeviceState::from(SerialState::default());
+        state.receive_fifo = vec![b'a'; 65];
+        let data = persist::encode(SERIAL_KIND, &state).unwrap();
+        assert!(matches!(
+            serial.restore(&data),
+            Err(PersistError::Invalid { .. })
+        ));
     }
 
     #[test]

@@ -21,10 +21,11 @@ use std::path::Path;
 use vm_memory::guest_memory::FileOffset;
 use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{
-    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
+    GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
     MemoryRegionAddress,
 };
 
+use super::crc_zeros::extend_with_zeros;
 use super::format::{MemoryLayout, PAGE_SIZE};
 
 /// Copy unit between guest memory and the file.
@@ -113,45 +114,175 @@ fn is_zero(page: &[u8]) -> bool {
         .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
-/// Writes all of `memory` into `file` (new and empty) following [`MemoryLayout::of`]`(memory)`,
-/// skipping zero pages. The vCPUs and devices must not write guest memory meanwhile.
-pub fn write_memory_file(memory: &GuestMemoryMmap<()>, file: &File) -> Result<MemoryFileSummary> {
-    let mut hasher = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; CHUNK_BYTES];
+/// `/proc/self/pagemap`: which pages of this process's anonymous memory were ever touched.
+struct PageMap(File);
+
+/// pagemap entry bits: the page is in RAM / in swap.
+const PAGEMAP_PRESENT: u64 = 1 << 63;
+const PAGEMAP_SWAPPED: u64 = 1 << 62;
+
+impl PageMap {
+    fn open() -> Option<Self> {
+        File::open("/proc/self/pagemap").ok().map(Self)
+    }
+
+    /// For the `pages` pages from host address `addr` (page aligned), pushes to `out` whether
+    /// each may hold data: a page of anonymous private memory that is neither present nor
+    /// swapped was never touched and reads as zeros.
+    fn touched(&self, addr: usize, pages: usize, out: &mut Vec<bool>) -> std::io::Result<()> {
+        let mut entries = vec![0u8; pages * 8];
+        self.0
+            .read_exact_at(&mut entries, (addr / PAGE) as u64 * 8)?;
+        out.extend(entries.chunks_exact(8).map(|e| {
+            let entry = u64::from_le_bytes(e.try_into().unwrap_or([0xff; 8]));
+            entry & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) != 0
+        }));
+        Ok(())
+    }
+}
+
+/// A piece of guest memory of at most [`CHUNK_BYTES`], as the writer walks it.
+#[derive(Clone, Copy)]
+struct Chunk {
+    /// Host address of its first byte (page aligned).
+    host: usize,
+    len: usize,
+    /// Where it goes in `memory.bin`.
+    file_offset: u64,
+    /// Anonymous memory: untouched pages are known from the page tables.
+    anonymous: bool,
+}
+
+impl Chunk {
+    fn pages(&self) -> usize {
+        self.len.div_ceil(PAGE)
+    }
+
+    /// Whether each page may hold data (see [`PageMap::touched`]); all pages when unknown.
+    fn touched(&self, pagemap: Option<&PageMap>, out: &mut Vec<bool>) -> Result<()> {
+        out.clear();
+        match pagemap.filter(|_| self.anonymous) {
+            Some(pagemap) => pagemap
+                .touched(self.host, self.pages(), out)
+                .map_err(io("read /proc/self/pagemap")),
+            None => {
+                out.resize(self.pages(), true);
+                Ok(())
+            }
+        }
+    }
+
+    /// The chunk's bytes.
+    ///
+    /// # Safety
+    /// The guest memory the chunk was taken from must be alive and not written by anyone
+    /// while the slice is used.
+    unsafe fn bytes(&self) -> &[u8] {
+        // SAFETY: `host..host + len` lies inside one region's host mapping (see `chunks`); the
+        // caller keeps the mapping alive and unwritten.
+        unsafe { std::slice::from_raw_parts(self.host as *const u8, self.len) }
+    }
+}
+
+/// Guest memory cut into chunks, in file order.
+fn chunks(memory: &GuestMemoryMmap<()>) -> Result<Vec<Chunk>> {
+    let mut chunks = Vec::new();
     let mut file_offset = 0u64;
-    let mut data_bytes = 0u64;
     for region in memory.iter() {
         let size = region.len();
+        let host = region
+            .get_host_address(MemoryRegionAddress(0))
+            .map_err(MemoryFileError::GuestMemory)? as usize;
+        let anonymous = region.file_offset().is_none();
         let mut done = 0u64;
         while done < size {
-            let n = (size - done).min(CHUNK_BYTES as u64) as usize;
-            let chunk = &mut buf[..n];
-            region
-                .get_slice(MemoryRegionAddress(done), n)
-                .map_err(MemoryFileError::GuestMemory)?
-                .copy_to(chunk);
-            hasher.update(chunk);
-            data_bytes += write_nonzero_runs(file, chunk, file_offset + done)?;
-            done += n as u64;
+            let len = (size - done).min(CHUNK_BYTES as u64) as usize;
+            chunks.push(Chunk {
+                host: host + done as usize,
+                len,
+                file_offset: file_offset + done,
+                anonymous,
+            });
+            done += len as u64;
         }
         file_offset += size;
     }
-    file.set_len(file_offset).map_err(io("set length"))?;
+    Ok(chunks)
+}
+
+/// Writes all of `memory` into `file` (new and empty) following [`MemoryLayout::of`]`(memory)`,
+/// skipping zero pages. The vCPUs and devices must not write guest memory meanwhile.
+///
+/// Pages of anonymous guest memory that the process never touched (`/proc/self/pagemap`) are
+/// not even read, and their share of the checksum is computed without reading zeros
+/// ([`extend_with_zeros`]): the cost follows the memory the guest touched, not its size. Memory
+/// mapped from a file (a VM restored lazily) is read in full: a page it never touched still
+/// holds the file's data. The checksum is computed on a second thread while this one writes.
+pub fn write_memory_file(memory: &GuestMemoryMmap<()>, file: &File) -> Result<MemoryFileSummary> {
+    let chunks = chunks(memory)?;
+    let pagemap = PageMap::open();
+    let len = chunks.last().map_or(0, |c| c.file_offset + c.len as u64);
+    let (crc32, data_bytes) = std::thread::scope(|scope| -> Result<(u32, u64)> {
+        let checksum = std::thread::Builder::new()
+            .name("snapshot-crc".into())
+            .spawn_scoped(scope, || checksum_chunks(&chunks, pagemap.as_ref()))
+            .map_err(io("start the checksum thread"))?;
+        let written = write_chunks(&chunks, pagemap.as_ref(), file);
+        let crc32 = checksum.join().map_err(|_| {
+            io("compute the checksum")(std::io::Error::other("the checksum thread panicked"))
+        })??;
+        Ok((crc32, written?))
+    })?;
+    file.set_len(len).map_err(io("set length"))?;
     Ok(MemoryFileSummary {
-        len: file_offset,
-        crc32: hasher.finalize(),
+        len,
+        crc32,
         data_bytes,
     })
 }
 
-/// Writes each run of consecutive non-zero pages of `chunk` with one `pwrite`.
-fn write_nonzero_runs(file: &File, chunk: &[u8], at: u64) -> Result<u64> {
+/// The CRC-32 of all chunks, untouched chunks counted as zeros without reading them.
+fn checksum_chunks(chunks: &[Chunk], pagemap: Option<&PageMap>) -> Result<u32> {
+    let mut crc = 0u32;
+    let mut touched = Vec::with_capacity(CHUNK_BYTES / PAGE);
+    for chunk in chunks {
+        chunk.touched(pagemap, &mut touched)?;
+        if touched.iter().any(|&t| t) {
+            let mut hasher = crc32fast::Hasher::new_with_initial(crc);
+            // SAFETY: `write_memory_file`'s caller keeps guest memory alive and unwritten.
+            hasher.update(unsafe { chunk.bytes() });
+            crc = hasher.finalize();
+        } else {
+            crc = extend_with_zeros(crc, chunk.len as u64);
+        }
+    }
+    Ok(crc)
+}
+
+/// Writes the non-zero pages of all chunks; returns the bytes written.
+fn write_chunks(chunks: &[Chunk], pagemap: Option<&PageMap>, file: &File) -> Result<u64> {
+    let mut written = 0u64;
+    let mut touched = Vec::with_capacity(CHUNK_BYTES / PAGE);
+    for chunk in chunks {
+        chunk.touched(pagemap, &mut touched)?;
+        if touched.iter().any(|&t| t) {
+            // SAFETY: `write_memory_file`'s caller keeps guest memory alive and unwritten.
+            let bytes = unsafe { chunk.bytes() };
+            written += write_nonzero_runs(file, bytes, &touched, chunk.file_offset)?;
+        }
+    }
+    Ok(written)
+}
+
+/// Writes each run of consecutive non-zero pages of `chunk` (a page counts only if `touched`)
+/// with one `pwrite` at `at`; returns the bytes written.
+fn write_nonzero_runs(file: &File, chunk: &[u8], touched: &[bool], at: u64) -> Result<u64> {
     let mut written = 0u64;
     let mut run_start: Option<usize> = None;
-    for (i, page) in chunk.chunks(PAGE).enumerate() {
-        match (is_zero(page), run_start) {
-            (false, None) => run_start = Some(i * PAGE),
-            (true, Some(start)) => {
+    for (i, (page, &maybe)) in chunk.chunks(PAGE).zip(touched).enumerate() {
+        match (maybe && !is_zero(page), run_start) {
+            (true, None) => run_start = Some(i * PAGE),
+            (false, Some(start)) => {
                 let end = i * PAGE;
                 file.write_all_at(&chunk[start..end], at + start as u64)
                     .map_err(io("write"))?;
@@ -236,12 +367,10 @@ fn check_len(file: &File, layout: &MemoryLayout) -> Result<()> {
     Ok(())
 }
 
-fn feed_zeros(hasher: &mut crc32fast::Hasher, zeros: &[u8], mut len: u64) {
-    while len > 0 {
-        let n = len.min(zeros.len() as u64) as usize;
-        hasher.update(&zeros[..n]);
-        len -= n as u64;
-    }
+/// Continues `hasher` over `len` zero bytes without hashing them.
+fn feed_zeros(hasher: &mut crc32fast::Hasher, len: u64) {
+    *hasher =
+        crc32fast::Hasher::new_with_initial(extend_with_zeros(hasher.clone().finalize(), len));
 }
 
 /// Computes the CRC-32 of `memory.bin` as [`write_memory_file`] did, reading only data extents.
@@ -251,10 +380,9 @@ pub fn checksum_memory_file(path: &Path) -> Result<u32> {
     advise_sequential(&file);
     let mut hasher = crc32fast::Hasher::new();
     let mut buf = vec![0u8; CHUNK_BYTES];
-    let zeros = vec![0u8; CHUNK_BYTES];
     for extent in extents(&file, 0, len)? {
         match extent {
-            Extent::Hole { len, .. } => feed_zeros(&mut hasher, &zeros, len),
+            Extent::Hole { len, .. } => feed_zeros(&mut hasher, len),
             Extent::Data { offset, len } => {
                 let mut done = 0;
                 while done < len {
@@ -315,22 +443,16 @@ pub fn load_memory_eager(
         .collect();
     let memory = GuestMemoryMmap::<()>::from_ranges(&ranges).map_err(MemoryFileError::Allocate)?;
     let mut hasher = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; CHUNK_BYTES];
-    let zeros = vec![
-        0u8;
-        if expected_crc32.is_some() {
-            CHUNK_BYTES
-        } else {
-            0
-        }
-    ];
-    for r in &layout.regions {
+    for (r, region) in layout.regions.iter().zip(memory.iter()) {
+        let host = region
+            .get_host_address(MemoryRegionAddress(0))
+            .map_err(MemoryFileError::GuestMemory)? as usize;
         let region_end = r.file_offset + r.size;
         for extent in extents(&file, r.file_offset, region_end)? {
             match extent {
                 Extent::Hole { len, .. } => {
                     if expected_crc32.is_some() {
-                        feed_zeros(&mut hasher, &zeros, len);
+                        feed_zeros(&mut hasher, len);
                     }
                 }
                 Extent::Data { offset, len } => {
@@ -338,14 +460,18 @@ pub fn load_memory_eager(
                     while done < len {
                         let n = (len - done).min(CHUNK_BYTES as u64) as usize;
                         let at = offset + done;
-                        file.read_exact_at(&mut buf[..n], at).map_err(io("read"))?;
+                        let guest_offset = (at - r.file_offset) as usize;
+                        // SAFETY: `guest_offset + n <= r.size`, the length of this region's
+                        // host mapping (the extent lies in `r.file_offset..region_end`). The
+                        // memory was just allocated here and nothing else (KVM, vCPUs,
+                        // devices) uses it yet, so this is the only reference to these bytes.
+                        let dest = unsafe {
+                            std::slice::from_raw_parts_mut((host + guest_offset) as *mut u8, n)
+                        };
+                        file.read_exact_at(dest, at).map_err(io("read"))?;
                         if expected_crc32.is_some() {
-                            hasher.update(&buf[..n]);
+                            hasher.update(dest);
                         }
-                        let guest = GuestAddress(r.guest_addr + (at - r.file_offset));
-                        memory
-                            .write_slice(&buf[..n], guest)
-                            .map_err(MemoryFileError::GuestMemory)?;
                         done += n as u64;
                     }
                 }
@@ -365,6 +491,7 @@ pub fn load_memory_eager(
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+    use vm_memory::Bytes;
 
     fn memory_with_pattern(ranges: &[(u64, usize)], touched: &[u64]) -> GuestMemoryMmap<()> {
         let ranges: Vec<_> = ranges.iter().map(|&(a, s)| (GuestAddress(a), s)).collect();
@@ -419,6 +546,49 @@ mod tests {
         assert!(same_content(&memory, &lazy));
         let eager = load_memory_eager(&path, &layout, Some(summary.crc32)).expect("eager");
         assert!(same_content(&memory, &eager));
+    }
+
+    #[test]
+    fn saving_a_lazily_restored_memory_keeps_its_untouched_file_pages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = dir.path().join("first.bin");
+        let memory = memory_with_pattern(RANGES, TOUCHED);
+        let file = File::create(&first).expect("create");
+        let summary = write_memory_file(&memory, &file).expect("write");
+        drop(file);
+        // The pages of the mapping are not in the page tables until touched, yet hold data.
+        let lazy = map_memory_lazy(&first, &MemoryLayout::of(&memory)).expect("lazy");
+        let second = dir.path().join("second.bin");
+        let file = File::create(&second).expect("create");
+        let again = write_memory_file(&lazy, &file).expect("write again");
+        assert_eq!(again, summary);
+        assert_eq!(
+            std::fs::read(&first).unwrap(),
+            std::fs::read(&second).unwrap()
+        );
+    }
+
+    #[test]
+    fn pages_only_read_are_zero_and_the_checksum_counts_untouched_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("memory.bin");
+        let memory = memory_with_pattern(RANGES, &[0x20_0000]);
+        // Reading maps the zero page: present, but all zero.
+        let mut page = [0u8; PAGE];
+        memory
+            .read_slice(&mut page, GuestAddress(0x30_0000))
+            .unwrap();
+        let file = File::create(&path).expect("create");
+        let summary = write_memory_file(&memory, &file).expect("write");
+        drop(file);
+        assert_eq!(summary.data_bytes, PAGE_SIZE);
+        let mut expected = crc32fast::Hasher::new();
+        for region in memory.iter() {
+            let mut all = vec![0u8; region.len() as usize];
+            memory.read_slice(&mut all, region.start_addr()).unwrap();
+            expected.update(&all);
+        }
+        assert_eq!(summary.crc32, expected.finalize());
     }
 
     #[test]

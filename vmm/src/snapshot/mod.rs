@@ -17,6 +17,7 @@
 //!
 //! The on-disk format is described in `docs/snapshot.md`.
 
+mod crc_zeros;
 pub mod format;
 pub mod layout;
 pub mod manifest;

@@ -3,3 +3,4 @@
 pub mod boot;
 pub mod io;
 pub mod measure;
+pub mod snapshot;

@@ -61,7 +61,10 @@ pub fn run_here(b: &SnapshotBench) -> Result<()> {
         }
     }
     println!();
-    println!("snapshot: 1 vCPU, medians of {} runs; times in seconds", b.runs);
+    println!(
+        "snapshot: 1 vCPU, medians of {} runs; times in seconds",
+        b.runs
+    );
     println!("| guest | touched | suspend | floor (write+fsync same bytes) | suspend/floor | size on disk MiB | resume lazy | resume eager | guest back, lazy | guest back, eager | cold boot | cold boot / lazy resume |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for (memory_mib, touch, mut s) in table {
@@ -119,8 +122,12 @@ fn one_run(b: &SnapshotBench, memory_mib: u64, touch: &str, s: &mut Samples) -> 
     if !status.success() {
         bail!("the VMM ended with {status} after suspend");
     }
-    s.size_on_disk_mib.push(size_on_disk(&dir)? as f64 / (1024.0 * 1024.0));
-    s.floor.push(floor(&b.work, info.memory_bytes_written + info.state_bytes)?);
+    s.size_on_disk_mib
+        .push(size_on_disk(&dir)? as f64 / (1024.0 * 1024.0));
+    s.floor.push(floor(
+        &b.work,
+        info.memory_bytes_written + info.state_bytes,
+    )?);
 
     for (mode, resume, back) in [
         ("lazy", &mut s.resume_lazy, &mut s.guest_back_lazy),
