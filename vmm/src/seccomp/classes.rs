@@ -102,6 +102,43 @@ fn api() -> AllowList {
     list.when_arg_is(libc::SYS_tgkill, 2, &[kick_signal()]);
     // A snapshot reads the paused VM's state on the connection thread.
     ioctls(&mut list, &kvm_ioctls::vm_state_save());
+    list.extend(&snapshot_files());
+    // After a snapshot that keeps the VM, the connection thread starts a new virtio event loop
+    // (epoll instance, exit eventfd): that thread inherits this filter too.
+    list.always(&[libc::SYS_epoll_create1, libc::SYS_eventfd2]);
+    list.when_arg_is(libc::SYS_fcntl, 1, &[libc::F_DUPFD_CLOEXEC as u64]);
+    list.extend(&virtio_events());
+    list
+}
+
+/// Writing a snapshot folder atomically (`snapshot::store`): /dev/kvm (the MSR list), the
+/// files of a temporary folder, `/proc/self/pagemap` (which pages the guest touched), durable
+/// writes, the atomic rename, removing the previous snapshot.
+fn snapshot_files() -> AllowList {
+    let mut list = AllowList::new();
+    list.always(&[
+        libc::SYS_openat,
+        libc::SYS_mkdir,
+        libc::SYS_mkdirat,
+        libc::SYS_pread64,
+        libc::SYS_pwrite64,
+        libc::SYS_pwritev,
+        libc::SYS_lseek,
+        libc::SYS_ftruncate,
+        libc::SYS_fadvise64,
+        libc::SYS_fsync,
+        libc::SYS_fdatasync,
+        libc::SYS_fstat,
+        libc::SYS_newfstatat,
+        libc::SYS_statx,
+        libc::SYS_getdents64,
+        libc::SYS_rename,
+        libc::SYS_renameat,
+        libc::SYS_renameat2,
+        libc::SYS_unlink,
+        libc::SYS_unlinkat,
+        libc::SYS_rmdir,
+    ]);
     list
 }
 
@@ -152,7 +189,6 @@ pub const NEVER_ALLOWED: &[libc::c_long] = &[
     libc::SYS_socket,
     libc::SYS_connect,
     libc::SYS_open,
-    libc::SYS_openat,
     libc::SYS_mount,
     libc::SYS_init_module,
     libc::SYS_setuid,

@@ -31,12 +31,13 @@ fn in_child(name: &str) -> bool {
     std::env::var(CHILD_ENV).as_deref() == Ok(name)
 }
 
-/// In a child: a thread confined as `class` in `mode` opens a file (a syscall no class allows).
-fn open_a_file_confined(class: ThreadClass, mode: SeccompMode) {
+/// In a child: a thread confined as `class` in `mode` opens a socket (a syscall no class
+/// allows).
+fn open_a_socket_confined(class: ThreadClass, mode: SeccompMode) {
     let filters = SeccompFilters::build(mode).unwrap();
     let opened = std::thread::spawn(move || {
         filters.apply(class).unwrap();
-        std::fs::File::open("/dev/null").is_ok()
+        std::net::UdpSocket::bind("127.0.0.1:0").is_ok()
     })
     .join()
     .unwrap();
@@ -48,7 +49,7 @@ fn open_a_file_confined(class: ThreadClass, mode: SeccompMode) {
 fn vcpu_thread_is_killed_by_a_forbidden_syscall() {
     const NAME: &str = "seccomp::tests::vcpu_thread_is_killed_by_a_forbidden_syscall";
     if in_child(NAME) {
-        open_a_file_confined(ThreadClass::Vcpu, SeccompMode::On);
+        open_a_socket_confined(ThreadClass::Vcpu, SeccompMode::On);
         return;
     }
     let output = run_child(NAME);
@@ -65,7 +66,7 @@ fn every_class_kills_a_forbidden_syscall() {
                 .into_iter()
                 .find(|c| c.name() == class)
                 .unwrap();
-            open_a_file_confined(class, SeccompMode::On);
+            open_a_socket_confined(class, SeccompMode::On);
             return;
         }
     }
@@ -89,7 +90,7 @@ fn every_class_kills_a_forbidden_syscall() {
 fn log_mode_lets_a_forbidden_syscall_through() {
     const NAME: &str = "seccomp::tests::log_mode_lets_a_forbidden_syscall_through";
     if in_child(NAME) {
-        open_a_file_confined(ThreadClass::Vcpu, SeccompMode::Log);
+        open_a_socket_confined(ThreadClass::Vcpu, SeccompMode::Log);
         return;
     }
     let output = run_child(NAME);
@@ -115,6 +116,21 @@ fn every_class_compiles_and_none_allows_dangerous_syscalls() {
         for &nr in classes::NEVER_ALLOWED {
             assert!(!list.contains(nr), "{} allows syscall {nr}", class.name());
         }
+    }
+}
+
+#[test]
+fn only_the_api_thread_opens_files() {
+    // The API's connection threads write snapshots; no other thread opens anything.
+    for class in ThreadClass::ALL {
+        let list = classes::allow_list(class);
+        let expected = class == ThreadClass::Api;
+        assert_eq!(
+            list.contains(libc::SYS_openat),
+            expected,
+            "{}",
+            class.name()
+        );
     }
 }
 
