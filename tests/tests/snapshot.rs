@@ -13,7 +13,7 @@ const BOOT: Duration = Duration::from_secs(90);
 const STEP: Duration = Duration::from_secs(60);
 
 fn client_of(guest: &Guest) -> VmmClient {
-    let client = VmmClient::new(&guest.api_socket);
+    let client = VmmClient::new(&guest.api_socket).with_snapshot_timeout(Duration::from_secs(120));
     client
         .wait_ready(Duration::from_secs(30))
         .expect("the VMM's API answers");

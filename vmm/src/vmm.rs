@@ -633,6 +633,7 @@ pub(crate) mod tests {
         assert_eq!(vmm.wait(), StopReason::Suspended);
         vmm.shut_down();
 
+        let t0 = Instant::now();
         let restored = Vmm::restore(
             &restore::RestoreOptions::new(&dir),
             Instant::now(),
@@ -640,6 +641,7 @@ pub(crate) mod tests {
         )
         .unwrap();
         restored.start().unwrap();
+        eprintln!("restore and start took {:?}", t0.elapsed());
         assert_eq!(restored.info().state, RunState::Running);
         restored.handle(VmRequest::Stop).unwrap();
         restored.shut_down();

@@ -118,7 +118,9 @@ fn one_run(b: &SnapshotBench, memory_mib: u64, touch: &str, s: &mut Samples) -> 
     let t0 = Instant::now();
     let info = client.snapshot(&dir, false).context("suspend")?;
     s.suspend.push(t0.elapsed().as_secs_f64());
-    let status = guest.child.wait()?;
+    eprintln!("bench: suspended: {info:?}");
+    let status = wait_exit(&mut guest.child, Duration::from_secs(60))
+        .context("the VMM did not exit after suspend")?;
     if !status.success() {
         bail!("the VMM ended with {status} after suspend");
     }
@@ -153,12 +155,31 @@ fn one_run(b: &SnapshotBench, memory_mib: u64, touch: &str, s: &mut Samples) -> 
             std::thread::sleep(Duration::from_millis(2));
         }
         resume.push(resumed.started.elapsed().as_secs_f64());
+        eprintln!("bench: resumed ({mode})");
         let at = resumed.wait_for("VIRMO-COUNTER=", TIMEOUT)?;
         back.push((at - resumed.started).as_secs_f64());
         resumed.kill();
     }
     std::fs::remove_dir_all(&dir)?;
     Ok(())
+}
+
+/// Waits for `child` to end, at most `timeout`.
+fn wait_exit(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("still running after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Bytes the folder's files occupy on disk (allocated blocks, so holes do not count).
