@@ -106,7 +106,9 @@ fn api() -> AllowList {
     // After a snapshot that keeps the VM, the connection thread starts a new virtio event loop
     // (epoll instance, exit eventfd): that thread inherits this filter too.
     list.always(&[libc::SYS_epoll_create1, libc::SYS_eventfd2]);
-    list.when_arg_is(libc::SYS_fcntl, 1, &[libc::F_DUPFD_CLOEXEC as u64]);
+    // Duplicating descriptors (F_DUPFD_CLOEXEC), and glibc's `fdopendir` (F_GETFL) when the
+    // previous snapshot folder is removed; found in the runner with `--seccomp log`.
+    list.always(&[libc::SYS_fcntl]);
     list.extend(&virtio_events());
     list
 }
