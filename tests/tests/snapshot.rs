@@ -14,9 +14,12 @@ const STEP: Duration = Duration::from_secs(60);
 
 fn client_of(guest: &Guest) -> VmmClient {
     let client = VmmClient::new(&guest.api_socket).with_snapshot_timeout(Duration::from_secs(120));
-    client
-        .wait_ready(Duration::from_secs(30))
-        .expect("the VMM's API answers");
+    if let Err(e) = client.wait_ready(Duration::from_secs(30)) {
+        panic!(
+            "the VMM's API does not answer: {e}; output:\n{}",
+            guest.transcript()
+        );
+    }
     client
 }
 
@@ -165,6 +168,8 @@ fn snapshot_counter_continues_where_it_stopped() {
 /// The guest's dmesg lines about lockups, stalls or clock trouble, from the console text.
 fn clock_warnings(text: &str) -> Vec<String> {
     text.lines()
+        // The test's own question about the clocksource, and its answer.
+        .filter(|l| !l.contains("current_clocksource") && !l.contains("VIRMO-CLOCKSOURCE"))
         .filter(|l| {
             let l = l.to_lowercase();
             l.contains("soft lockup")
@@ -448,5 +453,83 @@ fn snapshot_vmm_killed_during_suspend_leaves_the_previous_snapshot_resumable() {
         assert!(leftovers.is_empty(), "leftovers: {leftovers:?}");
     }
     client_of(&guest).stop().expect("stop");
+    assert_eq!(code(guest.wait_exit(STEP)), exit_status::OK);
+}
+
+/// Waits for a line `prefix` + `outcome` (e.g. "VIRMO-READ=" + "ok"); returns the rest.
+fn wait_outcome(guest: &mut Guest, prefix: &str, outcome: &str) -> String {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let rest = guest.try_wait_for(prefix, left).unwrap_or_else(|| {
+            panic!(
+                "no {prefix}{outcome} within {STEP:?}; output:\n{}",
+                guest.transcript()
+            )
+        });
+        if let Some(rest) = rest.strip_prefix(outcome) {
+            return rest.trim().to_string();
+        }
+    }
+}
+
+#[test]
+fn snapshot_virtio_disk_and_rng_and_their_policy_survive_suspend() {
+    let env = TestEnv::get();
+    let snapshots = TempDir::new("snap-virtio");
+    let dir = snapshots.path().join("vm");
+    let image = snapshots.path().join("disk.img");
+    let mut head = vec![0u8; 8 << 20];
+    head[..16].copy_from_slice(b"VIRMO-IMAGE-HEAD");
+    std::fs::write(&image, head).expect("disk image");
+    let mut builder = env.guest("read-loop").arg("--disk").arg(format!(
+        "id=usb0,path={},class=removable-storage",
+        image.display()
+    ));
+    builder.cmdline.push_str(" virmo.disk=usb0");
+    let mut guest = builder.arg("--rng").arg("id=rng0").spawn();
+    let sectors = (8u64 << 20) / 512;
+    let ok = wait_outcome(&mut guest, "VIRMO-READ=", "ok");
+    assert!(ok.ends_with(&format!(" {sectors}")), "size seen: {ok}");
+
+    // Suspend with the disk allowed: after resume the guest reads on, through the same queues.
+    suspend(&mut guest, &dir);
+    let mut guest = resume(&env, &dir, "lazy", false);
+    let ok = wait_outcome(&mut guest, "VIRMO-READ=", "ok");
+    assert!(
+        ok.ends_with(&format!(" {sectors}")),
+        "size after resume: {ok}"
+    );
+    let client = client_of(&guest);
+    let devices = client.devices().expect("devices");
+    let ids: Vec<_> = devices.iter().map(|d| (d.id.as_str(), d.allowed)).collect();
+    assert_eq!(ids, [("usb0", true), ("rng0", true)]);
+
+    // Prohibit the disk, suspend: the restored VM keeps it prohibited until allowed again.
+    assert!(
+        !client
+            .set_device_policy("usb0", false)
+            .expect("cut")
+            .allowed
+    );
+    wait_outcome(&mut guest, "VIRMO-READ=", "fail");
+    suspend(&mut guest, &dir);
+    let mut guest = resume(&env, &dir, "eager", false);
+    let client = client_of(&guest);
+    let usb0 = client.devices().expect("devices");
+    assert!(!usb0[0].allowed, "the policy survived: {usb0:?}");
+    wait_outcome(&mut guest, "VIRMO-READ=", "fail");
+    assert!(
+        client
+            .set_device_policy("usb0", true)
+            .expect("allow")
+            .allowed
+    );
+    let ok = wait_outcome(&mut guest, "VIRMO-READ=", "ok");
+    assert!(
+        ok.ends_with(&format!(" {sectors}")),
+        "size after allow: {ok}"
+    );
+    client.stop().expect("stop");
     assert_eq!(code(guest.wait_exit(STEP)), exit_status::OK);
 }

@@ -1,17 +1,21 @@
 //! The `memory.bin` file: guest RAM, one region after the other at the file offsets of the
 //! [`MemoryLayout`], written sparsely.
 //!
-//! Saving copies guest memory in 2 MiB chunks, writes only the 4 KiB pages that are not all
-//! zero (`pwrite`), and sets the file length last, so zero pages are holes that read back as
-//! zeros and take no disk space. The CRC-32 covers the whole logical file, holes included.
+//! Saving walks guest memory in 2 MiB chunks, in place (no copy): chunks of anonymous memory
+//! the process never touched (`/proc/self/pagemap`) are skipped without being read; of the
+//! others, only the 4 KiB pages that are not all zero are written (`pwrite`); the file length is
+//! set last, so zero pages are holes that read back as zeros and take no disk space. The CRC-32
+//! covers the whole logical file, holes included; runs of zeros enter it in O(log n) without
+//! being hashed (`crc_zeros`), and it is computed on a second thread while the first writes.
 //!
 //! Restoring:
 //! - [`MemoryRestore::Lazy`] maps each region of the file `MAP_PRIVATE`: nothing is read until
 //!   the guest (or KVM on its behalf) touches a page; writes go to private copy-on-write pages
 //!   and never reach the file. The file is opened read-only. Snapshot folders are replaced by
 //!   renaming, never rewritten in place, so a mapped `memory.bin` never changes underneath.
-//! - [`MemoryRestore::Eager`] allocates anonymous memory and reads the file's data extents
-//!   into it (`SEEK_DATA`/`SEEK_HOLE`): holes are skipped, fresh anonymous memory is already zero.
+//! - [`MemoryRestore::Eager`] allocates anonymous memory (`MADV_HUGEPAGE`) and reads the file's
+//!   data extents straight into it (`SEEK_DATA`/`SEEK_HOLE`): holes are skipped, fresh anonymous
+//!   memory is already zero.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -447,6 +451,17 @@ pub fn load_memory_eager(
         let host = region
             .get_host_address(MemoryRegionAddress(0))
             .map_err(MemoryFileError::GuestMemory)? as usize;
+        // Huge pages where the kernel can: one fault per 2 MiB instead of per 4 KiB while the
+        // file is read in (as the VMM does for the guest memory of a booted VM).
+        // SAFETY: an advisory call on this region's own anonymous mapping of `r.size` bytes;
+        // it changes no content. Failure only loses the hint.
+        unsafe {
+            libc::madvise(
+                host as *mut libc::c_void,
+                r.size as usize,
+                libc::MADV_HUGEPAGE,
+            )
+        };
         let region_end = r.file_offset + r.size;
         for extent in extents(&file, r.file_offset, region_end)? {
             match extent {

@@ -155,19 +155,18 @@ impl Vmm {
 
     /// To be called once the answer to `request` has been sent (the API server's
     /// [`after_response`](crate::api::server::ApiServer::after_response) hook): after a
-    /// successful suspend it raises [`StopReason::Suspended`], which ends the process with
-    /// status 0.
+    /// successful request that [ends the process](VmRequest::ends_process) it makes sure the
+    /// VM stops, so `main` exits with status 0: a suspend raises [`StopReason::Suspended`];
+    /// `Stop` and `Shutdown` raised their reason already (the first reason raised wins).
     pub fn after_answer(&self, request: &VmRequest, result: &Result<VmResponse, ControlError>) {
-        if let (
-            VmRequest::Snapshot {
-                keep_running: false,
-                ..
-            },
-            Ok(VmResponse::Snapshot(_)),
-        ) = (request, result)
-        {
-            self.stop.raise(StopReason::Suspended);
+        if !request.ends_process() || result.is_err() {
+            return;
         }
+        let reason = match request {
+            VmRequest::Snapshot { .. } => StopReason::Suspended,
+            _ => StopReason::StopRequested,
+        };
+        self.stop.raise(reason);
     }
 
     /// Steps 2-4 of the sequence, with every vCPU parked.

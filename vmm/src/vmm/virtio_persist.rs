@@ -35,3 +35,52 @@ impl Persist for VirtioMmioTransport {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::{DeviceClass, DeviceConfig, DeviceKind};
+    use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+    fn transport(config: &DeviceConfig) -> VirtioMmioTransport {
+        let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        VirtioMmioTransport::from_config(config, memory).unwrap()
+    }
+
+    #[test]
+    fn transport_states_round_trip_through_the_snapshot_encoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("disk.img");
+        std::fs::write(&image, vec![0u8; 1 << 20]).unwrap();
+        let configs = [
+            DeviceConfig {
+                id: "rng0".into(),
+                class: DeviceClass::Entropy,
+                kind: DeviceKind::Rng,
+                allowed: true,
+            },
+            DeviceConfig {
+                id: "usb0".into(),
+                class: DeviceClass::RemovableStorage,
+                kind: DeviceKind::Block {
+                    path: image,
+                    read_only: true,
+                },
+                allowed: true,
+            },
+        ];
+        for config in &configs {
+            let mut saved = transport(config);
+            saved.set_allowed(false);
+            let data = Persist::save(&saved).unwrap();
+            let mut restored = transport(config);
+            Persist::restore(&mut restored, &data).unwrap();
+            assert_eq!(restored.state(), saved.state(), "{}", config.id);
+            assert!(!restored.allowed());
+        }
+        // A state restored into another device is refused with the reason.
+        let rng = Persist::save(&transport(&configs[0])).unwrap();
+        let err = Persist::restore(&mut transport(&configs[1]), &rng).unwrap_err();
+        assert!(matches!(err, PersistError::Invalid { .. }), "{err:?}");
+    }
+}

@@ -104,9 +104,10 @@ pub struct BackendFd {
     pub events: EventSet,
 }
 
-/// Saved state of the device half (the transport saves its own half).
+/// Saved state of the device half (the transport saves its own half). Externally tagged: the
+/// snapshot encoding (postcard) is not self-describing and cannot read internally tagged enums.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
 pub enum DeviceState {
     Block(BlockState),
     Net(NetState),
