@@ -8,7 +8,8 @@
 //! Layers, bottom up: [`memory`] (guest RAM and the physical address map), [`arch`] (x86_64 CPU
 //! state, boot protocols, ACPI tables), [`vstate`] (the KVM VM and its vCPU threads), [`devices`]
 //! (port and MMIO buses and the platform devices), [`vmm`] (builds and runs a VM from a
-//! [`config::VmConfig`] and implements [`control::VmControl`]).
+//! [`config::VmConfig`] and implements [`control::VmControl`]). Every thread runs under its own
+//! seccomp filter ([`seccomp`]).
 
 pub mod api;
 pub mod arch;
@@ -18,6 +19,7 @@ pub mod devices;
 pub mod exit_status;
 pub mod mapped_file;
 pub mod memory;
+pub mod seccomp;
 pub mod snapshot;
 pub mod stop;
 pub mod vmm;

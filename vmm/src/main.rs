@@ -3,6 +3,7 @@
 //! ```text
 //! vmm --kernel K [--initramfs I] [--cmdline C] [--vcpus N] [--memory-mib M]
 //!     [--console stdout|none|file:PATH] [--bzimage-boot pvh|linux] [--api-socket PATH] [--id ID]
+//!     [--seccomp on|off|log]
 //!     [--disk id=ID,path=P[,class=storage|removable-storage][,read-only]]…
 //!     [--net id=ID,tap=NAME[,mac=M]]… [--rng id=ID]… [--prohibit CLASS]…
 //! vmm --config vm.json [--prohibit CLASS]…
@@ -12,6 +13,9 @@
 //!
 //! `--restore` continues a VM saved by `PUT /v1/vm/snapshot` (suspend) in `DIR`; `--vcpus` and
 //! `--memory-mib`, when given, must match the snapshot.
+//!
+//! Every thread runs under its seccomp filter (`vmm::seccomp`; `--seccomp off` disables them,
+//! `--seccomp log` only logs what they would refuse).
 //!
 //! Exit statuses are listed in [`vmm::exit_status`].
 
@@ -30,6 +34,7 @@ use vmm::config::{
 };
 use vmm::devices::virtio::{DeviceClass, DeviceConfig};
 use vmm::exit_status;
+use vmm::seccomp::{self, SeccompMode, ThreadClass};
 use vmm::snapshot::MemoryRestore;
 use vmm::vmm::restore::RestoreOptions;
 use vmm::vmm::Vmm;
@@ -91,10 +96,15 @@ struct Cli {
     /// storage, removable-storage, network or entropy; repeatable; also applies to --config.
     #[arg(long = "prohibit", value_parser = parse_class)]
     prohibit: Vec<DeviceClass>,
+    /// Seccomp filters per thread: on (a syscall outside a thread's allow-list kills the
+    /// process), off, or log (allowed, and logged by the kernel; for diagnosis).
+    #[arg(long, default_value_t = SeccompMode::On)]
+    seccomp: SeccompMode,
 }
 
 impl Cli {
     fn into_config(self) -> anyhow::Result<VmConfig> {
+        // (`--seccomp` is a process setting, not part of the VM's config.)
         let mut config = match self.config {
             Some(path) => VmConfig::from_json_file(&path)?,
             None => VmConfig {
@@ -166,6 +176,8 @@ fn main() -> ExitCode {
             return ExitCode::from(exit_status::BAD_CONFIG as u8);
         }
     };
+    // The VM is built and its threads run: from here the main thread only waits and ends it.
+    seccomp::confine_current_thread(ThreadClass::Main);
     let reason = vmm.wait();
     vmm.shut_down();
     if let Some(path) = &vmm.config().api_socket {
@@ -185,6 +197,8 @@ fn parse_memory_restore(text: &str) -> Result<MemoryRestore, String> {
 }
 
 fn start(cli: Cli, started: Instant) -> anyhow::Result<Arc<Vmm>> {
+    // Before any thread starts: each confines itself with these filters.
+    seccomp::init(cli.seccomp).context("cannot set up the seccomp filters")?;
     let vmm = match cli.restore.clone() {
         Some(dir) => {
             let options = RestoreOptions {

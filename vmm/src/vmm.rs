@@ -465,7 +465,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Whole-VM tests on the host's own `/dev/kvm` with a hand-made PVH "kernel": an ELF whose entry
 /// prints a line on COM1 and then powers off through ACPI S5, or spins.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::path::{Path, PathBuf};
 
@@ -539,7 +539,7 @@ mod tests {
         elf
     }
 
-    fn test_config(name: &str, power_off: bool) -> Option<(VmConfig, PathBuf)> {
+    pub(crate) fn test_config(name: &str, power_off: bool) -> Option<(VmConfig, PathBuf)> {
         if !Path::new("/dev/kvm").exists() {
             eprintln!("no /dev/kvm: skipping");
             return None;
@@ -556,7 +556,7 @@ mod tests {
         Some((config, console))
     }
 
-    fn wait_for_console(path: &Path, text: &str) -> bool {
+    pub(crate) fn wait_for_console(path: &Path, text: &str) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if std::fs::read_to_string(path)

@@ -148,6 +148,8 @@ impl ApiServer {
         std::thread::Builder::new()
             .name("vmm-api".into())
             .spawn(move || {
+                // The connection threads started from here inherit this filter.
+                crate::seccomp::confine_current_thread(crate::seccomp::ThreadClass::Api);
                 let _entered = span.enter();
                 self.accept_loop(&control);
             })

@@ -121,6 +121,7 @@ pub fn spawn_stdin_reader(serial: Arc<Mutex<SerialDevice>>) -> io::Result<()> {
     std::thread::Builder::new()
         .name("vmm-stdin".into())
         .spawn(move || {
+            crate::seccomp::confine_current_thread(crate::seccomp::ThreadClass::ConsoleInput);
             let mut stdin = io::stdin();
             let mut buf = [0u8; 64];
             loop {

@@ -213,6 +213,7 @@ fn park_if_asked(vcpu: &Mutex<Vcpu>, control: &RunControl) -> bool {
 }
 
 fn vcpu_thread(vcpu: Arc<Mutex<Vcpu>>, control: Arc<RunControl>, stop: Arc<StopSignal>) {
+    crate::seccomp::confine_current_thread(crate::seccomp::ThreadClass::Vcpu);
     let index = {
         let mut guard = vcpu.lock().unwrap_or_else(|p| p.into_inner());
         let run: *mut kvm_run = guard.fd_mut().get_kvm_run();

@@ -49,6 +49,7 @@ impl EventLoop {
         let handle = std::thread::Builder::new()
             .name("virtio-events".into())
             .spawn(move || {
+                crate::seccomp::confine_current_thread(crate::seccomp::ThreadClass::VirtioEvents);
                 while !exit.load(Ordering::SeqCst) {
                     if let Err(err) = manager.run() {
                         tracing::error!(?err, "device event loop failed; stopping it");
