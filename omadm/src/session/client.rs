@@ -6,9 +6,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::assembly::Received;
-use super::auth::{
-    AcceptAll, CredentialCheck, CredentialSource, NoCredentials, Presented, Verdict,
-};
+use super::auth::{AcceptAll, CredentialCheck, CredentialSource, NoCredentials, Verdict};
 use super::exchange::{status_for, Exchange, Limits};
 use super::executor::{CommandExecutor, Execution, GroupKind};
 use super::wire::{decode, encode, Encoding, Transmit};
@@ -332,32 +330,15 @@ impl ClientSession {
         if let Some(resp_uri) = &msg.hdr.resp_uri {
             self.target_uri = resp_uri.clone();
         }
-        if raw.is_some_and(|(body, _)| body.len() as u64 > self.exchange.limits.max_msg_size) {
-            let own = self.config.dev_info.dev_id.clone();
-            let target = self.target_uri.clone();
-            self.exchange.refuse(
-                Some(&msg.hdr),
-                &own,
-                &target,
-                StatusCode::REQUEST_ENTITY_TOO_LARGE,
-            );
+        let Some(verdict) = self.exchange.admit(
+            &msg.hdr,
+            raw,
+            (&self.config.dev_info.dev_id, &self.target_uri),
+            self.server_authenticated,
+            self.verifier.as_mut(),
+        ) else {
             return;
-        }
-        let verdict = if self.server_authenticated && !self.verifier.checks_every_message() {
-            Verdict::NotRequired
-        } else {
-            self.verifier.verify(Presented {
-                hdr: &msg.hdr,
-                body: raw.map(|(body, _)| body),
-                transport_mac: raw.and_then(|(_, mac)| mac),
-            })
         };
-        if !msg.hdr.no_resp {
-            let mut status = self.exchange.header_status(&msg.hdr, verdict.status());
-            status.chal = verdict.chal().cloned();
-            // The header's status opens the reply, before statuses left over from earlier.
-            self.exchange.outbox.push_status_front(status);
-        }
         match verdict {
             Verdict::Missing { .. } | Verdict::Invalid { .. } => {
                 self.exchange.auth_failures += 1;

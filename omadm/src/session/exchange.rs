@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::assembly::Assembly;
+use super::auth::{CredentialCheck, Presented, Verdict};
 use super::outbox::{Outbox, SentCommand};
 use super::wire::Encoding;
 use super::EndReason;
@@ -166,6 +167,44 @@ impl<T: Clone> Exchange<T> {
         self.ask_next = false;
         self.reply_due = true;
         self.end_after_send = Some(EndReason::BadMessage(code));
+    }
+
+    /// Admits a received message: refuses it when it is larger than our MaxMsgSize (`None`),
+    /// otherwise checks the peer's credentials (unless already authenticated and the check is
+    /// once per session) and queues the status of its header first in our reply.
+    pub fn admit(
+        &mut self,
+        hdr: &SyncHdr,
+        raw: Option<(&[u8], Option<&str>)>,
+        (own_uri, peer_uri): (&str, &str),
+        peer_authenticated: bool,
+        verifier: &mut dyn CredentialCheck,
+    ) -> Option<Verdict> {
+        if raw.is_some_and(|(body, _)| body.len() as u64 > self.limits.max_msg_size) {
+            self.refuse(
+                Some(hdr),
+                own_uri,
+                peer_uri,
+                StatusCode::REQUEST_ENTITY_TOO_LARGE,
+            );
+            return None;
+        }
+        let verdict = if peer_authenticated && !verifier.checks_every_message() {
+            Verdict::NotRequired
+        } else {
+            verifier.verify(Presented {
+                hdr,
+                body: raw.map(|(body, _)| body),
+                transport_mac: raw.and_then(|(_, mac)| mac),
+            })
+        };
+        if !hdr.no_resp {
+            let mut status = self.header_status(hdr, verdict.status());
+            status.chal = verdict.chal().cloned();
+            // The header's status opens the reply, before statuses left over from earlier.
+            self.outbox.push_status_front(status);
+        }
+        Some(verdict)
     }
 
     /// The status of the peer's `SyncHdr`.

@@ -6,9 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use super::assembly::Received;
-use super::auth::{
-    AcceptAll, CredentialCheck, CredentialSource, NoCredentials, Presented, Verdict,
-};
+use super::auth::{AcceptAll, CredentialCheck, CredentialSource, NoCredentials, Verdict};
 use super::exchange::{status_for, Exchange, Limits};
 use super::wire::{decode, encode, Encoding, Transmit};
 use super::{DevInfo, EndReason, GenericAlert, SessionError};
@@ -351,30 +349,15 @@ impl ServerSession {
         }
         self.exchange.note_received(&msg.hdr, now);
         self.exchange.reply_due = true;
-        if raw.is_some_and(|(body, _)| body.len() as u64 > self.exchange.limits.max_msg_size) {
-            self.exchange.refuse(
-                Some(&msg.hdr),
-                &own,
-                &device,
-                StatusCode::REQUEST_ENTITY_TOO_LARGE,
-            );
+        let Some(verdict) = self.exchange.admit(
+            &msg.hdr,
+            raw,
+            (&own, &device),
+            self.client_authenticated,
+            self.verifier.as_mut(),
+        ) else {
             return;
-        }
-        let verdict = if self.client_authenticated && !self.verifier.checks_every_message() {
-            Verdict::NotRequired
-        } else {
-            self.verifier.verify(Presented {
-                hdr: &msg.hdr,
-                body: raw.map(|(body, _)| body),
-                transport_mac: raw.and_then(|(_, mac)| mac),
-            })
         };
-        if !msg.hdr.no_resp {
-            let mut status = self.exchange.header_status(&msg.hdr, verdict.status());
-            status.chal = verdict.chal().cloned();
-            // The header's status opens the reply, before statuses left over from earlier.
-            self.exchange.outbox.push_status_front(status);
-        }
         match verdict {
             Verdict::Missing { .. } | Verdict::Invalid { .. } => {
                 self.events
