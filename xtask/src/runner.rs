@@ -39,6 +39,10 @@ const EXIT_MARKER: &str = "VIRMO-RUNNER-EXIT=";
 /// A runner CPU stuck this long inside KVM means the runner itself hung (see [`RunnerHung`]).
 const HUNG_AFTER_SECS: u64 = 90;
 
+/// No console output for this long means the runner hung too: every test prints its result within
+/// a minute or two, and each test's own waits are bounded far below this.
+const SILENT_FOR: Duration = Duration::from_secs(300);
+
 /// The runner's own kernel reported a CPU stuck inside KVM_RUN for minutes: the emulated VMRUN
 /// never returned to the runner's KVM, so no timer interrupt reached it (seen intermittently with
 /// QEMU 7.2's TCG emulation of nested SVM under heavy host load). Nothing inside the runner can
@@ -141,8 +145,15 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
     });
 
     let started = Instant::now();
+    let mut last_output = Instant::now();
     let mut status = None;
     loop {
+        if last_output.elapsed() > SILENT_FOR {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_file(&initrd);
+            return Err(RunnerHung(format!("no console output for {SILENT_FOR:?}")).into());
+        }
         let left = job.timeout.saturating_sub(started.elapsed());
         if left.is_zero() {
             let _ = child.kill();
@@ -152,6 +163,7 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
         }
         match rx.recv_timeout(left.min(Duration::from_secs(1))) {
             Ok(line) => {
+                last_output = Instant::now();
                 if let Some(code) = line.trim().strip_prefix(EXIT_MARKER) {
                     status = code.trim().parse::<i32>().ok();
                 } else {
