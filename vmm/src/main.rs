@@ -37,7 +37,7 @@ use vmm::exit_status;
 use vmm::seccomp::{self, SeccompMode, ThreadClass};
 use vmm::snapshot::MemoryRestore;
 use vmm::vmm::restore::RestoreOptions;
-use vmm::vmm::Vmm;
+use vmm::vmm::{Launch, Vmm};
 
 /// Runs one KVM virtual machine.
 #[derive(Debug, Parser)]
@@ -169,7 +169,15 @@ fn main() -> ExitCode {
             };
         }
     };
-    let vmm = match start(cli, started) {
+    // The KVM VM is created while the rest of the VM is prepared.
+    let launch = match Launch::begin(started) {
+        Ok(launch) => launch,
+        Err(e) => {
+            eprintln!("vmm: error: {}", vmm::error_chain(&e));
+            return ExitCode::from(exit_status::BAD_CONFIG as u8);
+        }
+    };
+    let vmm = match start(cli, launch) {
         Ok(vmm) => vmm,
         Err(e) => {
             eprintln!("vmm: error: {e:#}");
@@ -196,10 +204,11 @@ fn parse_memory_restore(text: &str) -> Result<MemoryRestore, String> {
     }
 }
 
-fn start(cli: Cli, started: Instant) -> anyhow::Result<Arc<Vmm>> {
-    // Before any thread starts: each confines itself with these filters.
+fn start(cli: Cli, launch: Launch) -> anyhow::Result<Arc<Vmm>> {
+    // Before any thread starts: each confines itself with these filters. They build on a
+    // thread of their own while the VM is prepared; `ready` below collects them.
     seccomp::init(cli.seccomp).context("cannot set up the seccomp filters")?;
-    let vmm = match cli.restore.clone() {
+    let (vmm, api) = match cli.restore.clone() {
         Some(dir) => {
             let options = RestoreOptions {
                 dir,
@@ -209,29 +218,25 @@ fn start(cli: Cli, started: Instant) -> anyhow::Result<Arc<Vmm>> {
                 console: cli.console,
                 api_socket: cli.api_socket,
             };
-            // Bind first: a socket in use is refused before any VM resource is created.
+            // Bind first: a socket in use is refused before the VM is built.
             let api = bind_api(options.api_socket.as_deref())?;
-            let vmm = Vmm::restore(&options, started, Box::new(|_| Ok(())))
+            let vmm = Vmm::restore(&options, launch, Box::new(|_| Ok(())))
                 .with_context(|| format!("cannot restore the VM from {}", options.dir.display()))?;
             // Every log line of this VM carries its ID (the span is kept for the process's life).
             std::mem::forget(tracing::info_span!("vm", id = %vmm.config().id).entered());
-            serve(Arc::new(vmm), api)?
+            (vmm, api)
         }
         None => {
             let config = cli.into_config()?;
             // Every log line of this VM carries its ID (the span is kept for the process's life).
             std::mem::forget(tracing::info_span!("vm", id = %config.id).entered());
             let api = bind_api(config.api_socket.as_deref())?;
-            serve(
-                Arc::new(Vmm::build_with_devices(
-                    config,
-                    started,
-                    Box::new(|_| Ok(())),
-                )?),
-                api,
-            )?
+            let vmm = Vmm::build_with_devices(config, launch, Box::new(|_| Ok(())))?;
+            (vmm, api)
         }
     };
+    seccomp::ready().context("cannot set up the seccomp filters")?;
+    let vmm = serve(Arc::new(vmm), api)?;
     vmm.start()?;
     Ok(vmm)
 }

@@ -21,7 +21,7 @@ use crate::memory::{self, MemoryError, ACPI_TABLES_END, ACPI_TABLES_START};
 use crate::stop::{StopReason, StopSignal};
 use crate::vstate::vcpu::{Vcpu, VcpuError};
 use crate::vstate::vcpus::{VcpuSet, VcpuThreadError};
-use crate::vstate::vm::{Hypervisor, IrqChip, Vm, VmError};
+use crate::vstate::vm::{IrqChip, PendingVm, Vm, VmError};
 
 mod platform;
 pub mod restore;
@@ -126,21 +126,43 @@ pub struct Vmm {
     api_answer_pending: AtomicBool,
 }
 
+/// The start of a VMM process: when it began (for the console's boot-time report) and the KVM
+/// VM already being created ([`PendingVm`]) while the process parses its arguments, reads a
+/// snapshot or loads a kernel. Begin it as early as possible.
+pub struct Launch {
+    started: Instant,
+    vm: PendingVm,
+}
+
+impl Launch {
+    /// A process that started at `started`; the KVM VM starts being created now.
+    pub fn begin(started: Instant) -> Result<Self, VmmError> {
+        Ok(Self {
+            started,
+            vm: PendingVm::start(IrqChip::InKernel)?,
+        })
+    }
+
+    /// When the process started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+}
+
 impl Vmm {
     /// Builds the VM described by `config` with the platform devices only.
     pub fn build(config: VmConfig) -> Result<Self, VmmError> {
-        Self::build_with_devices(config, Instant::now(), Box::new(|_| Ok(())))
+        Self::build_with_devices(config, Launch::begin(Instant::now())?, Box::new(|_| Ok(())))
     }
 
-    /// Builds the VM, calling `extra_devices` after the platform devices are in place and
-    /// before the DSDT is written. `vmm_started` is when the process started (for the console's
-    /// boot-time report).
+    /// Builds the VM on `launch`'s KVM VM, calling `extra_devices` after the platform devices
+    /// are in place and before the DSDT is written.
     pub fn build_with_devices(
         config: VmConfig,
-        vmm_started: Instant,
+        launch: Launch,
         extra_devices: ExtraDevices<'_>,
     ) -> Result<Self, VmmError> {
-        Self::build_inner(config, vmm_started, extra_devices, GuestSource::Boot)
+        Self::build_inner(config, launch, extra_devices, GuestSource::Boot)
     }
 
     /// Builds the VM for restoring a snapshot: the same machine and devices, on `memory` (the
@@ -151,32 +173,30 @@ impl Vmm {
     pub fn build_for_restore(
         config: VmConfig,
         memory: GuestMemoryMmap,
-        vmm_started: Instant,
+        launch: Launch,
         extra_devices: ExtraDevices<'_>,
     ) -> Result<Self, VmmError> {
-        Self::build_inner(
-            config,
-            vmm_started,
-            extra_devices,
-            GuestSource::Snapshot(memory),
-        )
+        Self::build_inner(config, launch, extra_devices, GuestSource::Snapshot(memory))
     }
 
+    /// Builds the VM on the KVM VM `launch` is creating.
     fn build_inner(
         config: VmConfig,
-        vmm_started: Instant,
+        launch: Launch,
         extra_devices: ExtraDevices<'_>,
         source: GuestSource,
     ) -> Result<Self, VmmError> {
+        let Launch {
+            started: vmm_started,
+            vm: pending,
+        } = launch;
         config.validate_machine()?;
         let format = match source {
             GuestSource::Boot => Some(config.validate_boot_files()?),
             GuestSource::Snapshot(_) => None,
         };
-        let hypervisor = Hypervisor::open()?;
+        let (hypervisor, mut vm) = pending.wait()?;
         config.validate_for_host(hypervisor.host_limits())?;
-        tracing::debug!(ms = vmm_started.elapsed().as_millis() as u64, "KVM opened");
-        let mut vm = hypervisor.create_vm(IrqChip::InKernel)?;
         tracing::debug!(ms = vmm_started.elapsed().as_millis() as u64, "VM created");
         let memory = match source {
             GuestSource::Boot => memory::create_guest_memory(config.memory_bytes())?,
@@ -207,8 +227,15 @@ impl Vmm {
             "guest loaded"
         );
 
-        let cpuid = hypervisor.supported_cpuid()?;
-        let tsc_deadline = hypervisor.has_tsc_deadline();
+        // A restored vCPU gets all of its state, CPUID included, from the snapshot.
+        let boot = match entry {
+            Some(entry) => Some((
+                hypervisor.supported_cpuid()?,
+                hypervisor.has_tsc_deadline(),
+                entry,
+            )),
+            None => None,
+        };
         let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
         for index in 0..config.vcpus {
             let vcpu = Vcpu::new(
@@ -217,9 +244,11 @@ impl Vmm {
                 Arc::clone(&devices.pio),
                 Arc::clone(&devices.mmio),
             )?;
-            vcpu.configure(&cpuid, config.vcpus, tsc_deadline, IrqChip::InKernel)?;
-            if let (0, Some(entry)) = (index, &entry) {
-                vcpu.configure_boot(&memory, entry)?;
+            if let Some((cpuid, tsc_deadline, entry)) = &boot {
+                vcpu.configure(cpuid, config.vcpus, *tsc_deadline, IrqChip::InKernel)?;
+                if index == 0 {
+                    vcpu.configure_boot(&memory, entry)?;
+                }
             }
             vcpus.push(vcpu);
         }
@@ -637,7 +666,7 @@ pub(crate) mod tests {
         let t0 = Instant::now();
         let restored = Vmm::restore(
             &restore::RestoreOptions::new(&dir),
-            Instant::now(),
+            Launch::begin(Instant::now()).unwrap(),
             Box::new(|_| Ok(())),
         )
         .unwrap();
@@ -688,8 +717,13 @@ pub(crate) mod tests {
         config.kernel = "/nonexistent/kernel".into();
         config.vcpus = 2;
         let memory = memory::create_guest_memory(config.memory_bytes()).unwrap();
-        let vmm =
-            Vmm::build_for_restore(config, memory, Instant::now(), Box::new(|_| Ok(()))).unwrap();
+        let vmm = Vmm::build_for_restore(
+            config,
+            memory,
+            Launch::begin(Instant::now()).unwrap(),
+            Box::new(|_| Ok(())),
+        )
+        .unwrap();
         assert_eq!(vmm.with_created_vcpus(|vcpus| vcpus.len()), 2);
         let rsdp: [u8; 8] =
             vm_memory::Bytes::read_obj(vmm.memory(), vm_memory::GuestAddress(ACPI_TABLES_START))

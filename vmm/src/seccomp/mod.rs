@@ -7,9 +7,10 @@
 //! Filters are per thread (no `TSYNC`), and a thread started by a confined thread inherits its
 //! filter: the API's connection threads run under the API filter.
 //!
-//! The binary calls [`init`] once with the mode from `--seccomp`, before any thread starts;
-//! thread entry points call [`confine_current_thread`]. Without [`init`] (library use, tests)
-//! threads run unconfined. See docs/seccomp.md.
+//! The binary calls [`init`] once with the mode from `--seccomp`, before any thread starts: the
+//! filters compile on a thread of their own while the VM is prepared, and [`ready`] reports
+//! whether they built; thread entry points call [`confine_current_thread`] (which waits for
+//! them). Without [`init`] (library use, tests) threads run unconfined. See docs/seccomp.md.
 
 mod classes;
 mod kvm_ioctls;
@@ -18,7 +19,8 @@ mod rules;
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
 
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
 
@@ -121,6 +123,10 @@ pub enum SeccompError {
     },
     #[error("seccomp filters were already set up for this process")]
     AlreadyInitialised,
+    #[error("cannot start the thread that builds the seccomp filters")]
+    CompileThread(#[source] std::io::Error),
+    #[error("the thread that builds the seccomp filters panicked")]
+    CompileThreadPanicked,
 }
 
 /// The compiled filters of every thread class (empty in [`SeccompMode::Off`]).
@@ -184,19 +190,49 @@ impl SeccompFilters {
 
 static FILTERS: OnceLock<SeccompFilters> = OnceLock::new();
 
-/// Builds the filters for this process; [`confine_current_thread`] installs them. Call once,
-/// before the VM's threads start.
+/// The filters [`init`] is compiling, until [`ready`] collects them.
+static COMPILING: Mutex<Option<JoinHandle<Result<SeccompFilters, SeccompError>>>> =
+    Mutex::new(None);
+
+/// Starts building the filters for this process on a thread of its own (`vmm-seccomp`, which
+/// only compiles BPF and ends), so the VMM prepares its VM meanwhile; [`ready`] waits for them
+/// and [`confine_current_thread`] installs them. Call once, before the VM's threads start.
 pub fn init(mode: SeccompMode) -> Result<(), SeccompError> {
-    let filters = SeccompFilters::build(mode)?;
-    FILTERS
-        .set(filters)
-        .map_err(|_| SeccompError::AlreadyInitialised)
+    let mut compiling = COMPILING.lock().unwrap_or_else(PoisonError::into_inner);
+    if compiling.is_some() || FILTERS.get().is_some() {
+        return Err(SeccompError::AlreadyInitialised);
+    }
+    let handle = std::thread::Builder::new()
+        .name("vmm-seccomp".into())
+        .spawn(move || SeccompFilters::build(mode))
+        .map_err(SeccompError::CompileThread)?;
+    *compiling = Some(handle);
+    Ok(())
 }
 
-/// Installs the filter of `class` on the calling thread if [`init`] was called. A thread asked
-/// to run confined never runs unconfined: if the filter cannot be installed, the process ends
-/// with [`exit_status::VMM_ERROR`].
+/// Waits until the filters [`init`] started are built; their build error if any. Without
+/// [`init`], returns at once.
+pub fn ready() -> Result<(), SeccompError> {
+    let mut compiling = COMPILING.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(handle) = compiling.take() {
+        let filters = handle
+            .join()
+            .map_err(|_| SeccompError::CompileThreadPanicked)??;
+        FILTERS
+            .set(filters)
+            .map_err(|_| SeccompError::AlreadyInitialised)?;
+    }
+    Ok(())
+}
+
+/// Installs the filter of `class` on the calling thread if [`init`] was called (waiting for
+/// it to be built). A thread asked to run confined never runs unconfined: if the filter cannot
+/// be built or installed, the process ends with [`exit_status::VMM_ERROR`].
 pub fn confine_current_thread(class: ThreadClass) {
+    if let Err(e) = ready() {
+        eprintln!("vmm: error: {}", crate::error_chain(&e));
+        std::process::exit(exit_status::VMM_ERROR);
+    }
     let Some(filters) = FILTERS.get() else {
         return;
     };

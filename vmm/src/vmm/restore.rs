@@ -19,9 +19,8 @@
 //! 7. [`restore_vm`] last (PIC, IOAPIC, PIT, then kvmclock), right before the vCPUs start.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
-use super::{ExtraDevices, Vmm, VmmError};
+use super::{ExtraDevices, Launch, Vmm, VmmError};
 use crate::config::{ConsoleConfig, VmConfig};
 use crate::devices::persist::DeviceStatesError;
 use crate::memory::{self, MIB};
@@ -132,9 +131,10 @@ impl Vmm {
     /// built (it gets the saved config).
     pub fn restore(
         options: &RestoreOptions,
-        vmm_started: Instant,
+        launch: Launch,
         extra_devices: ExtraDevices<'_>,
     ) -> Result<Self, RestoreError> {
+        let vmm_started = launch.started();
         let snapshot = Snapshot::open(&options.dir).map_err(RestoreError::Snapshot)?;
         let mut config = saved_config(&snapshot.state)?;
         snapshot
@@ -156,7 +156,7 @@ impl Vmm {
         let memory = snapshot
             .load_memory(options.memory)
             .map_err(RestoreError::Snapshot)?;
-        let vmm = Self::build_for_restore(config, memory, vmm_started, extra_devices)?;
+        let vmm = Self::build_for_restore(config, memory, launch, extra_devices)?;
         let state = &snapshot.state;
         vmm.with_created_vcpus(|vcpus| {
             vcpus
@@ -186,6 +186,8 @@ impl Vmm {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
     use crate::snapshot::test_support::sample_machine_state;
 
@@ -245,7 +247,7 @@ mod tests {
     fn a_missing_snapshot_is_an_error_naming_it() {
         let err = Vmm::restore(
             &RestoreOptions::new("/nonexistent/virmo-snapshot"),
-            Instant::now(),
+            Launch::begin(Instant::now()).unwrap(),
             Box::new(|_| Ok(())),
         )
         .err()

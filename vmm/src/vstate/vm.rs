@@ -43,6 +43,10 @@ pub enum VmError {
     },
     #[error("cannot read the host's supported CPUID")]
     SupportedCpuid(#[source] kvm_ioctls::Error),
+    #[error("cannot start the thread that creates the VM")]
+    SetupThread(#[source] std::io::Error),
+    #[error("the thread that creates the VM panicked")]
+    SetupThreadPanicked,
 }
 
 /// Whether the VM gets KVM's in-kernel interrupt controllers and PIT.
@@ -122,6 +126,33 @@ impl Hypervisor {
             irqchip,
             memory: None,
         })
+    }
+}
+
+/// A VM being created on a short-lived thread (`vmm-vm-setup`) while the caller prepares the rest
+/// (reads a snapshot, maps or allocates guest memory): creating a KVM VM with its irqchip and
+/// PIT is the longest single step of a resume. The thread only opens `/dev/kvm` and issues the
+/// VM-creation ioctls; it runs no guest code, handles no outside input, and ends before the
+/// VM's own threads start.
+pub struct PendingVm(std::thread::JoinHandle<Result<(Hypervisor, Vm), VmError>>);
+
+impl PendingVm {
+    /// Starts creating a VM with `irqchip`.
+    pub fn start(irqchip: IrqChip) -> Result<Self, VmError> {
+        std::thread::Builder::new()
+            .name("vmm-vm-setup".into())
+            .spawn(move || {
+                let hypervisor = Hypervisor::open()?;
+                let vm = hypervisor.create_vm(irqchip)?;
+                Ok((hypervisor, vm))
+            })
+            .map(Self)
+            .map_err(VmError::SetupThread)
+    }
+
+    /// Waits for the VM.
+    pub fn wait(self) -> Result<(Hypervisor, Vm), VmError> {
+        self.0.join().map_err(|_| VmError::SetupThreadPanicked)?
     }
 }
 

@@ -40,6 +40,10 @@ const MAX_FRAME: usize = VNET_HDR_SIZE + 65_550;
 pub struct NetState {
     pub allowed: bool,
     pub mac: MacAddr,
+    /// A frame read from the tap that was waiting for an RX buffer (net header included);
+    /// empty when none was. It is delivered first after a restore, so no received frame is
+    /// lost to a suspend.
+    pub pending_rx: Vec<u8>,
 }
 
 /// A virtio-net device on a tap.
@@ -217,6 +221,7 @@ impl VirtioDevice for Net {
         DeviceState::Net(NetState {
             allowed: self.allowed,
             mac: self.mac,
+            pending_rx: self.rx_frame[..self.rx_len].to_vec(),
         })
     }
 
@@ -233,8 +238,17 @@ impl VirtioDevice for Net {
                 s.mac, self.mac
             )));
         }
+        if !s.pending_rx.is_empty()
+            && (s.pending_rx.len() <= VNET_HDR_SIZE || s.pending_rx.len() > self.rx_frame.len())
+        {
+            return Err(RestoreError::ConfigMismatch(format!(
+                "saved pending RX frame of {} bytes is not a frame",
+                s.pending_rx.len()
+            )));
+        }
         self.allowed = s.allowed;
-        self.rx_len = 0;
+        self.rx_frame[..s.pending_rx.len()].copy_from_slice(&s.pending_rx);
+        self.rx_len = s.pending_rx.len();
         Ok(())
     }
 }

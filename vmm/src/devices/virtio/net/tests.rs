@@ -294,6 +294,52 @@ fn prohibited_network_passes_no_frame_either_way_and_reports_link_down() {
     assert_eq!(got, frame);
 }
 
+/// The tap's frame that found no RX buffer is part of the saved state, and a restore delivers
+/// it once the guest has buffers: a suspend loses no received frame.
+#[test]
+fn a_frame_waiting_for_an_rx_buffer_survives_save_and_restore() {
+    use crate::devices::virtio::device::DeviceState;
+
+    let mut r = rig();
+    let frame = test_frame(b"waits across a suspend");
+    r.wire.send(&frame);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let saved = loop {
+        r.t.run_backend(0);
+        let state = r.t.state();
+        let DeviceState::Net(net) = &state.device else {
+            panic!("not a net state: {state:?}");
+        };
+        if net.pending_rx.len() > VNET_HDR_SIZE {
+            assert_eq!(&net.pending_rx[VNET_HDR_SIZE..], &frame[..]);
+            break state;
+        }
+        assert!(Instant::now() < deadline, "the frame never left the tap");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+
+    // A state without the frame forgets it; the saved one brings it back.
+    let mut without = saved.clone();
+    if let DeviceState::Net(net) = &mut without.device {
+        net.pending_rx.clear();
+    }
+    r.t.restore(&without).expect("restore without a pending frame");
+    assert!(matches!(&r.t.state().device, DeviceState::Net(net) if net.pending_rx.is_empty()));
+    r.t.restore(&saved).expect("restore with the pending frame");
+
+    r.post_rx_buffers(4);
+    let (_, got) = r
+        .receive_test_frame(Duration::from_secs(2))
+        .expect("the saved frame in an RX buffer");
+    assert_eq!(got, frame);
+
+    let mut broken = saved;
+    if let DeviceState::Net(net) = &mut broken.device {
+        net.pending_rx.truncate(VNET_HDR_SIZE);
+    }
+    assert!(r.t.restore(&broken).is_err(), "a header alone is not a frame");
+}
+
 #[test]
 fn malformed_tx_chains_are_refused_and_counted() {
     let mut r = rig();
