@@ -32,8 +32,6 @@ const F_RO: u64 = 1 << 5;
 const F_FLUSH: u64 = 1 << 9;
 /// Size of `struct virtio_blk_config` up to and including the write-zeroes fields.
 const CONFIG_SIZE: usize = 60;
-/// Bounce buffer between the file and guest memory.
-const BOUNCE_SIZE: usize = 128 * 1024;
 
 /// Why a block device could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +73,6 @@ pub struct Block {
     allowed: bool,
     disk_sectors: u64,
     serial: [u8; ID_BYTES],
-    bounce: Vec<u8>,
 }
 
 /// Takes an advisory lock on the image for as long as `file` is open: exclusive for a writable
@@ -131,7 +128,6 @@ impl Block {
             allowed,
             disk_sectors: size / SECTOR_SIZE,
             serial: id,
-            bounce: vec![0; BOUNCE_SIZE],
         })
     }
 
@@ -149,27 +145,13 @@ impl Block {
         let result = match request.kind {
             _ if !self.allowed => Err(RequestError::Prohibited),
             RequestKind::In => request.check_range(self.disk_sectors).and_then(|offset| {
-                read_disk(
-                    &self.file,
-                    offset,
-                    chain,
-                    request.data_len,
-                    ctx.mem,
-                    &mut self.bounce,
-                )?;
+                read_disk(&self.file, offset, chain, request.data_len, ctx.mem)?;
                 add(&ctx.stats.bytes_to_guest, request.data_len);
                 Ok(request.data_len as u32)
             }),
             RequestKind::Out if self.read_only => Err(RequestError::ReadOnly),
             RequestKind::Out => request.check_range(self.disk_sectors).and_then(|offset| {
-                write_disk(
-                    &self.file,
-                    offset,
-                    chain,
-                    request.data_len,
-                    ctx.mem,
-                    &mut self.bounce,
-                )?;
+                write_disk(&self.file, offset, chain, request.data_len, ctx.mem)?;
                 add(&ctx.stats.bytes_from_guest, request.data_len);
                 Ok(0)
             }),

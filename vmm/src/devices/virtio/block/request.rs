@@ -1,9 +1,9 @@
 //! One virtio-blk request (virtio 1.2, 5.2.6): header, data, status byte.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::fd::AsRawFd;
 
-use vm_memory::{Address, Bytes, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::devices::virtio::chain::{read_from_buffers, segments, write_to_buffers, Chain};
 
@@ -128,52 +128,115 @@ pub fn write_status(chain: &Chain, mem: &GuestMemoryMmap, status: u8) -> bool {
     write_to_buffers(mem, &chain.writable, at, &[status]).is_ok()
 }
 
-/// Disk → guest: reads `len` bytes at `offset` of `file` into the writable buffers.
+/// Disk → guest: reads `len` bytes at `offset` of `file` straight into the writable buffers
+/// (`preadv`, no copy through the VMM).
 pub fn read_disk(
     file: &File,
     offset: u64,
     chain: &Chain,
     len: u64,
     mem: &GuestMemoryMmap,
-    bounce: &mut [u8],
 ) -> Result<(), RequestError> {
-    let mut pos = offset;
-    for (addr, seg_len) in segments(&chain.writable, 0, len) {
-        let mut done = 0usize;
-        while done < seg_len {
-            let n = (seg_len - done).min(bounce.len());
-            file.read_exact_at(&mut bounce[..n], pos)
-                .map_err(RequestError::Io)?;
-            mem.write_slice(&bounce[..n], addr.unchecked_add(done as u64))
-                .map_err(RequestError::GuestMemory)?;
-            done += n;
-            pos += n as u64;
-        }
-    }
-    Ok(())
+    let iovecs = guest_iovecs(mem, segments(&chain.writable, 0, len))?;
+    transfer(file, offset, iovecs, Direction::DiskToGuest)
 }
 
-/// Guest → disk: writes the `len` data bytes after the header to `file` at `offset`.
+/// Guest → disk: writes the `len` data bytes after the header to `file` at `offset`, straight
+/// from the readable buffers (`pwritev`).
 pub fn write_disk(
     file: &File,
     offset: u64,
     chain: &Chain,
     len: u64,
     mem: &GuestMemoryMmap,
-    bounce: &mut [u8],
 ) -> Result<(), RequestError> {
-    let mut pos = offset;
-    for (addr, seg_len) in segments(&chain.readable, HEADER_SIZE, len) {
-        let mut done = 0usize;
-        while done < seg_len {
-            let n = (seg_len - done).min(bounce.len());
-            mem.read_slice(&mut bounce[..n], addr.unchecked_add(done as u64))
+    let iovecs = guest_iovecs(mem, segments(&chain.readable, HEADER_SIZE, len))?;
+    transfer(file, offset, iovecs, Direction::GuestToDisk)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    DiskToGuest,
+    GuestToDisk,
+}
+
+/// The guest memory of `segments` as iovecs: host addresses inside the guest memory mappings.
+fn guest_iovecs(
+    mem: &GuestMemoryMmap,
+    segments: impl Iterator<Item = (GuestAddress, usize)>,
+) -> Result<Vec<libc::iovec>, RequestError> {
+    segments
+        .filter(|&(_, len)| len > 0)
+        .map(|(addr, len)| {
+            let slice = mem
+                .get_slice(addr, len)
                 .map_err(RequestError::GuestMemory)?;
-            file.write_all_at(&bounce[..n], pos)
-                .map_err(RequestError::Io)?;
-            done += n;
-            pos += n as u64;
+            Ok(libc::iovec {
+                iov_base: slice.ptr_guard_mut().as_ptr().cast(),
+                iov_len: len,
+            })
+        })
+        .collect()
+}
+
+/// Moves all bytes of `iovecs` between guest memory and `file` from `offset`, resuming after
+/// short transfers and `EINTR`. Reading past the end of the file (a disk image shrunk under
+/// the VM) is an error, never a partial success.
+fn transfer(
+    file: &File,
+    mut offset: u64,
+    mut iovecs: Vec<libc::iovec>,
+    direction: Direction,
+) -> Result<(), RequestError> {
+    let mut first = 0;
+    while first < iovecs.len() {
+        let pending = &iovecs[first..];
+        let count = pending.len().min(IOV_MAX) as libc::c_int;
+        let at = libc::off_t::try_from(offset).map_err(|_| {
+            RequestError::Io(std::io::Error::from(std::io::ErrorKind::InvalidInput))
+        })?;
+        let done = match direction {
+            // SAFETY: every iovec points into a guest memory mapping that `mem` (held by the
+            // caller for the whole call) keeps mapped, and covers a range `get_slice` checked
+            // to lie inside it; the kernel only writes within those ranges. The guest may
+            // touch the same memory meanwhile, which is its own affair, as with DMA.
+            Direction::DiskToGuest => unsafe {
+                libc::preadv(file.as_raw_fd(), pending.as_ptr(), count, at)
+            },
+            // SAFETY: as above; the kernel only reads the ranges.
+            Direction::GuestToDisk => unsafe {
+                libc::pwritev(file.as_raw_fd(), pending.as_ptr(), count, at)
+            },
+        };
+        if done < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(RequestError::Io(err));
+        }
+        if done == 0 {
+            return Err(RequestError::Io(std::io::Error::from(
+                std::io::ErrorKind::UnexpectedEof,
+            )));
+        }
+        let mut done = done as usize;
+        offset += done as u64;
+        while done > 0 {
+            let iov = &mut iovecs[first];
+            if done >= iov.iov_len {
+                done -= iov.iov_len;
+                first += 1;
+            } else {
+                // SAFETY: `done < iov_len`, so the advanced base stays inside the same range.
+                iov.iov_base = unsafe { iov.iov_base.cast::<u8>().add(done).cast() };
+                iov.iov_len -= done;
+                done = 0;
+            }
         }
     }
     Ok(())
 }
+
+/// Most iovecs one `preadv`/`pwritev` takes (Linux `UIO_MAXIOV`).
+const IOV_MAX: usize = 1024;

@@ -231,7 +231,7 @@ fn block_state_survives_restore_and_refuses_a_different_image() {
     assert!(wrong.restore(&saved).is_err());
 }
 
-/// Throughput of the request path (queue handling + file I/O through the bounce buffer), on a
+/// Throughput of the request path (queue handling + `preadv`/`pwritev` into guest memory), on a
 /// 64 MiB image in the page cache. Run with `--ignored --nocapture`, in release for numbers.
 #[test]
 #[ignore = "measurement, not a check"]
@@ -303,4 +303,19 @@ fn a_writable_image_cannot_be_opened_twice() {
     let _a = Block::open(ro.as_path(), true, DeviceClass::RemovableStorage, true, "a").unwrap();
     let _b = Block::open(ro.as_path(), true, DeviceClass::RemovableStorage, true, "b").unwrap();
     assert!(Block::open(ro.as_path(), false, DeviceClass::Storage, true, "c").is_err());
+}
+
+/// An image shrunk under the VM: a read past its end fails with IOERR (never a half-filled
+/// buffer reported as good), and the device keeps serving the part that still exists.
+#[test]
+fn a_read_past_the_end_of_a_shrunk_image_fails_with_ioerr() {
+    let mut r = rig(false, DeviceClass::Storage);
+    r.image.as_file().write_all_at(&[0x5au8; 512], 0).unwrap();
+    r.image.as_file().set_len(4096).unwrap();
+    assert_eq!(r.submit(T_IN, 8, 4096).0, S_IOERR, "past the end");
+    assert_eq!(r.submit(T_IN, 4, 4096).0, S_IOERR, "straddling the end");
+    assert_eq!(r.submit(T_IN, 0, 512), (S_OK, 513));
+    let mut back = [0u8; 512];
+    r.mem.read_slice(&mut back, GuestAddress(DATA)).unwrap();
+    assert_eq!(back, [0x5au8; 512]);
 }

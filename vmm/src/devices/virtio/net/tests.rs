@@ -323,7 +323,8 @@ fn a_frame_waiting_for_an_rx_buffer_survives_save_and_restore() {
     if let DeviceState::Net(net) = &mut without.device {
         net.pending_rx.clear();
     }
-    r.t.restore(&without).expect("restore without a pending frame");
+    r.t.restore(&without)
+        .expect("restore without a pending frame");
     assert!(matches!(&r.t.state().device, DeviceState::Net(net) if net.pending_rx.is_empty()));
     r.t.restore(&saved).expect("restore with the pending frame");
 
@@ -337,7 +338,10 @@ fn a_frame_waiting_for_an_rx_buffer_survives_save_and_restore() {
     if let DeviceState::Net(net) = &mut broken.device {
         net.pending_rx.truncate(VNET_HDR_SIZE);
     }
-    assert!(r.t.restore(&broken).is_err(), "a header alone is not a frame");
+    assert!(
+        r.t.restore(&broken).is_err(),
+        "a header alone is not a frame"
+    );
 }
 
 #[test]
