@@ -264,6 +264,28 @@ pub fn segments(
     })
 }
 
+/// The guest memory of `segments` as iovecs (host addresses inside the guest memory mappings),
+/// for a `preadv`/`pwritev`/`writev` straight to or from guest memory. The iovecs are valid as
+/// long as `mem` is.
+pub fn guest_iovecs(
+    mem: &GuestMemoryMmap,
+    segments: impl Iterator<Item = (GuestAddress, usize)>,
+) -> Result<Vec<libc::iovec>, vm_memory::GuestMemoryError> {
+    segments
+        .filter(|&(_, len)| len > 0)
+        .map(|(addr, len)| {
+            let slice = mem.get_slice(addr, len)?;
+            Ok(libc::iovec {
+                iov_base: slice.ptr_guard_mut().as_ptr().cast(),
+                iov_len: len,
+            })
+        })
+        .collect()
+}
+
+/// Most iovecs one `preadv`/`pwritev`/`writev` takes (Linux `UIO_MAXIOV`).
+pub const IOV_MAX: usize = 1024;
+
 /// Copies `data` into the buffers, starting `skip` bytes in. Returns the bytes written.
 pub fn write_to_buffers(
     mem: &GuestMemoryMmap,

@@ -3,9 +3,11 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::GuestMemoryMmap;
 
-use crate::devices::virtio::chain::{read_from_buffers, segments, write_to_buffers, Chain};
+use crate::devices::virtio::chain::{
+    guest_iovecs, read_from_buffers, segments, write_to_buffers, Chain, IOV_MAX,
+};
 
 pub const SECTOR_SIZE: u64 = 512;
 /// Size of the request header: type (le32), reserved (le32), sector (le64).
@@ -137,7 +139,8 @@ pub fn read_disk(
     len: u64,
     mem: &GuestMemoryMmap,
 ) -> Result<(), RequestError> {
-    let iovecs = guest_iovecs(mem, segments(&chain.writable, 0, len))?;
+    let iovecs =
+        guest_iovecs(mem, segments(&chain.writable, 0, len)).map_err(RequestError::GuestMemory)?;
     transfer(file, offset, iovecs, Direction::DiskToGuest)
 }
 
@@ -150,7 +153,8 @@ pub fn write_disk(
     len: u64,
     mem: &GuestMemoryMmap,
 ) -> Result<(), RequestError> {
-    let iovecs = guest_iovecs(mem, segments(&chain.readable, HEADER_SIZE, len))?;
+    let iovecs = guest_iovecs(mem, segments(&chain.readable, HEADER_SIZE, len))
+        .map_err(RequestError::GuestMemory)?;
     transfer(file, offset, iovecs, Direction::GuestToDisk)
 }
 
@@ -158,25 +162,6 @@ pub fn write_disk(
 enum Direction {
     DiskToGuest,
     GuestToDisk,
-}
-
-/// The guest memory of `segments` as iovecs: host addresses inside the guest memory mappings.
-fn guest_iovecs(
-    mem: &GuestMemoryMmap,
-    segments: impl Iterator<Item = (GuestAddress, usize)>,
-) -> Result<Vec<libc::iovec>, RequestError> {
-    segments
-        .filter(|&(_, len)| len > 0)
-        .map(|(addr, len)| {
-            let slice = mem
-                .get_slice(addr, len)
-                .map_err(RequestError::GuestMemory)?;
-            Ok(libc::iovec {
-                iov_base: slice.ptr_guard_mut().as_ptr().cast(),
-                iov_len: len,
-            })
-        })
-        .collect()
 }
 
 /// Moves all bytes of `iovecs` between guest memory and `file` from `offset`, resuming after
@@ -237,6 +222,3 @@ fn transfer(
     }
     Ok(())
 }
-
-/// Most iovecs one `preadv`/`pwritev` takes (Linux `UIO_MAXIOV`).
-const IOV_MAX: usize = 1024;

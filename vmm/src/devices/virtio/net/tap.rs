@@ -97,6 +97,21 @@ impl Tap {
     pub fn write_frame(&mut self, frame: &[u8]) -> io::Result<usize> {
         self.file.write(frame)
     }
+
+    /// Writes one frame (with its net header) gathered from `iovecs`: one `writev`, so the tap
+    /// takes it as one frame, segmenting it itself when the header asks for TSO.
+    pub fn write_frame_from(&mut self, iovecs: &[libc::iovec]) -> io::Result<usize> {
+        let count = libc::c_int::try_from(iovecs.len())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: `iovecs` is a valid array of `count` iovecs; the caller guarantees each names
+        // readable memory that stays mapped for the call. The kernel only reads it.
+        let n = unsafe { libc::writev(self.file.as_raw_fd(), iovecs.as_ptr(), count) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
 }
 
 impl AsRawFd for Tap {
