@@ -107,6 +107,23 @@ fn client(now: Instant) -> ClientSession {
     client_with(client_config(), Vec::new(), now)
 }
 
+/// A client that has sent package 1, over an empty tree.
+fn client_past_package_1(now: Instant) -> (ClientSession, MapExecutor) {
+    let mut session = client(now);
+    session.poll_message(now).expect("package 1");
+    (session, MapExecutor::default())
+}
+
+/// A client that has sent package 1, and a server that has read it with a Get queued.
+fn client_and_server_past_package_1(now: Instant) -> (ClientSession, ServerSession) {
+    let mut session = client(now);
+    let pkg1 = session.poll_message(now).expect("package 1");
+    let mut server = ServerSession::new(server_config(), &pkg1.hdr, now);
+    server.enqueue(get(0, "./X"));
+    server.handle_message(pkg1, now);
+    (session, server)
+}
+
 /// The header of the device's message `msg_id` in session 7.
 fn device_hdr(msg_id: u32) -> SyncHdr {
     SyncHdr::new(ProtoVersion::Dm12, "7", msg_id, SERVER, DEVICE)
@@ -231,10 +248,8 @@ fn client_package_1_announces_the_session_devinfo_and_generic_alerts() {
 #[test]
 fn client_answers_commands_with_statuses_and_results_then_ends_on_statuses_only() {
     let now = Instant::now();
-    let mut session = client(now);
-    let mut tree = MapExecutor::default();
+    let (mut session, mut tree) = client_past_package_1(now);
     tree.values.insert("./DevInfo/Mod".into(), "agent".into());
-    session.poll_message(now).expect("package 1");
     let exec = Command::Exec(Exec::new(5, Item::target("./VirMO/Op")).with_correlator("c9"));
     session.handle_message(
         from_server(
@@ -300,9 +315,7 @@ fn client_answers_commands_with_statuses_and_results_then_ends_on_statuses_only(
 #[test]
 fn client_asks_for_the_next_message_of_an_unfinished_package() {
     let now = Instant::now();
-    let mut session = client(now);
-    let mut tree = MapExecutor::default();
-    session.poll_message(now);
+    let (mut session, mut tree) = client_past_package_1(now);
     let reply = reply_to(
         &mut session,
         from_server(1, vec![header_ok(1), replace(2, "./A", "x")], false),
@@ -383,9 +396,7 @@ fn client_times_out_when_the_server_goes_quiet() {
 #[test]
 fn client_refuses_unsupported_alerts_with_406_and_goes_on() {
     let now = Instant::now();
-    let mut session = client(now);
-    let mut tree = MapExecutor::default();
-    session.poll_message(now);
+    let (mut session, mut tree) = client_past_package_1(now);
     let stray = Command::Alert(Alert::new(2, AlertCode::CLIENT_INITIATED_MGMT));
     let display = Command::Alert(Alert::new(3, AlertCode::DISPLAY));
     let reply = reply_to(
@@ -419,9 +430,7 @@ fn client_answers_garbage_with_400_and_ends() {
 #[test]
 fn client_reassembles_a_large_object_sent_in_chunks() {
     let now = Instant::now();
-    let mut session = client(now);
-    let mut tree = MapExecutor::default();
-    session.poll_message(now);
+    let (mut session, mut tree) = client_past_package_1(now);
     let chunk = |cmd_id: u32, data: &str, more: bool, size: Option<u64>| {
         let mut item = Item::target("./Big").with_data(data).with_more_data(more);
         item.meta = size.map(|size| Meta {
@@ -715,11 +724,7 @@ fn server_answers_unknown_client_commands_with_406() {
 #[test]
 fn a_client_abort_sends_1223_and_the_server_ends_after_answering_it() {
     let now = Instant::now();
-    let mut session = client(now);
-    let pkg1 = session.poll_message(now).expect("package 1");
-    let mut server = ServerSession::new(server_config(), &pkg1.hdr, now);
-    server.enqueue(get(0, "./X"));
-    server.handle_message(pkg1, now);
+    let (mut session, mut server) = client_and_server_past_package_1(now);
     let pkg2 = server.poll_message(now).expect("package 2");
     let mut tree = MapExecutor::default();
     session.handle_message(pkg2, &mut tree, now);
@@ -742,11 +747,7 @@ fn a_client_abort_sends_1223_and_the_server_ends_after_answering_it() {
 #[test]
 fn a_server_abort_ends_the_client_without_an_answer() {
     let now = Instant::now();
-    let mut session = client(now);
-    let pkg1 = session.poll_message(now).expect("package 1");
-    let mut server = ServerSession::new(server_config(), &pkg1.hdr, now);
-    server.enqueue(get(0, "./X"));
-    server.handle_message(pkg1, now);
+    let (mut session, mut server) = client_and_server_past_package_1(now);
     server.abort();
     let abort = server.poll_message(now).expect("the abort");
     assert_eq!(server.end_reason(), Some(&EndReason::Aborted));
@@ -759,9 +760,7 @@ fn a_server_abort_ends_the_client_without_an_answer() {
 #[test]
 fn a_generic_alert_queued_during_a_session_goes_with_the_next_message() {
     let now = Instant::now();
-    let mut session = client(now);
-    let mut tree = MapExecutor::default();
-    session.poll_message(now);
+    let (mut session, mut tree) = client_past_package_1(now);
     session.handle_message(
         from_server(1, vec![header_ok(1), replace(2, "./A", "1")], true),
         &mut tree,
@@ -797,10 +796,8 @@ fn a_notification_names_the_session_in_hexadecimal() {
 #[test]
 fn a_value_above_the_servers_max_obj_size_is_not_sent_and_its_get_gets_413() {
     let now = Instant::now();
-    let mut session = client(now);
-    let mut tree = MapExecutor::default();
+    let (mut session, mut tree) = client_past_package_1(now);
     tree.values.insert("./Big".into(), "b".repeat(500));
-    session.poll_message(now);
     let mut msg = from_server(1, vec![header_ok(1), get(2, "./Big")], true);
     msg.hdr.meta = Some(Meta::max_sizes(10_000, Some(100)));
     let reply = reply_to(&mut session, msg, &mut tree, now);
