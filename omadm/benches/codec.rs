@@ -128,29 +128,24 @@ fn ours_wbxml_to_xml(wbxml: &[u8]) -> usize {
     XmlCodec::default().encode(&msg).unwrap().len()
 }
 
+/// Benchmarks `codec` encoding `msg` and decoding `encoded` (its bytes), as group `name`.
+fn codec_group<C: Codec>(c: &mut Criterion, name: &str, codec: &C, msg: &SyncMl, encoded: &[u8]) {
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Bytes(encoded.len() as u64));
+    group.bench_function("encode", |b| b.iter(|| codec.encode(black_box(msg))));
+    group.bench_function("decode", |b| b.iter(|| codec.decode(black_box(encoded))));
+    group.finish();
+}
+
 fn criterion_benches(c: &mut Criterion, inputs: &Inputs, libwbxml: Option<&LibWbxml>) {
-    let xml_codec = XmlCodec::default();
-    let wbxml_codec = WbxmlCodec::default();
-
-    let mut group = c.benchmark_group("xml");
-    group.throughput(Throughput::Bytes(inputs.xml.len() as u64));
-    group.bench_function("encode", |b| {
-        b.iter(|| xml_codec.encode(black_box(&inputs.msg)))
-    });
-    group.bench_function("decode", |b| {
-        b.iter(|| xml_codec.decode(black_box(&inputs.xml)))
-    });
-    group.finish();
-
-    let mut group = c.benchmark_group("wbxml");
-    group.throughput(Throughput::Bytes(inputs.wbxml.len() as u64));
-    group.bench_function("encode", |b| {
-        b.iter(|| wbxml_codec.encode(black_box(&inputs.msg)))
-    });
-    group.bench_function("decode", |b| {
-        b.iter(|| wbxml_codec.decode(black_box(&inputs.wbxml)))
-    });
-    group.finish();
+    codec_group(c, "xml", &XmlCodec::default(), &inputs.msg, &inputs.xml);
+    codec_group(
+        c,
+        "wbxml",
+        &WbxmlCodec::default(),
+        &inputs.msg,
+        &inputs.wbxml,
+    );
 
     let mut group = c.benchmark_group("convert");
     group.throughput(Throughput::Elements(1));

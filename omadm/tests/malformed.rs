@@ -22,13 +22,21 @@ fn xml(from: &str, to: &str) -> Result<SyncMl, DecodeError> {
     XmlCodec::default().decode(VALID.replacen(from, to, 1).as_bytes())
 }
 
-/// Asserts `result` failed with status `status` and an error matching `pattern`.
+/// Asserts `result` failed with status `status` and an error matching `pattern`; `case` names
+/// the input in a table of them.
 macro_rules! rejects {
-    ($result:expr, $status:expr, $pattern:pat) => {{
+    ($result:expr, $status:expr, $pattern:pat) => {
+        rejects!($result, $status, $pattern, "")
+    };
+    ($result:expr, $status:expr, $pattern:pat, $case:expr) => {{
         let result = $result;
         match &result {
-            Err(err @ $pattern) => assert_eq!(err.status_code(), $status, "{err}"),
-            other => panic!("expected {}, got {other:?}", stringify!($pattern)),
+            Err(err @ $pattern) => assert_eq!(err.status_code(), $status, "{err} {:?}", $case),
+            other => panic!(
+                "expected {}, got {other:?} {:?}",
+                stringify!($pattern),
+                $case
+            ),
         }
     }};
 }
@@ -43,48 +51,20 @@ fn the_template_is_valid() {
 
 #[test]
 fn xml_that_is_not_well_formed_is_400() {
-    rejects!(xml("</Get>", ""), BAD_REQUEST, DecodeError::Xml { .. });
-    rejects!(
-        xml("</Get>", "</Add>"),
-        BAD_REQUEST,
-        DecodeError::Xml { .. }
-    );
-    rejects!(xml("</SyncML>", ""), BAD_REQUEST, DecodeError::Xml { .. });
-    rejects!(
-        xml("2</CmdID>", "&foo;</CmdID>"),
-        BAD_REQUEST,
-        DecodeError::Xml { .. }
-    );
-    rejects!(
-        xml("2</CmdID>", "&#0;</CmdID>"),
-        BAD_REQUEST,
-        DecodeError::Xml { .. }
-    );
-    rejects!(
-        xml("2</CmdID>", "&#1;</CmdID>"),
-        BAD_REQUEST,
-        DecodeError::Xml { .. }
-    );
-    rejects!(
-        xml("<Final/>", "<Final a='1'/>"),
-        BAD_REQUEST,
-        DecodeError::Xml { .. }
-    );
-    rejects!(
-        xml("<SyncML ", "junk<SyncML "),
-        BAD_REQUEST,
-        DecodeError::Xml { .. }
-    );
-    rejects!(
-        xml("./DevInfo", "./Dev\u{1}Info"),
-        BAD_REQUEST,
-        DecodeError::Xml { .. }
-    );
-    rejects!(
-        xml("</Item>", "<Data><![CDATA[\u{8}]]></Data></Item>"),
-        BAD_REQUEST,
-        DecodeError::Xml { .. }
-    );
+    for (from, to) in [
+        ("</Get>", ""),
+        ("</Get>", "</Add>"),
+        ("</SyncML>", ""),
+        ("2</CmdID>", "&foo;</CmdID>"),
+        ("2</CmdID>", "&#0;</CmdID>"),
+        ("2</CmdID>", "&#1;</CmdID>"),
+        ("<Final/>", "<Final a='1'/>"),
+        ("<SyncML ", "junk<SyncML "),
+        ("./DevInfo", "./Dev\u{1}Info"),
+        ("</Item>", "<Data><![CDATA[\u{8}]]></Data></Item>"),
+    ] {
+        rejects!(xml(from, to), BAD_REQUEST, DecodeError::Xml { .. }, to);
+    }
     let mut bad_utf8 = VALID.as_bytes().to_vec();
     let at = VALID.find("./DevInfo").unwrap();
     bad_utf8[at] = 0xFF;
@@ -98,17 +78,14 @@ fn xml_that_is_not_well_formed_is_400() {
 #[test]
 fn trailing_garbage_is_400_but_trailing_whitespace_and_comments_are_fine() {
     let with = |tail: &str| XmlCodec::default().decode(format!("{VALID}{tail}").as_bytes());
-    rejects!(with("x"), BAD_REQUEST, DecodeError::TrailingData { .. });
-    rejects!(
-        with("<SyncML/>"),
-        BAD_REQUEST,
-        DecodeError::TrailingData { .. }
-    );
-    rejects!(
-        with("<![CDATA[x]]>"),
-        BAD_REQUEST,
-        DecodeError::TrailingData { .. }
-    );
+    for tail in ["x", "<SyncML/>", "<![CDATA[x]]>"] {
+        rejects!(
+            with(tail),
+            BAD_REQUEST,
+            DecodeError::TrailingData { .. },
+            tail
+        );
+    }
     assert!(with("\n  <!-- done -->\n").is_ok());
 }
 
@@ -119,26 +96,19 @@ fn unknown_elements_are_400_and_ds_only_syncml_is_406() {
         BAD_REQUEST,
         DecodeError::UnknownElement { .. }
     );
-    rejects!(
-        xml("<Final/>", "<Sync><CmdID>9</CmdID></Sync><Final/>"),
-        StatusCode::OPTIONAL_FEATURE_NOT_SUPPORTED,
-        DecodeError::Unsupported { .. }
-    );
-    rejects!(
-        xml("<CmdID>2</CmdID>", "<CmdID>2</CmdID><Lang>en</Lang>"),
-        StatusCode::OPTIONAL_FEATURE_NOT_SUPPORTED,
-        DecodeError::Unsupported { .. }
-    );
-    rejects!(
-        xml("<MaxMsgSize", "<Anchor xmlns='syncml:metinf'/><MaxMsgSize"),
-        StatusCode::OPTIONAL_FEATURE_NOT_SUPPORTED,
-        DecodeError::Unsupported { .. }
-    );
-    rejects!(
-        xml("</Target></Item>", "</Target><Data><DevInf/></Data></Item>"),
-        StatusCode::OPTIONAL_FEATURE_NOT_SUPPORTED,
-        DecodeError::Unsupported { .. }
-    );
+    for (from, to) in [
+        ("<Final/>", "<Sync><CmdID>9</CmdID></Sync><Final/>"),
+        ("<CmdID>2</CmdID>", "<CmdID>2</CmdID><Lang>en</Lang>"),
+        ("<MaxMsgSize", "<Anchor xmlns='syncml:metinf'/><MaxMsgSize"),
+        ("</Target></Item>", "</Target><Data><DevInf/></Data></Item>"),
+    ] {
+        rejects!(
+            xml(from, to),
+            StatusCode::OPTIONAL_FEATURE_NOT_SUPPORTED,
+            DecodeError::Unsupported { .. },
+            to
+        );
+    }
     // A known element where it does not belong.
     rejects!(
         xml("<Final/>", "<LocURI>x</LocURI><Final/>"),
@@ -542,64 +512,33 @@ fn wbxml_structure_errors_are_400() {
         bytes.extend_from_slice(tokens);
         decode_wbxml(&bytes)
     };
-    // SyncML with attributes.
-    rejects!(
-        body(&[0xED, 0x01, 0x01]),
-        BAD_REQUEST,
-        DecodeError::Wbxml { .. }
-    );
     // Unknown token 0x30 on page 0.
     rejects!(
         body(&[0x6D, 0x70, 0x01, 0x01]),
         BAD_REQUEST,
         DecodeError::UnknownElement { .. }
     );
-    // SWITCH_PAGE to page 2.
-    rejects!(
-        body(&[0x6D, 0x00, 0x02, 0x01]),
-        BAD_REQUEST,
-        DecodeError::Wbxml { .. }
-    );
-    // LITERAL tag.
-    rejects!(
-        body(&[0x6D, 0x04, 0x00, 0x01]),
-        BAD_REQUEST,
-        DecodeError::Wbxml { .. }
-    );
-    // Extension token and PI.
-    rejects!(
-        body(&[0x6D, 0xC0, 0x01]),
-        BAD_REQUEST,
-        DecodeError::Wbxml { .. }
-    );
-    rejects!(
-        body(&[0x6D, 0x43, 0x01]),
-        BAD_REQUEST,
-        DecodeError::Wbxml { .. }
-    );
-    // OPAQUE whose length overflows 32 bits, or runs past the end.
-    rejects!(
-        body(&[0x6D, 0xC3, 0x90, 0x80, 0x80, 0x80, 0x00, 0x01]),
-        BAD_REQUEST,
-        DecodeError::Wbxml { .. }
-    );
-    rejects!(
-        body(&[0x6D, 0xC3, 0x8F, 0xFF, 0xFF, 0xFF, 0x7F, 0x01]),
-        BAD_REQUEST,
-        DecodeError::Wbxml { .. }
-    );
-    // STR_T with an empty string table; STR_I that is not UTF-8; END with nothing open.
-    rejects!(
-        body(&[0x6D, 0x83, 0x00, 0x01]),
-        BAD_REQUEST,
-        DecodeError::Wbxml { .. }
-    );
-    rejects!(
-        body(&[0x6D, 0x03, 0xFF, 0x00, 0x01]),
-        BAD_REQUEST,
-        DecodeError::Wbxml { .. }
-    );
-    rejects!(body(&[0x01]), BAD_REQUEST, DecodeError::Wbxml { .. });
+    let malformed: [&[u8]; 10] = [
+        // SyncML with attributes.
+        &[0xED, 0x01, 0x01],
+        // SWITCH_PAGE to page 2.
+        &[0x6D, 0x00, 0x02, 0x01],
+        // LITERAL tag.
+        &[0x6D, 0x04, 0x00, 0x01],
+        // Extension token and PI.
+        &[0x6D, 0xC0, 0x01],
+        &[0x6D, 0x43, 0x01],
+        // OPAQUE whose length overflows 32 bits, or runs past the end.
+        &[0x6D, 0xC3, 0x90, 0x80, 0x80, 0x80, 0x00, 0x01],
+        &[0x6D, 0xC3, 0x8F, 0xFF, 0xFF, 0xFF, 0x7F, 0x01],
+        // STR_T with an empty string table; STR_I that is not UTF-8; END with nothing open.
+        &[0x6D, 0x83, 0x00, 0x01],
+        &[0x6D, 0x03, 0xFF, 0x00, 0x01],
+        &[0x01],
+    ];
+    for tokens in malformed {
+        rejects!(body(tokens), BAD_REQUEST, DecodeError::Wbxml { .. }, tokens);
+    }
     // Root that is not SyncML.
     rejects!(
         body(&[0x6B, 0x01]),

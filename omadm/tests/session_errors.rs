@@ -12,7 +12,7 @@ use omadm::model::{
 };
 use omadm::session::{ClientEvent, Encoding, EndReason, Limits, ServerEvent};
 use omadm::status::StatusCode;
-use omadm::transport::{DmHttpClient, DmHttpServer};
+use omadm::transport::DmHttpServer;
 use session_support::*;
 
 fn replace(uri: &str, value: &str) -> Command {
@@ -24,21 +24,6 @@ fn replace(uri: &str, value: &str) -> Command {
     ))
 }
 
-fn final_status(events: &[ServerEvent], request: u64) -> Option<StatusCode> {
-    events.iter().find_map(|event| match event {
-        ServerEvent::Status {
-            request: r,
-            member: None,
-            status,
-        } if *r == request => Some(status.data),
-        _ => None,
-    })
-}
-
-fn http() -> DmHttpClient {
-    DmHttpClient::new(Duration::from_secs(10))
-}
-
 /// POSTs raw bytes; returns the HTTP status and body.
 fn post_raw(url: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
     let transmit = omadm::session::Transmit {
@@ -47,7 +32,7 @@ fn post_raw(url: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
         body: body.to_vec(),
         hmac: None,
     };
-    let reply = http().post(&transmit).expect("the server answers");
+    let reply = http_client().post(&transmit).expect("the server answers");
     (reply.status, reply.body)
 }
 
@@ -67,35 +52,30 @@ fn spawn(limits: Limits) -> (TestServer, DmHttpServer) {
 
 #[test]
 fn wrong_credentials_are_challenged_three_times_then_the_session_ends_untouched() {
-    let (server, http_server) = spawn(limits());
-    let (mut tree, _) = device_tree();
-    server.queue(DEVICE_ID, vec![replace("./Vendor/Setting", "changed")]);
-    let mut session = client_session(http_server.url(), "9", "guess", Vec::new(), limits());
-    http()
-        .run(&mut session, &mut tree)
-        .expect("the exchange itself works");
+    let mut served = serve(
+        TestServer::new(limits()),
+        vec![replace("./Vendor/Setting", "changed")],
+    );
+    let mut session = client_session(served.http.url(), "9", "guess", Vec::new(), limits());
+    served.run(&mut session).expect("the exchange itself works");
     assert_eq!(session.end_reason(), Some(&EndReason::AuthenticationFailed));
-    let failures = server
+    let failures = served
+        .server
         .events("9")
         .iter()
         .filter(|e| **e == ServerEvent::AuthenticationFailed(StatusCode::INVALID_CREDENTIALS))
         .count();
     assert_eq!(failures, 3);
-    assert!(server.events("9").iter().any(|e| matches!(e,
+    assert!(served.server.events("9").iter().any(|e| matches!(e,
         ServerEvent::Ended { reason: EndReason::AuthenticationFailed, unanswered } if unanswered.is_empty())));
     assert!(!client_events(&mut session).contains(&ClientEvent::Authenticated));
-    assert_eq!(
-        leaf(&tree, &["Vendor", "Setting"]).as_deref(),
-        Some("initial")
-    );
+    assert_eq!(served.setting().as_deref(), Some("initial"));
 }
 
 #[test]
 fn acl_refusals_and_unknown_commands_get_their_status_and_the_session_goes_on() {
-    let (server, http_server) = spawn(limits());
-    let (mut tree, _) = device_tree();
-    server.queue(
-        DEVICE_ID,
+    let mut served = serve(
+        TestServer::new(limits()),
         vec![
             replace("./Vendor/Locked", "stolen"),
             Command::Alert(Alert::new(0, AlertCode::DISPLAY)),
@@ -108,17 +88,9 @@ fn acl_refusals_and_unknown_commands_get_their_status_and_the_session_goes_on() 
             replace("./Vendor/Setting", "after"),
         ],
     );
-    let mut session = client_session(
-        http_server.url(),
-        "10",
-        DEVICE_PASSWORD,
-        Vec::new(),
-        limits(),
-    );
-    http()
-        .run(&mut session, &mut tree)
-        .expect("the session runs");
-    let events = server.events("10");
+    let mut session = served.device_session("10");
+    served.run(&mut session).expect("the session runs");
+    let events = served.server.events("10");
     assert_eq!(
         final_status(&events, 1),
         Some(StatusCode::PERMISSION_DENIED)
@@ -133,19 +105,14 @@ fn acl_refusals_and_unknown_commands_get_their_status_and_the_session_goes_on() 
     );
     assert_eq!(final_status(&events, 4), Some(StatusCode::OK));
     assert_eq!(session.end_reason(), Some(&EndReason::Completed));
-    assert_eq!(leaf(&tree, &["Vendor", "Locked"]).as_deref(), Some("keep"));
-    assert_eq!(
-        leaf(&tree, &["Vendor", "Setting"]).as_deref(),
-        Some("after")
-    );
+    assert_eq!(served.leaf(&["Vendor", "Locked"]).as_deref(), Some("keep"));
+    assert_eq!(served.setting().as_deref(), Some("after"));
 }
 
 #[test]
 fn an_object_above_the_devices_max_obj_size_is_not_sent_and_the_session_goes_on() {
-    let (server, http_server) = spawn(limits());
-    let (mut tree, _) = device_tree();
-    server.queue(
-        DEVICE_ID,
+    let mut served = serve(
+        TestServer::new(limits()),
         vec![
             replace("./Vendor/Setting", &"z".repeat(5000)),
             replace("./Vendor/Old", "ok"),
@@ -157,16 +124,14 @@ fn an_object_above_the_devices_max_obj_size_is_not_sent_and_the_session_goes_on(
         ..limits()
     };
     let mut session = client_session(
-        http_server.url(),
+        served.http.url(),
         "11",
         DEVICE_PASSWORD,
         Vec::new(),
         device_limits,
     );
-    http()
-        .run(&mut session, &mut tree)
-        .expect("the session runs");
-    let events = server.events("11");
+    served.run(&mut session).expect("the session runs");
+    let events = served.server.events("11");
     assert!(events.contains(&ServerEvent::NotSent {
         request: 1,
         status: StatusCode::REQUEST_ENTITY_TOO_LARGE
@@ -177,11 +142,8 @@ fn an_object_above_the_devices_max_obj_size_is_not_sent_and_the_session_goes_on(
         "nothing of it reached the device"
     );
     assert_eq!(final_status(&events, 2), Some(StatusCode::OK));
-    assert_eq!(
-        leaf(&tree, &["Vendor", "Setting"]).as_deref(),
-        Some("initial")
-    );
-    assert_eq!(leaf(&tree, &["Vendor", "Old"]).as_deref(), Some("ok"));
+    assert_eq!(served.setting().as_deref(), Some("initial"));
+    assert_eq!(served.leaf(&["Vendor", "Old"]).as_deref(), Some("ok"));
     assert_eq!(session.end_reason(), Some(&EndReason::Completed));
 }
 
@@ -257,20 +219,15 @@ fn garbage_and_foreign_media_types_are_refused_at_the_http_level() {
 
 #[test]
 fn garbage_in_the_middle_of_a_session_is_refused_and_the_session_goes_on() {
-    let (server, http_server) = spawn(limits());
-    let (mut tree, _) = device_tree();
-    server.queue(DEVICE_ID, vec![replace("./Vendor/Setting", "v2")]);
-    let mut session = client_session(
-        http_server.url(),
-        "14",
-        DEVICE_PASSWORD,
-        Vec::new(),
-        limits(),
+    let mut served = serve(
+        TestServer::new(limits()),
+        vec![replace("./Vendor/Setting", "v2")],
     );
-    let client = http();
+    let mut session = served.device_session("14");
+    let client = http_client();
     let mut garbage_sent = false;
     while let Some(transmit) = session.poll_transmit(Instant::now()).expect("encodes") {
-        if transmit.target_uri != http_server.url() && !garbage_sent {
+        if transmit.target_uri != served.http.url() && !garbage_sent {
             garbage_sent = true;
             let (status, _) = post_raw(
                 &transmit.target_uri,
@@ -285,29 +242,27 @@ fn garbage_in_the_middle_of_a_session_is_refused_and_the_session_goes_on() {
             &reply.body,
             reply.content_type.as_deref(),
             None,
-            &mut tree,
+            &mut served.tree,
             Instant::now(),
         );
     }
     assert!(garbage_sent, "the session used its RespURI");
     assert_eq!(session.end_reason(), Some(&EndReason::Completed));
-    assert_eq!(leaf(&tree, &["Vendor", "Setting"]).as_deref(), Some("v2"));
-    assert_eq!(final_status(&server.events("14"), 1), Some(StatusCode::OK));
+    assert_eq!(served.setting().as_deref(), Some("v2"));
+    assert_eq!(
+        final_status(&served.server.events("14"), 1),
+        Some(StatusCode::OK)
+    );
 }
 
 #[test]
 fn a_message_that_does_not_belong_to_its_session_gets_400_and_ends_it() {
-    let (server, http_server) = spawn(limits());
-    let (mut tree, _) = device_tree();
-    server.queue(DEVICE_ID, vec![replace("./Vendor/Setting", "v3")]);
-    let mut session = client_session(
-        http_server.url(),
-        "15",
-        DEVICE_PASSWORD,
-        Vec::new(),
-        limits(),
+    let mut served = serve(
+        TestServer::new(limits()),
+        vec![replace("./Vendor/Setting", "v3")],
     );
-    let client = http();
+    let mut session = served.device_session("15");
+    let client = http_client();
     let first = session
         .poll_transmit(Instant::now())
         .expect("encodes")
@@ -317,7 +272,7 @@ fn a_message_that_does_not_belong_to_its_session_gets_400_and_ends_it() {
         &reply.body,
         reply.content_type.as_deref(),
         None,
-        &mut tree,
+        &mut served.tree,
         Instant::now(),
     );
     let resp_uri = session.target_uri().to_owned();
@@ -330,7 +285,7 @@ fn a_message_that_does_not_belong_to_its_session_gets_400_and_ends_it() {
     );
     assert_eq!(status, 200);
     assert_eq!(header_status(&body), StatusCode::BAD_REQUEST);
-    assert!(server.events("15").iter().any(|e| matches!(e,
+    assert!(served.server.events("15").iter().any(|e| matches!(e,
         ServerEvent::Ended { reason: EndReason::BadMessage(StatusCode::BAD_REQUEST), unanswered } if unanswered == &[1])));
     let next = session
         .poll_transmit(Instant::now())

@@ -3,12 +3,9 @@
 
 mod session_support;
 
-use std::time::Duration;
-
 use omadm::model::{format, Command, Container, Data, Exec, Item, ItemCommand, Meta};
 use omadm::session::{ClientEvent, EndReason, GenericAlert, ServerEvent};
 use omadm::status::StatusCode;
-use omadm::transport::DmHttpClient;
 use session_support::*;
 
 fn target(command: fn(ItemCommand) -> Command, uri: &str) -> Command {
@@ -21,18 +18,6 @@ fn with_value(command: fn(ItemCommand) -> Command, uri: &str, fmt: &str, value: 
         item = item.with_data(value);
     }
     command(ItemCommand::new(0, vec![item]))
-}
-
-/// The final status of request `request` in `events`.
-fn status_of(events: &[ServerEvent], request: u64) -> Option<StatusCode> {
-    events.iter().find_map(|event| match event {
-        ServerEvent::Status {
-            request: r,
-            member: None,
-            status,
-        } if *r == request => Some(status.data),
-        _ => None,
-    })
 }
 
 fn results_of(events: &[ServerEvent], request: u64) -> Vec<(String, String)> {
@@ -61,11 +46,8 @@ fn results_of(events: &[ServerEvent], request: u64) -> Vec<(String, String)> {
 
 #[test]
 fn a_full_session_over_http_gets_replaces_adds_execs_deletes_and_delivers_a_generic_alert() {
-    let server = TestServer::new(limits());
-    let http = server.spawn(None);
-    let (mut tree, exec_log) = device_tree();
-    server.queue(
-        DEVICE_ID,
+    let mut served = serve(
+        TestServer::new(limits()),
         vec![
             target(Command::Get, "./DevInfo"),
             target(Command::Get, "./DevInfo/DevId"),
@@ -87,15 +69,13 @@ fn a_full_session_over_http_gets_replaces_adds_execs_deletes_and_delivers_a_gene
         .with_source("./VirMO/VM/work/Operations/Suspend")
         .with_mark("informational");
     let mut session = client_session(
-        http.url(),
+        served.http.url(),
         "101",
         DEVICE_PASSWORD,
         vec![alert.clone()],
         limits(),
     );
-    DmHttpClient::new(Duration::from_secs(10))
-        .run(&mut session, &mut tree)
-        .expect("the session runs");
+    served.run(&mut session).expect("the session runs");
 
     assert_eq!(session.end_reason(), Some(&EndReason::Completed));
     let client_events = client_events(&mut session);
@@ -109,7 +89,7 @@ fn a_full_session_over_http_gets_replaces_adds_execs_deletes_and_delivers_a_gene
         undelivered: Vec::new()
     }));
 
-    let events = server.events("101");
+    let events = served.server.events("101");
     assert!(events.contains(&ServerEvent::Authenticated));
     assert!(events
         .iter()
@@ -128,66 +108,60 @@ fn a_full_session_over_http_gets_replaces_adds_execs_deletes_and_delivers_a_gene
         results_of(&events, 2),
         [("./DevInfo/DevId".to_owned(), DEVICE_ID.to_owned())]
     );
-    assert_eq!(status_of(&events, 3), Some(StatusCode::OK));
-    assert_eq!(status_of(&events, 4), Some(StatusCode::OK), "Atomic");
+    assert_eq!(final_status(&events, 3), Some(StatusCode::OK));
+    assert_eq!(final_status(&events, 4), Some(StatusCode::OK), "Atomic");
     assert_eq!(
-        status_of(&events, 5),
+        final_status(&events, 5),
         Some(StatusCode::ACCEPTED_FOR_PROCESSING)
     );
-    assert_eq!(status_of(&events, 6), Some(StatusCode::OK));
+    assert_eq!(final_status(&events, 6), Some(StatusCode::OK));
     assert!(events.iter().any(|e| matches!(e,
         ServerEvent::Ended { reason: EndReason::Completed, unanswered } if unanswered.is_empty())));
 
+    assert_eq!(served.setting().as_deref(), Some("tuned"));
     assert_eq!(
-        leaf(&tree, &["Vendor", "Setting"]).as_deref(),
-        Some("tuned")
-    );
-    assert_eq!(
-        leaf(&tree, &["Vendor", "Net", "Mtu"]).as_deref(),
+        served.leaf(&["Vendor", "Net", "Mtu"]).as_deref(),
         Some("1500")
     );
     assert_eq!(
-        leaf(&tree, &["Vendor", "Net", "Name"]).as_deref(),
+        served.leaf(&["Vendor", "Net", "Name"]).as_deref(),
         Some("eth0")
     );
-    assert_eq!(leaf(&tree, &["Vendor", "Old"]), None);
+    assert_eq!(served.leaf(&["Vendor", "Old"]), None);
     assert_eq!(
-        *exec_log.lock().expect("log"),
+        *served.exec_log.lock().expect("log"),
         [("Reboot".to_owned(), Some("op-42".to_owned()))]
     );
 }
 
 #[test]
 fn the_outcome_of_an_async_exec_reaches_the_server_in_the_next_session() {
-    let server = TestServer::new(limits());
-    let http = server.spawn(None);
-    let (mut tree, exec_log) = device_tree();
-    server.queue(
-        DEVICE_ID,
+    let mut served = serve(
+        TestServer::new(limits()),
         vec![Command::Exec(
             Exec::new(0, Item::target("./Ops/Reboot")).with_correlator("op-7"),
         )],
     );
-    let client = DmHttpClient::new(Duration::from_secs(10));
-    let mut first = client_session(http.url(), "1", DEVICE_PASSWORD, Vec::new(), limits());
-    client.run(&mut first, &mut tree).expect("first session");
-    let (_, correlator) = exec_log.lock().expect("log")[0].clone();
+    let mut first = served.device_session("1");
+    served.run(&mut first).expect("first session");
+    let (_, correlator) = served.exec_log.lock().expect("log")[0].clone();
 
     let outcome = GenericAlert::new("urn:oma:at:virmo:1.0:OperationComplete", "int", "1200")
         .with_correlator(correlator.expect("a correlator"));
     let mut second = client_session(
-        http.url(),
+        served.http.url(),
         "2",
         DEVICE_PASSWORD,
         vec![outcome.clone()],
         limits(),
     );
-    client.run(&mut second, &mut tree).expect("second session");
-    assert!(server
+    served.run(&mut second).expect("second session");
+    assert!(served
+        .server
         .events("2")
         .contains(&ServerEvent::GenericAlert(outcome)));
     assert_eq!(second.end_reason(), Some(&EndReason::Completed));
-    assert_eq!(server.lock().sessions_opened, 2);
+    assert_eq!(served.server.lock().sessions_opened, 2);
 }
 
 #[test]
@@ -196,14 +170,11 @@ fn large_values_travel_as_chunks_within_a_small_max_msg_size_both_ways() {
         max_msg_size: 2048,
         ..limits()
     };
-    let server = TestServer::new(server_limits);
-    let http = server.spawn(None);
-    let (mut tree, _) = device_tree();
     let big: String = (0..3000)
         .map(|i| char::from(b'a' + (i % 26) as u8))
         .collect();
-    server.queue(
-        DEVICE_ID,
+    let mut served = serve(
+        TestServer::new(server_limits),
         vec![
             with_value(Command::Replace, "./Vendor/Setting", format::CHR, &big),
             target(Command::Get, "./Vendor/Setting"),
@@ -213,14 +184,18 @@ fn large_values_travel_as_chunks_within_a_small_max_msg_size_both_ways() {
         max_msg_size: 1500,
         ..limits()
     };
-    let mut session = client_session(http.url(), "5", DEVICE_PASSWORD, Vec::new(), client_limits);
-    DmHttpClient::new(Duration::from_secs(10))
-        .run(&mut session, &mut tree)
-        .expect("the session runs");
+    let mut session = client_session(
+        served.http.url(),
+        "5",
+        DEVICE_PASSWORD,
+        Vec::new(),
+        client_limits,
+    );
+    served.run(&mut session).expect("the session runs");
     assert_eq!(session.end_reason(), Some(&EndReason::Completed));
-    assert_eq!(leaf(&tree, &["Vendor", "Setting"]), Some(big.clone()));
-    let events = server.events("5");
-    assert_eq!(status_of(&events, 1), Some(StatusCode::OK));
+    assert_eq!(served.setting(), Some(big.clone()));
+    let events = served.server.events("5");
+    assert_eq!(final_status(&events, 1), Some(StatusCode::OK));
     assert_eq!(
         results_of(&events, 2),
         [("./Vendor/Setting".to_owned(), big)]
@@ -230,11 +205,8 @@ fn large_values_travel_as_chunks_within_a_small_max_msg_size_both_ways() {
 
 #[test]
 fn a_session_in_wbxml_with_hmac_authentication_both_ways() {
-    let server = TestServer::new(limits()).with_scheme(omadm::auth::AuthScheme::Hmac);
-    let http = server.spawn(None);
-    let (mut tree, _) = device_tree();
-    server.queue(
-        DEVICE_ID,
+    let mut served = serve(
+        TestServer::new(limits()).with_scheme(omadm::auth::AuthScheme::Hmac),
         vec![
             target(Command::Get, "./DevInfo/Man"),
             with_value(
@@ -250,38 +222,23 @@ fn a_session_in_wbxml_with_hmac_authentication_both_ways() {
         DEVICE_PASSWORD,
         SERVER_PASSWORD,
     );
-    let mut session = client_session_with(
-        http.url(),
-        "30",
-        auth,
-        Vec::new(),
-        limits(),
-        omadm::session::Encoding::Wbxml,
-    );
-    DmHttpClient::new(Duration::from_secs(10))
-        .run(&mut session, &mut tree)
-        .expect("the session runs");
+    let mut session = served.session_with("30", auth, omadm::session::Encoding::Wbxml);
+    served.run(&mut session).expect("the session runs");
     assert_eq!(session.end_reason(), Some(&EndReason::Completed));
-    let events = server.events("30");
+    let events = served.server.events("30");
     assert!(events.contains(&ServerEvent::Authenticated));
     assert_eq!(
         results_of(&events, 1),
         [("./DevInfo/Man".to_owned(), "VirMO".to_owned())]
     );
-    assert_eq!(status_of(&events, 2), Some(StatusCode::OK));
-    assert_eq!(
-        leaf(&tree, &["Vendor", "Setting"]).as_deref(),
-        Some("binary-xml")
-    );
+    assert_eq!(final_status(&events, 2), Some(StatusCode::OK));
+    assert_eq!(served.setting().as_deref(), Some("binary-xml"));
 }
 
 #[test]
 fn a_server_with_wrong_credentials_is_challenged_and_gets_nothing_done() {
-    let server = TestServer::new(limits());
-    let http = server.spawn(None);
-    let (mut tree, exec_log) = device_tree();
-    server.queue(
-        DEVICE_ID,
+    let mut served = serve(
+        TestServer::new(limits()),
         vec![
             with_value(Command::Replace, "./Vendor/Setting", format::CHR, "evil"),
             Command::Exec(Exec::new(0, Item::target("./Ops/Reboot"))),
@@ -292,23 +249,11 @@ fn a_server_with_wrong_credentials_is_challenged_and_gets_nothing_done() {
         DEVICE_PASSWORD,
         "expected-other",
     );
-    let mut session = client_session_with(
-        http.url(),
-        "31",
-        auth,
-        Vec::new(),
-        limits(),
-        omadm::session::Encoding::Xml,
-    );
-    DmHttpClient::new(Duration::from_secs(10))
-        .run(&mut session, &mut tree)
-        .expect("the exchange itself works");
+    let mut session = served.session_with("31", auth, omadm::session::Encoding::Xml);
+    served.run(&mut session).expect("the exchange itself works");
     assert_eq!(session.end_reason(), Some(&EndReason::AuthenticationFailed));
-    assert_eq!(
-        leaf(&tree, &["Vendor", "Setting"]).as_deref(),
-        Some("initial")
-    );
-    assert!(exec_log.lock().expect("log").is_empty());
-    assert!(server.events("31").iter().any(|e| matches!(e,
+    assert_eq!(served.setting().as_deref(), Some("initial"));
+    assert!(served.exec_log.lock().expect("log").is_empty());
+    assert!(served.server.events("31").iter().any(|e| matches!(e,
         ServerEvent::Ended { reason: EndReason::AuthenticationFailed, unanswered } if unanswered == &[1, 2])));
 }

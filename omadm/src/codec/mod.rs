@@ -57,34 +57,24 @@ impl Limits {
     };
 
     pub(crate) fn check_input(&self, input: &[u8]) -> Result<(), DecodeError> {
-        if input.len() > self.max_message_bytes {
-            return Err(DecodeError::LimitExceeded {
-                what: "message size in bytes",
-                limit: self.max_message_bytes,
-            });
-        }
-        Ok(())
+        within(input.len(), self.max_message_bytes, "message size in bytes")
     }
 
     pub(crate) fn check_depth(&self, depth: usize) -> Result<(), DecodeError> {
-        if depth > self.max_depth {
-            return Err(DecodeError::LimitExceeded {
-                what: "element nesting depth",
-                limit: self.max_depth,
-            });
-        }
-        Ok(())
+        within(depth, self.max_depth, "element nesting depth")
     }
 
     pub(crate) fn check_elements(&self, count: usize) -> Result<(), DecodeError> {
-        if count > self.max_elements {
-            return Err(DecodeError::LimitExceeded {
-                what: "number of elements",
-                limit: self.max_elements,
-            });
-        }
-        Ok(())
+        within(count, self.max_elements, "number of elements")
     }
+}
+
+/// `LimitExceeded` when `value` is above `limit` (`what` says what was counted).
+fn within(value: usize, limit: usize, what: &'static str) -> Result<(), DecodeError> {
+    if value > limit {
+        return Err(DecodeError::LimitExceeded { what, limit });
+    }
+    Ok(())
 }
 
 impl Default for Limits {

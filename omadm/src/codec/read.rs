@@ -104,51 +104,28 @@ fn sync_body(el: &Element) -> Result<SyncBody> {
         if child.tag == Tag::Final {
             body.final_ = flag(child)?;
         } else {
-            body.commands.push(command(el, child, BODY_COMMANDS)?);
+            body.commands.push(command(el, child)?);
         }
     }
     Ok(body)
 }
 
-/// Commands a `SyncBody` may hold.
-const BODY_COMMANDS: &[Tag] = &[
-    Tag::Add,
-    Tag::Alert,
-    Tag::Atomic,
-    Tag::Copy,
-    Tag::Delete,
-    Tag::Exec,
-    Tag::Get,
-    Tag::Replace,
-    Tag::Results,
-    Tag::Sequence,
-    Tag::Status,
-];
-/// Commands an `Atomic` may hold (no nested Atomic, no Status or Results).
-const ATOMIC_COMMANDS: &[Tag] = &[
-    Tag::Add,
-    Tag::Alert,
-    Tag::Copy,
-    Tag::Delete,
-    Tag::Exec,
-    Tag::Get,
-    Tag::Replace,
-    Tag::Sequence,
-];
-/// Commands a `Sequence` may hold (no Status or Results).
-const SEQUENCE_COMMANDS: &[Tag] = &[
-    Tag::Add,
-    Tag::Alert,
-    Tag::Atomic,
-    Tag::Copy,
-    Tag::Delete,
-    Tag::Exec,
-    Tag::Get,
-    Tag::Replace,
-];
+/// Whether `parent` (`SyncBody`, `Atomic` or `Sequence`) may hold the command `tag`.
+fn may_hold(parent: Tag, tag: Tag) -> bool {
+    match tag {
+        Tag::Add | Tag::Alert | Tag::Copy | Tag::Delete | Tag::Exec | Tag::Get | Tag::Replace => {
+            true
+        }
+        // A group holds no group of its own kind.
+        Tag::Atomic | Tag::Sequence => tag != parent,
+        // Status and Results answer a message, not a group.
+        Tag::Results | Tag::Status => parent == Tag::SyncBody,
+        _ => false,
+    }
+}
 
-fn command(parent: &Element, el: &Element, allowed: &[Tag]) -> Result<Command> {
-    if !allowed.contains(&el.tag) {
+fn command(parent: &Element, el: &Element) -> Result<Command> {
+    if !may_hold(parent.tag, el.tag) {
         return Err(not_allowed(parent, el));
     }
     Ok(match el.tag {
@@ -159,8 +136,8 @@ fn command(parent: &Element, el: &Element, allowed: &[Tag]) -> Result<Command> {
         Tag::Replace => Command::Replace(item_command(el)?),
         Tag::Alert => Command::Alert(alert(el)?),
         Tag::Exec => Command::Exec(exec(el)?),
-        Tag::Atomic => Command::Atomic(container(el, ATOMIC_COMMANDS)?),
-        Tag::Sequence => Command::Sequence(container(el, SEQUENCE_COMMANDS)?),
+        Tag::Atomic => Command::Atomic(container(el)?),
+        Tag::Sequence => Command::Sequence(container(el)?),
         Tag::Results => Command::Results(results(el)?),
         Tag::Status => Command::Status(status(el)?),
         _ => return Err(not_allowed(parent, el)),
@@ -168,135 +145,106 @@ fn command(parent: &Element, el: &Element, allowed: &[Tag]) -> Result<Command> {
 }
 
 fn item_command(el: &Element) -> Result<ItemCommand> {
-    let mut cmd_id = None;
-    let mut no_resp = None;
-    let mut cred = None;
-    let mut meta = None;
+    let mut fields = CommandFields::new(HEAD_FIELDS);
     let mut items = Vec::new();
     for child in children(el)? {
         match child.tag {
-            Tag::CmdID => set(&mut cmd_id, number(child)?, el, child)?,
-            Tag::NoResp => set(&mut no_resp, flag(child)?, el, child)?,
-            Tag::Cred => set(&mut cred, self::cred(child)?, el, child)?,
-            Tag::Meta => set(&mut meta, self::meta(child)?, el, child)?,
             Tag::Item => items.push(item(child)?),
-            _ => return Err(not_allowed(el, child)),
+            _ => fields.read(el, child)?,
         }
     }
     Ok(ItemCommand {
-        cmd_id: required(cmd_id, el, Tag::CmdID)?,
-        no_resp: no_resp.unwrap_or(false),
-        cred,
-        meta,
+        cmd_id: fields.cmd_id(el)?,
+        no_resp: fields.no_resp(),
+        cred: fields.cred,
+        meta: fields.meta,
         items: at_least_one(items, el)?,
     })
 }
 
 fn exec(el: &Element) -> Result<Exec> {
-    let mut cmd_id = None;
-    let mut no_resp = None;
-    let mut cred = None;
-    let mut meta = None;
+    let mut fields = CommandFields::new(HEAD_FIELDS);
     let mut correlator = None;
     let mut item = None;
     for child in children(el)? {
         match child.tag {
-            Tag::CmdID => set(&mut cmd_id, number(child)?, el, child)?,
-            Tag::NoResp => set(&mut no_resp, flag(child)?, el, child)?,
-            Tag::Cred => set(&mut cred, self::cred(child)?, el, child)?,
-            Tag::Meta => set(&mut meta, self::meta(child)?, el, child)?,
             Tag::Correlator => set(&mut correlator, token(child)?, el, child)?,
             Tag::Item => set(&mut item, self::item(child)?, el, child)?,
-            _ => return Err(not_allowed(el, child)),
+            _ => fields.read(el, child)?,
         }
     }
     Ok(Exec {
-        cmd_id: required(cmd_id, el, Tag::CmdID)?,
-        no_resp: no_resp.unwrap_or(false),
-        cred,
-        meta,
+        cmd_id: fields.cmd_id(el)?,
+        no_resp: fields.no_resp(),
+        cred: fields.cred,
+        meta: fields.meta,
         correlator,
         item: required(item, el, Tag::Item)?,
     })
 }
 
 fn alert(el: &Element) -> Result<Alert> {
-    let mut cmd_id = None;
-    let mut no_resp = None;
-    let mut cred = None;
+    let mut fields = CommandFields::new(&[Tag::CmdID, Tag::NoResp, Tag::Cred]);
     let mut data = None;
     let mut correlator = None;
     let mut items = Vec::new();
     for child in children(el)? {
         match child.tag {
-            Tag::CmdID => set(&mut cmd_id, number(child)?, el, child)?,
-            Tag::NoResp => set(&mut no_resp, flag(child)?, el, child)?,
-            Tag::Cred => set(&mut cred, self::cred(child)?, el, child)?,
             Tag::Data => set(&mut data, AlertCode(number(child)?), el, child)?,
             Tag::Correlator => set(&mut correlator, token(child)?, el, child)?,
             Tag::Item => items.push(item(child)?),
-            _ => return Err(not_allowed(el, child)),
+            _ => fields.read(el, child)?,
         }
     }
     Ok(Alert {
-        cmd_id: required(cmd_id, el, Tag::CmdID)?,
-        no_resp: no_resp.unwrap_or(false),
-        cred,
+        cmd_id: fields.cmd_id(el)?,
+        no_resp: fields.no_resp(),
+        cred: fields.cred,
         data: required(data, el, Tag::Data)?,
         correlator,
         items,
     })
 }
 
-fn container(el: &Element, allowed: &[Tag]) -> Result<Container> {
-    let mut cmd_id = None;
-    let mut no_resp = None;
-    let mut meta = None;
+fn container(el: &Element) -> Result<Container> {
+    let mut fields = CommandFields::new(&[Tag::CmdID, Tag::NoResp, Tag::Meta]);
     let mut commands = Vec::new();
     for child in children(el)? {
-        match child.tag {
-            Tag::CmdID => set(&mut cmd_id, number(child)?, el, child)?,
-            Tag::NoResp => set(&mut no_resp, flag(child)?, el, child)?,
-            Tag::Meta => set(&mut meta, self::meta(child)?, el, child)?,
-            _ => commands.push(command(el, child, allowed)?),
+        if fields.has(child.tag) {
+            fields.read(el, child)?;
+        } else {
+            commands.push(command(el, child)?);
         }
     }
     if commands.is_empty() {
         return Err(missing(el, "a command"));
     }
     Ok(Container {
-        cmd_id: required(cmd_id, el, Tag::CmdID)?,
-        no_resp: no_resp.unwrap_or(false),
-        meta,
+        cmd_id: fields.cmd_id(el)?,
+        no_resp: fields.no_resp(),
+        meta: fields.meta,
         commands,
     })
 }
 
 fn results(el: &Element) -> Result<Results> {
-    let mut cmd_id = None;
-    let mut msg_ref = None;
-    let mut cmd_ref = None;
-    let mut meta = None;
+    let mut fields = CommandFields::new(&[Tag::CmdID, Tag::MsgRef, Tag::CmdRef, Tag::Meta]);
     let mut target_ref = None;
     let mut source_ref = None;
     let mut items = Vec::new();
     for child in children(el)? {
         match child.tag {
-            Tag::CmdID => set(&mut cmd_id, number(child)?, el, child)?,
-            Tag::MsgRef => set(&mut msg_ref, number(child)?, el, child)?,
-            Tag::CmdRef => set(&mut cmd_ref, number(child)?, el, child)?,
-            Tag::Meta => set(&mut meta, self::meta(child)?, el, child)?,
             Tag::TargetRef => set(&mut target_ref, token(child)?, el, child)?,
             Tag::SourceRef => set(&mut source_ref, token(child)?, el, child)?,
             Tag::Item => items.push(item(child)?),
-            _ => return Err(not_allowed(el, child)),
+            _ => fields.read(el, child)?,
         }
     }
     Ok(Results {
-        cmd_id: required(cmd_id, el, Tag::CmdID)?,
-        msg_ref,
-        cmd_ref: required(cmd_ref, el, Tag::CmdRef)?,
-        meta,
+        cmd_id: fields.cmd_id(el)?,
+        msg_ref: fields.msg_ref,
+        cmd_ref: required(fields.cmd_ref, el, Tag::CmdRef)?,
+        meta: fields.meta,
         target_ref,
         source_ref,
         items: at_least_one(items, el)?,
@@ -304,43 +252,96 @@ fn results(el: &Element) -> Result<Results> {
 }
 
 fn status(el: &Element) -> Result<Status> {
-    let mut cmd_id = None;
-    let mut msg_ref = None;
-    let mut cmd_ref = None;
+    let mut fields = CommandFields::new(&[Tag::CmdID, Tag::MsgRef, Tag::CmdRef, Tag::Cred]);
     let mut cmd = None;
     let mut target_ref = Vec::new();
     let mut source_ref = Vec::new();
-    let mut cred = None;
     let mut chal = None;
     let mut data = None;
     let mut items = Vec::new();
     for child in children(el)? {
         match child.tag {
-            Tag::CmdID => set(&mut cmd_id, number(child)?, el, child)?,
-            Tag::MsgRef => set(&mut msg_ref, number(child)?, el, child)?,
-            Tag::CmdRef => set(&mut cmd_ref, number(child)?, el, child)?,
             Tag::Cmd => set(&mut cmd, command_kind(child)?, el, child)?,
             Tag::TargetRef => target_ref.push(token(child)?),
             Tag::SourceRef => source_ref.push(token(child)?),
-            Tag::Cred => set(&mut cred, self::cred(child)?, el, child)?,
             Tag::Chal => set(&mut chal, self::chal(child)?, el, child)?,
             Tag::Data => set(&mut data, StatusCode(number(child)?), el, child)?,
             Tag::Item => items.push(item(child)?),
-            _ => return Err(not_allowed(el, child)),
+            _ => fields.read(el, child)?,
         }
     }
     Ok(Status {
-        cmd_id: required(cmd_id, el, Tag::CmdID)?,
-        msg_ref: required(msg_ref, el, Tag::MsgRef)?,
-        cmd_ref: required(cmd_ref, el, Tag::CmdRef)?,
+        cmd_id: fields.cmd_id(el)?,
+        msg_ref: required(fields.msg_ref, el, Tag::MsgRef)?,
+        cmd_ref: required(fields.cmd_ref, el, Tag::CmdRef)?,
         cmd: required(cmd, el, Tag::Cmd)?,
         target_ref,
         source_ref,
-        cred,
+        cred: fields.cred,
         chal,
         data: required(data, el, Tag::Data)?,
         items,
     })
+}
+
+/// The fields commands share: CmdID, NoResp, Cred and Meta open most of them, MsgRef and CmdRef
+/// the replies. Each command reads the ones its DTD gives it; any other child is not allowed.
+struct CommandFields {
+    accepted: &'static [Tag],
+    cmd_id: Option<u32>,
+    no_resp: Option<bool>,
+    cred: Option<Cred>,
+    meta: Option<Meta>,
+    msg_ref: Option<u32>,
+    cmd_ref: Option<u32>,
+}
+
+/// The fields `Add`, `Copy`, `Delete`, `Get`, `Replace` and `Exec` open with.
+const HEAD_FIELDS: &[Tag] = &[Tag::CmdID, Tag::NoResp, Tag::Cred, Tag::Meta];
+
+impl CommandFields {
+    fn new(accepted: &'static [Tag]) -> Self {
+        Self {
+            accepted,
+            cmd_id: None,
+            no_resp: None,
+            cred: None,
+            meta: None,
+            msg_ref: None,
+            cmd_ref: None,
+        }
+    }
+
+    /// Whether `tag` is one of the fields this command has.
+    fn has(&self, tag: Tag) -> bool {
+        self.accepted.contains(&tag)
+    }
+
+    /// Reads `child` of the command `el` into its field; a child that is none of the command's
+    /// fields is not allowed.
+    fn read(&mut self, el: &Element, child: &Element) -> Result<()> {
+        if !self.has(child.tag) {
+            return Err(not_allowed(el, child));
+        }
+        match child.tag {
+            Tag::CmdID => set(&mut self.cmd_id, number(child)?, el, child),
+            Tag::NoResp => set(&mut self.no_resp, flag(child)?, el, child),
+            Tag::Cred => set(&mut self.cred, cred(child)?, el, child),
+            Tag::Meta => set(&mut self.meta, meta(child)?, el, child),
+            Tag::MsgRef => set(&mut self.msg_ref, number(child)?, el, child),
+            Tag::CmdRef => set(&mut self.cmd_ref, number(child)?, el, child),
+            _ => Err(not_allowed(el, child)),
+        }
+    }
+
+    /// The CmdID every command must have.
+    fn cmd_id(&self, el: &Element) -> Result<u32> {
+        required(self.cmd_id, el, Tag::CmdID)
+    }
+
+    fn no_resp(&self) -> bool {
+        self.no_resp.unwrap_or(false)
+    }
 }
 
 fn command_kind(el: &Element) -> Result<CommandKind> {

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use super::assembly::Received;
 use super::auth::{AcceptAll, CredentialCheck, CredentialSource, NoCredentials, Verdict};
-use super::exchange::{status_for, Exchange, Limits};
+use super::exchange::{Exchange, Limits};
 use super::executor::{CommandExecutor, Execution, GroupKind};
-use super::wire::{decode, encode, Encoding, Transmit};
+use super::wire::{decode, transmit, Encoding, Transmit};
 use super::{DevInfo, EndReason, GenericAlert, SessionError};
 use crate::model::{
     Alert, AlertCode, Command, CommandKind, Container, ProtoVersion, Results, Status, SyncHdr,
@@ -219,13 +219,14 @@ impl ClientSession {
         let Some(msg) = self.poll_message(now) else {
             return Ok(None);
         };
-        let body = encode(&msg, self.config.encoding)?;
-        Ok(Some(Transmit {
-            target_uri: msg.hdr.target.loc_uri.clone(),
-            content_type: self.config.encoding.media_type(),
-            hmac: self.credentials.transport_mac(&body),
-            body,
-        }))
+        let target_uri = msg.hdr.target.loc_uri.clone();
+        transmit(
+            &msg,
+            target_uri,
+            self.config.encoding,
+            self.credentials.as_mut(),
+        )
+        .map(Some)
     }
 
     /// Handles the bytes of the server's reply: `content_type` is its HTTP `Content-Type`
@@ -269,13 +270,7 @@ impl ClientSession {
             return;
         }
         self.exchange.outbox.clear();
-        self.exchange.ask_next = false;
-        self.exchange.outbox.push_command(
-            Command::Alert(Alert::new(0, AlertCode::SESSION_ABORT)),
-            Sent::Abort,
-        );
-        self.exchange.reply_due = true;
-        self.exchange.end_after_send = Some(EndReason::Aborted);
+        self.exchange.queue_abort(Sent::Abort);
     }
 
     /// Ends the session because the transport failed (nothing more can be sent or received).
@@ -292,10 +287,10 @@ impl ClientSession {
         if self.is_ended() {
             return;
         }
-        self.exchange.last_activity = now;
         let own = self.config.dev_info.dev_id.clone();
         let target = self.target_uri.clone();
-        self.exchange.refuse(None, &own, &target, code);
+        self.exchange
+            .refuse_received(None, (&own, &target), code, now);
     }
 
     /// Handles a message from the server, running its commands through `executor`.
@@ -320,10 +315,10 @@ impl ClientSession {
             return;
         }
         if let Err(code) = self.exchange.check_header(&msg.hdr) {
-            self.exchange.last_activity = now;
             let own = self.config.dev_info.dev_id.clone();
             let target = self.target_uri.clone();
-            self.exchange.refuse(Some(&msg.hdr), &own, &target, code);
+            self.exchange
+                .refuse_received(Some(&msg.hdr), (&own, &target), code, now);
             return;
         }
         self.exchange.note_received(&msg.hdr, now);
@@ -341,13 +336,8 @@ impl ClientSession {
         };
         match verdict {
             Verdict::Missing { .. } | Verdict::Invalid { .. } => {
-                self.exchange.auth_failures += 1;
-                self.exchange.reply_due = true;
                 // Nothing of ours goes to a server we could not authenticate.
-                self.exchange.hold_commands = true;
-                if self.exchange.auth_failures >= self.exchange.limits.max_auth_attempts {
-                    self.exchange.end_after_send = Some(EndReason::AuthenticationFailed);
-                }
+                self.exchange.peer_credentials_refused();
                 return;
             }
             Verdict::Accepted { .. } => self.server_authenticated = true,
@@ -362,7 +352,8 @@ impl ClientSession {
                 Command::Status(status) => self.handle_status(status),
                 Command::Alert(alert) if alert.data == AlertCode::NEXT_MESSAGE => {
                     peer_wants_next = true;
-                    self.push_status(msg_id, &Command::Alert(alert), StatusCode::OK);
+                    self.exchange
+                        .answer(msg_id, &Command::Alert(alert), StatusCode::OK);
                 }
                 Command::Alert(alert) if alert.data == AlertCode::SESSION_ABORT => {
                     self.exchange.outbox.clear();
@@ -372,7 +363,11 @@ impl ClientSession {
                 }
                 Command::Results(_) => {
                     must_answer = true;
-                    self.push_status(msg_id, &command, StatusCode::OPTIONAL_FEATURE_NOT_SUPPORTED);
+                    self.exchange.answer(
+                        msg_id,
+                        &command,
+                        StatusCode::OPTIONAL_FEATURE_NOT_SUPPORTED,
+                    );
                 }
                 Command::Atomic(group) => {
                     must_answer = true;
@@ -407,14 +402,6 @@ impl ClientSession {
             self.exchange.outbox.clear();
             self.exchange.ended = Some(EndReason::Completed);
             self.report_end();
-        }
-    }
-
-    fn push_status(&mut self, msg_id: u32, command: &Command, code: StatusCode) {
-        if !command.no_resp() {
-            self.exchange
-                .outbox
-                .push_status(status_for(msg_id, command, code));
         }
     }
 
@@ -453,7 +440,8 @@ impl ClientSession {
         executor: &mut dyn CommandExecutor,
     ) {
         if matches!(&command, Command::Alert(alert) if alert.data.0 >= 1200) {
-            self.push_status(msg_id, &command, StatusCode::OPTIONAL_FEATURE_NOT_SUPPORTED);
+            self.exchange
+                .answer(msg_id, &command, StatusCode::OPTIONAL_FEATURE_NOT_SUPPORTED);
             return;
         }
         let command = match self
@@ -463,12 +451,12 @@ impl ClientSession {
         {
             Received::Whole(command) => command,
             Received::Chunk(code) => {
-                self.push_status(msg_id, &command, code);
+                self.exchange.answer(msg_id, &command, code);
                 return;
             }
         };
         let execution = self.fit_for_server(executor.execute(server_id, &command));
-        self.push_status(msg_id, &command, execution.status);
+        self.exchange.answer(msg_id, &command, execution.status);
         self.push_results(msg_id, &command, execution.results);
     }
 
@@ -492,14 +480,16 @@ impl ClientSession {
         // NoResp on the group holds for its commands too.
         let quiet = group.no_resp;
         if refused {
-            self.push_status(msg_id, &container, StatusCode::BAD_REQUEST);
+            self.exchange
+                .answer(msg_id, &container, StatusCode::BAD_REQUEST);
             for command in group.commands.iter().filter(|_| !quiet) {
-                self.push_status(msg_id, command, StatusCode::NOT_EXECUTED);
+                self.exchange
+                    .answer(msg_id, command, StatusCode::NOT_EXECUTED);
             }
             return;
         }
         let outcome = executor.execute_group(server_id, kind, &group.commands);
-        self.push_status(msg_id, &container, outcome.status);
+        self.exchange.answer(msg_id, &container, outcome.status);
         for (index, command) in group.commands.iter().enumerate() {
             let execution = outcome
                 .commands
@@ -508,7 +498,7 @@ impl ClientSession {
                 .unwrap_or_else(|| Execution::status(StatusCode::NOT_EXECUTED));
             let execution = self.fit_for_server(execution);
             if !quiet {
-                self.push_status(msg_id, command, execution.status);
+                self.exchange.answer(msg_id, command, execution.status);
             }
             self.push_results(msg_id, command, execution.results);
         }
@@ -534,28 +524,18 @@ impl ClientSession {
     }
 
     fn handle_header_status(&mut self, status: &Status) {
-        if let Some(chal) = &status.chal {
-            self.credentials.challenged(chal);
+        let was_authenticated = self.authenticated;
+        let end = self.exchange.read_header_status(
+            status,
+            self.credentials.as_mut(),
+            &mut self.authenticated,
+        );
+        if self.authenticated && !was_authenticated {
+            self.events.push_back(ClientEvent::Authenticated);
         }
-        match status.data {
-            StatusCode::AUTHENTICATION_ACCEPTED => {
-                if !self.authenticated {
-                    self.authenticated = true;
-                    self.events.push_back(ClientEvent::Authenticated);
-                }
-            }
-            StatusCode::INVALID_CREDENTIALS | StatusCode::MISSING_CREDENTIALS => {
-                self.authenticated = false;
-                if !self.exchange.requeue_after_auth_failure() {
-                    self.exchange.outbox.clear();
-                    self.exchange.ended = Some(EndReason::AuthenticationFailed);
-                }
-            }
-            code if code.is_success() => {}
-            code => {
-                self.exchange.outbox.clear();
-                self.exchange.ended = Some(EndReason::Rejected(code));
-            }
+        if let Some(reason) = end {
+            self.exchange.outbox.clear();
+            self.exchange.ended = Some(reason);
         }
     }
 

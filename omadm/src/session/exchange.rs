@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::assembly::Assembly;
-use super::auth::{CredentialCheck, Presented, Verdict};
+use super::auth::{CredentialCheck, CredentialSource, Presented, Verdict};
 use super::outbox::{Outbox, SentCommand};
 use super::wire::Encoding;
 use super::EndReason;
@@ -169,6 +169,18 @@ impl<T: Clone> Exchange<T> {
         self.end_after_send = Some(EndReason::BadMessage(code));
     }
 
+    /// [`Self::refuse`] a message that arrived at `now`.
+    pub fn refuse_received(
+        &mut self,
+        hdr: Option<&SyncHdr>,
+        (own_uri, peer_uri): (&str, &str),
+        code: StatusCode,
+        now: Instant,
+    ) {
+        self.last_activity = now;
+        self.refuse(hdr, own_uri, peer_uri, code);
+    }
+
     /// Admits a received message: refuses it when it is larger than our MaxMsgSize (`None`),
     /// otherwise checks the peer's credentials (unless already authenticated and the check is
     /// once per session) and queues the status of its header first in our reply.
@@ -205,6 +217,60 @@ impl<T: Clone> Exchange<T> {
             self.outbox.push_status_front(status);
         }
         Some(verdict)
+    }
+
+    /// The peer's credentials were missing or wrong: our reply carries statuses only, and is
+    /// the last one once the attempts are used up.
+    pub fn peer_credentials_refused(&mut self) {
+        self.auth_failures += 1;
+        self.reply_due = true;
+        self.hold_commands = true;
+        if self.auth_failures >= self.limits.max_auth_attempts {
+            self.end_after_send = Some(EndReason::AuthenticationFailed);
+        }
+    }
+
+    /// Reads the peer's status for our `SyncHdr`: passes its challenge on to `credentials`,
+    /// notes in `authenticated` whether the peer accepted them, and queues our last commands
+    /// again when it refused them. The reason the session must end, if it must.
+    pub fn read_header_status(
+        &mut self,
+        status: &Status,
+        credentials: &mut dyn CredentialSource,
+        authenticated: &mut bool,
+    ) -> Option<EndReason> {
+        if let Some(chal) = &status.chal {
+            credentials.challenged(chal);
+        }
+        match status.data {
+            StatusCode::AUTHENTICATION_ACCEPTED => {
+                *authenticated = true;
+                None
+            }
+            StatusCode::INVALID_CREDENTIALS | StatusCode::MISSING_CREDENTIALS => {
+                *authenticated = false;
+                (!self.requeue_after_auth_failure()).then_some(EndReason::AuthenticationFailed)
+            }
+            code if code.is_success() => None,
+            code => Some(EndReason::Rejected(code)),
+        }
+    }
+
+    /// Queues the status of the peer's `command` (from its message `msg_id`), unless the
+    /// command asked for none.
+    pub fn answer(&mut self, msg_id: u32, command: &Command, code: StatusCode) {
+        if !command.no_resp() {
+            self.outbox.push_status(status_for(msg_id, command, code));
+        }
+    }
+
+    /// Queues Alert 1223 (tagged `tag`) as our last command: the session ends once it is out.
+    pub fn queue_abort(&mut self, tag: T) {
+        self.ask_next = false;
+        self.outbox
+            .push_command(Command::Alert(Alert::new(0, AlertCode::SESSION_ABORT)), tag);
+        self.reply_due = true;
+        self.end_after_send = Some(EndReason::Aborted);
     }
 
     /// The status of the peer's `SyncHdr`.

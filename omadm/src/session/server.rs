@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use super::assembly::Received;
 use super::auth::{AcceptAll, CredentialCheck, CredentialSource, NoCredentials, Verdict};
-use super::exchange::{status_for, Exchange, Limits};
-use super::wire::{decode, encode, Encoding, Transmit};
+use super::exchange::{Exchange, Limits};
+use super::wire::{decode, transmit, Encoding, Transmit};
 use super::{DevInfo, EndReason, GenericAlert, SessionError};
 use crate::model::{
     AlertCode, Command, CommandKind, ProtoVersion, Results, Status, SyncHdr, SyncMl,
@@ -249,13 +249,13 @@ impl ServerSession {
         let Some(msg) = self.poll_message(now) else {
             return Ok(None);
         };
-        let body = encode(&msg, self.config.encoding)?;
-        Ok(Some(Transmit {
-            target_uri: String::new(),
-            content_type: self.config.encoding.media_type(),
-            hmac: self.credentials.transport_mac(&body),
-            body,
-        }))
+        transmit(
+            &msg,
+            String::new(),
+            self.config.encoding,
+            self.credentials.as_mut(),
+        )
+        .map(Some)
     }
 
     /// Handles the bytes of a device's message (see [`ClientSession::handle_bytes`]).
@@ -294,16 +294,8 @@ impl ServerSession {
         if self.is_ended() {
             return;
         }
-        let mut statuses_kept = std::mem::take(&mut self.exchange.outbox);
-        statuses_kept.clear_commands();
-        self.exchange.outbox = statuses_kept;
-        self.exchange.ask_next = false;
-        self.exchange.outbox.push_command(
-            Command::Alert(crate::model::Alert::new(0, AlertCode::SESSION_ABORT)),
-            Sent::Other,
-        );
-        self.exchange.reply_due = true;
-        self.exchange.end_after_send = Some(EndReason::Aborted);
+        self.exchange.outbox.clear_commands();
+        self.exchange.queue_abort(Sent::Other);
     }
 
     /// A message for this session could not be decoded: we answer its header with `code` and
@@ -312,10 +304,10 @@ impl ServerSession {
         if self.is_ended() {
             return;
         }
-        self.exchange.last_activity = now;
         let own = self.config.server_id.clone();
         let device = self.device_id.clone();
-        self.exchange.refuse(None, &own, &device, code);
+        self.exchange
+            .refuse_received(None, (&own, &device), code, now);
     }
 
     /// Handles a message from the device.
@@ -343,8 +335,8 @@ impl ServerSession {
             }
         });
         if let Err(code) = checked {
-            self.exchange.last_activity = now;
-            self.exchange.refuse(Some(&msg.hdr), &own, &device, code);
+            self.exchange
+                .refuse_received(Some(&msg.hdr), (&own, &device), code, now);
             return;
         }
         self.exchange.note_received(&msg.hdr, now);
@@ -362,11 +354,7 @@ impl ServerSession {
             Verdict::Missing { .. } | Verdict::Invalid { .. } => {
                 self.events
                     .push_back(ServerEvent::AuthenticationFailed(verdict.status()));
-                self.exchange.auth_failures += 1;
-                self.exchange.hold_commands = true;
-                if self.exchange.auth_failures >= self.exchange.limits.max_auth_attempts {
-                    self.exchange.end_after_send = Some(EndReason::AuthenticationFailed);
-                }
+                self.exchange.peer_credentials_refused();
                 return;
             }
             Verdict::Accepted { .. } => {
@@ -383,7 +371,7 @@ impl ServerSession {
                 Command::Status(status) => self.handle_status(status),
                 Command::Alert(ref alert) => {
                     let code = self.handle_alert(alert);
-                    self.push_status(msg_id, &command, code);
+                    self.exchange.answer(msg_id, &command, code);
                 }
                 Command::Results(results) => self.handle_results(msg_id, results),
                 Command::Replace(ref replace) => {
@@ -394,25 +382,19 @@ impl ServerSession {
                         }
                         None => StatusCode::OPTIONAL_FEATURE_NOT_SUPPORTED,
                     };
-                    self.push_status(msg_id, &command, code);
+                    self.exchange.answer(msg_id, &command, code);
                 }
-                command => {
-                    self.push_status(msg_id, &command, StatusCode::OPTIONAL_FEATURE_NOT_SUPPORTED)
-                }
+                command => self.exchange.answer(
+                    msg_id,
+                    &command,
+                    StatusCode::OPTIONAL_FEATURE_NOT_SUPPORTED,
+                ),
             }
         }
         if self.exchange.end_after_send.is_some() {
             self.exchange.outbox.clear_commands();
         } else if !msg.body.final_ {
             self.exchange.ask_next = true;
-        }
-    }
-
-    fn push_status(&mut self, msg_id: u32, command: &Command, code: StatusCode) {
-        if !command.no_resp() {
-            self.exchange
-                .outbox
-                .push_status(status_for(msg_id, command, code));
         }
     }
 
@@ -454,7 +436,7 @@ impl ServerSession {
             Received::Whole(Command::Results(results)) => results,
             Received::Whole(_) => return,
             Received::Chunk(code) => {
-                self.push_status(msg_id, &command, code);
+                self.exchange.answer(msg_id, &command, code);
                 return;
             }
         };
@@ -470,28 +452,19 @@ impl ServerSession {
             }
             None => StatusCode::BAD_REQUEST,
         };
-        self.push_status(msg_id, &command, code);
+        self.exchange.answer(msg_id, &command, code);
     }
 
     fn handle_status(&mut self, status: Status) {
         if status.cmd_ref == 0 && status.cmd == CommandKind::SyncHdr {
-            if let Some(chal) = &status.chal {
-                self.credentials.challenged(chal);
-            }
-            match status.data {
-                StatusCode::AUTHENTICATION_ACCEPTED => self.authenticated = true,
-                StatusCode::INVALID_CREDENTIALS | StatusCode::MISSING_CREDENTIALS => {
-                    self.authenticated = false;
-                    if !self.exchange.requeue_after_auth_failure() {
-                        self.exchange.outbox.clear_commands();
-                        self.exchange.end_after_send = Some(EndReason::AuthenticationFailed);
-                    }
-                }
-                code if code.is_success() => {}
-                code => {
-                    self.exchange.outbox.clear_commands();
-                    self.exchange.end_after_send = Some(EndReason::Rejected(code));
-                }
+            let end = self.exchange.read_header_status(
+                &status,
+                self.credentials.as_mut(),
+                &mut self.authenticated,
+            );
+            if let Some(reason) = end {
+                self.exchange.outbox.clear_commands();
+                self.exchange.end_after_send = Some(reason);
             }
             return;
         }

@@ -91,15 +91,57 @@ fn server_config() -> ServerConfig {
     }
 }
 
-fn client(now: Instant) -> ClientSession {
+/// A client that opens session 7 with `config`, carrying `alerts`.
+fn client_with(config: ClientConfig, alerts: Vec<GenericAlert>, now: Instant) -> ClientSession {
     ClientSession::new(
-        client_config(),
+        config,
         Initiation::Client {
             session_id: "7".into(),
         },
-        Vec::new(),
+        alerts,
         now,
     )
+}
+
+fn client(now: Instant) -> ClientSession {
+    client_with(client_config(), Vec::new(), now)
+}
+
+/// A client that has sent package 1, over an empty tree.
+fn client_past_package_1(now: Instant) -> (ClientSession, MapExecutor) {
+    let mut session = client(now);
+    session.poll_message(now).expect("package 1");
+    (session, MapExecutor::default())
+}
+
+/// A client that has sent package 1, and a server that has read it with a Get queued.
+fn client_and_server_past_package_1(now: Instant) -> (ClientSession, ServerSession) {
+    let mut session = client(now);
+    let pkg1 = session.poll_message(now).expect("package 1");
+    let mut server = ServerSession::new(server_config(), &pkg1.hdr, now);
+    server.enqueue(get(0, "./X"));
+    server.handle_message(pkg1, now);
+    (session, server)
+}
+
+/// The header of the device's message `msg_id` in session 7.
+fn device_hdr(msg_id: u32) -> SyncHdr {
+    SyncHdr::new(ProtoVersion::Dm12, "7", msg_id, SERVER, DEVICE)
+}
+
+/// A server with `config` for session 7, opened by the device's first header.
+fn server_with(config: ServerConfig, now: Instant) -> ServerSession {
+    ServerSession::new(config, &device_hdr(1), now)
+}
+
+/// Whether `msg` holds a command of `kind`.
+fn holds(msg: &SyncMl, kind: CommandKind) -> bool {
+    msg.body.commands.iter().any(|c| c.kind() == kind)
+}
+
+/// The events `server` has for us, in order.
+fn drain_events(server: &mut ServerSession) -> Vec<ServerEvent> {
+    std::iter::from_fn(|| server.poll_event()).collect()
 }
 
 /// A server message of session 7 with `commands`.
@@ -129,6 +171,24 @@ fn statuses(msg: &SyncMl) -> Vec<(CommandKind, u32, u16)> {
             _ => None,
         })
         .collect()
+}
+
+/// `reply` answers the peer's header with `code` and nothing else, and the session ended for
+/// that (`end_reason`).
+fn assert_refused(reply: &SyncMl, end_reason: Option<&EndReason>, code: StatusCode) {
+    assert_eq!(statuses(reply), [(CommandKind::SyncHdr, 0, code.0)]);
+    assert_eq!(end_reason, Some(&EndReason::BadMessage(code)));
+}
+
+/// Hands the server's `msg` to `session` and takes its reply.
+fn reply_to(
+    session: &mut ClientSession,
+    msg: SyncMl,
+    tree: &mut MapExecutor,
+    now: Instant,
+) -> SyncMl {
+    session.handle_message(msg, tree, now);
+    session.poll_message(now).expect("a reply")
 }
 
 fn get(cmd_id: u32, uri: &str) -> Command {
@@ -188,10 +248,8 @@ fn client_package_1_announces_the_session_devinfo_and_generic_alerts() {
 #[test]
 fn client_answers_commands_with_statuses_and_results_then_ends_on_statuses_only() {
     let now = Instant::now();
-    let mut session = client(now);
-    let mut tree = MapExecutor::default();
+    let (mut session, mut tree) = client_past_package_1(now);
     tree.values.insert("./DevInfo/Mod".into(), "agent".into());
-    session.poll_message(now).expect("package 1");
     let exec = Command::Exec(Exec::new(5, Item::target("./VirMO/Op")).with_correlator("c9"));
     session.handle_message(
         from_server(
@@ -257,15 +315,13 @@ fn client_answers_commands_with_statuses_and_results_then_ends_on_statuses_only(
 #[test]
 fn client_asks_for_the_next_message_of_an_unfinished_package() {
     let now = Instant::now();
-    let mut session = client(now);
-    let mut tree = MapExecutor::default();
-    session.poll_message(now);
-    session.handle_message(
+    let (mut session, mut tree) = client_past_package_1(now);
+    let reply = reply_to(
+        &mut session,
         from_server(1, vec![header_ok(1), replace(2, "./A", "x")], false),
         &mut tree,
         now,
     );
-    let reply = session.poll_message(now).expect("a reply");
     assert!(reply.body.final_);
     let last = reply.body.commands.last().expect("commands");
     assert!(matches!(last, Command::Alert(a) if a.data == AlertCode::NEXT_MESSAGE));
@@ -340,17 +396,15 @@ fn client_times_out_when_the_server_goes_quiet() {
 #[test]
 fn client_refuses_unsupported_alerts_with_406_and_goes_on() {
     let now = Instant::now();
-    let mut session = client(now);
-    let mut tree = MapExecutor::default();
-    session.poll_message(now);
+    let (mut session, mut tree) = client_past_package_1(now);
     let stray = Command::Alert(Alert::new(2, AlertCode::CLIENT_INITIATED_MGMT));
     let display = Command::Alert(Alert::new(3, AlertCode::DISPLAY));
-    session.handle_message(
+    let reply = reply_to(
+        &mut session,
         from_server(1, vec![header_ok(1), stray, display], true),
         &mut tree,
         now,
     );
-    let reply = session.poll_message(now).expect("a reply");
     assert_eq!(
         statuses(&reply),
         [
@@ -370,19 +424,13 @@ fn client_answers_garbage_with_400_and_ends() {
     session.poll_transmit(now).expect("encodes");
     session.handle_bytes(b"<SyncML><oops", None, None, &mut tree, now);
     let reply = session.poll_message(now).expect("a reply");
-    assert_eq!(statuses(&reply), [(CommandKind::SyncHdr, 0, 400)]);
-    assert_eq!(
-        session.end_reason(),
-        Some(&EndReason::BadMessage(StatusCode::BAD_REQUEST))
-    );
+    assert_refused(&reply, session.end_reason(), StatusCode::BAD_REQUEST);
 }
 
 #[test]
 fn client_reassembles_a_large_object_sent_in_chunks() {
     let now = Instant::now();
-    let mut session = client(now);
-    let mut tree = MapExecutor::default();
-    session.poll_message(now);
+    let (mut session, mut tree) = client_past_package_1(now);
     let chunk = |cmd_id: u32, data: &str, more: bool, size: Option<u64>| {
         let mut item = Item::target("./Big").with_data(data).with_more_data(more);
         item.meta = size.map(|size| Meta {
@@ -391,7 +439,8 @@ fn client_reassembles_a_large_object_sent_in_chunks() {
         });
         Command::Replace(ItemCommand::new(cmd_id, vec![item]))
     };
-    session.handle_message(
+    let reply = reply_to(
+        &mut session,
         from_server(
             1,
             vec![header_ok(1), chunk(2, "hello ", true, Some(11))],
@@ -400,7 +449,6 @@ fn client_reassembles_a_large_object_sent_in_chunks() {
         &mut tree,
         now,
     );
-    let reply = session.poll_message(now).expect("a reply");
     assert_eq!(
         statuses(&reply),
         [
@@ -408,12 +456,12 @@ fn client_reassembles_a_large_object_sent_in_chunks() {
             (CommandKind::Replace, 2, 213)
         ]
     );
-    session.handle_message(
+    let reply = reply_to(
+        &mut session,
         from_server(2, vec![header_ok(2), chunk(2, "world", false, None)], true),
         &mut tree,
         now,
     );
-    let reply = session.poll_message(now).expect("a reply");
     assert_eq!(
         statuses(&reply),
         [
@@ -484,11 +532,8 @@ fn run(
 #[test]
 fn a_whole_session_between_both_state_machines() {
     let now = Instant::now();
-    let mut session = ClientSession::new(
+    let mut session = client_with(
         client_config(),
-        Initiation::Client {
-            session_id: "7".into(),
-        },
         vec![GenericAlert::new("urn:x", "chr", "done").with_correlator("c1")],
         now,
     );
@@ -530,14 +575,7 @@ fn small_max_msg_size_splits_packages_and_chunks_large_objects_both_ways() {
     let now = Instant::now();
     let mut config = client_config();
     config.limits.max_msg_size = 1200;
-    let mut session = ClientSession::new(
-        config,
-        Initiation::Client {
-            session_id: "7".into(),
-        },
-        Vec::new(),
-        now,
-    );
+    let mut session = client_with(config, Vec::new(), now);
     let big = "0123456789abcdef".repeat(200);
     let mut tree = MapExecutor::default();
     tree.values.insert("./Log".into(), big.clone());
@@ -580,9 +618,8 @@ fn server_challenges_missing_credentials_then_accepts_the_retry() {
         crate::auth::PeerAuth::new(scheme, server_creds.clone(), device.clone())
             .with_nonces(Vec::new(), b"nonce-0".to_vec()),
     );
-    let hdr = SyncHdr::new(ProtoVersion::Dm12, "7", 1, SERVER, DEVICE);
-    let mut server =
-        ServerSession::new(server_config(), &hdr, now).with_verifier(Box::new(server_auth));
+    let hdr = device_hdr(1);
+    let mut server = server_with(server_config(), now).with_verifier(Box::new(server_auth));
     server.enqueue(get(0, "./DevInfo/Mod"));
     let pkg1 = SyncMl::new(
         hdr.clone(),
@@ -594,11 +631,7 @@ fn server_challenges_missing_credentials_then_accepts_the_retry() {
     server.handle_message(pkg1.clone(), now);
     let reply = server.poll_message(now).expect("a challenge");
     assert_eq!(statuses(&reply), [(CommandKind::SyncHdr, 0, 407)]);
-    assert!(!reply
-        .body
-        .commands
-        .iter()
-        .any(|c| c.kind() == CommandKind::Get));
+    assert!(!holds(&reply, CommandKind::Get));
     let Command::Status(status) = &reply.body.commands[0] else {
         unreachable!()
     };
@@ -614,15 +647,8 @@ fn server_challenges_missing_credentials_then_accepts_the_retry() {
     server.handle_message(retry, now);
     let reply = server.poll_message(now).expect("package 2");
     assert_eq!(statuses(&reply)[0], (CommandKind::SyncHdr, 0, 212));
-    assert!(reply
-        .body
-        .commands
-        .iter()
-        .any(|c| c.kind() == CommandKind::Get));
-    let mut events = Vec::new();
-    while let Some(event) = server.poll_event() {
-        events.push(event);
-    }
+    assert!(holds(&reply, CommandKind::Get));
+    let events = drain_events(&mut server);
     assert!(events.contains(&ServerEvent::AuthenticationFailed(StatusCode(407))));
     assert!(events.contains(&ServerEvent::Authenticated));
 }
@@ -630,11 +656,10 @@ fn server_challenges_missing_credentials_then_accepts_the_retry() {
 #[test]
 fn server_answers_an_unfinished_client_package_with_1222_and_holds_its_commands() {
     let now = Instant::now();
-    let hdr = SyncHdr::new(ProtoVersion::Dm12, "7", 1, SERVER, DEVICE);
-    let mut server = ServerSession::new(server_config(), &hdr, now);
+    let mut server = server_with(server_config(), now);
     server.enqueue(get(0, "./X"));
     let msg = SyncMl::new(
-        hdr,
+        device_hdr(1),
         SyncBody::with(vec![Command::Alert(Alert::new(
             1,
             AlertCode::CLIENT_INITIATED_MGMT,
@@ -655,39 +680,39 @@ fn server_answers_an_unfinished_client_package_with_1222_and_holds_its_commands(
 #[test]
 fn server_refuses_oversized_messages_with_413_and_ends() {
     let now = Instant::now();
-    let hdr = SyncHdr::new(ProtoVersion::Dm12, "7", 1, SERVER, DEVICE);
     let limits = Limits {
         max_msg_size: 300,
         ..Limits::default()
     };
-    let mut server = ServerSession::new(
+    let mut server = server_with(
         ServerConfig {
             limits,
             ..server_config()
         },
-        &hdr,
         now,
     );
     let msg = SyncMl::new(
-        hdr,
+        device_hdr(1),
         SyncBody::final_with(vec![replace(1, "./DevInfo/DevId", &"x".repeat(400))]),
     );
     let bytes = Encoding::Xml.encode(&msg).expect("encodes");
     server.handle_bytes(&bytes, None, None, now);
     let reply = server.poll_message(now).expect("a reply");
-    assert_eq!(statuses(&reply), [(CommandKind::SyncHdr, 0, 413)]);
-    assert_eq!(
+    assert_refused(
+        &reply,
         server.end_reason(),
-        Some(&EndReason::BadMessage(StatusCode::REQUEST_ENTITY_TOO_LARGE))
+        StatusCode::REQUEST_ENTITY_TOO_LARGE,
     );
 }
 
 #[test]
 fn server_answers_unknown_client_commands_with_406() {
     let now = Instant::now();
-    let hdr = SyncHdr::new(ProtoVersion::Dm12, "7", 1, SERVER, DEVICE);
-    let mut server = ServerSession::new(server_config(), &hdr, now);
-    let msg = SyncMl::new(hdr, SyncBody::final_with(vec![get(1, "./Server/Secret")]));
+    let mut server = server_with(server_config(), now);
+    let msg = SyncMl::new(
+        device_hdr(1),
+        SyncBody::final_with(vec![get(1, "./Server/Secret")]),
+    );
     server.handle_message(msg, now);
     let reply = server.poll_message(now).expect("a reply");
     assert_eq!(
@@ -699,11 +724,7 @@ fn server_answers_unknown_client_commands_with_406() {
 #[test]
 fn a_client_abort_sends_1223_and_the_server_ends_after_answering_it() {
     let now = Instant::now();
-    let mut session = client(now);
-    let pkg1 = session.poll_message(now).expect("package 1");
-    let mut server = ServerSession::new(server_config(), &pkg1.hdr, now);
-    server.enqueue(get(0, "./X"));
-    server.handle_message(pkg1, now);
+    let (mut session, mut server) = client_and_server_past_package_1(now);
     let pkg2 = server.poll_message(now).expect("package 2");
     let mut tree = MapExecutor::default();
     session.handle_message(pkg2, &mut tree, now);
@@ -716,7 +737,7 @@ fn a_client_abort_sends_1223_and_the_server_ends_after_answering_it() {
     let last = server.poll_message(now).expect("the last answer");
     assert!(last.body.final_);
     assert_eq!(server.end_reason(), Some(&EndReason::AbortedByPeer));
-    let ended = std::iter::from_fn(|| server.poll_event()).find_map(|e| match e {
+    let ended = drain_events(&mut server).into_iter().find_map(|e| match e {
         ServerEvent::Ended { unanswered, .. } => Some(unanswered),
         _ => None,
     });
@@ -726,11 +747,7 @@ fn a_client_abort_sends_1223_and_the_server_ends_after_answering_it() {
 #[test]
 fn a_server_abort_ends_the_client_without_an_answer() {
     let now = Instant::now();
-    let mut session = client(now);
-    let pkg1 = session.poll_message(now).expect("package 1");
-    let mut server = ServerSession::new(server_config(), &pkg1.hdr, now);
-    server.enqueue(get(0, "./X"));
-    server.handle_message(pkg1, now);
+    let (mut session, mut server) = client_and_server_past_package_1(now);
     server.abort();
     let abort = server.poll_message(now).expect("the abort");
     assert_eq!(server.end_reason(), Some(&EndReason::Aborted));
@@ -743,9 +760,7 @@ fn a_server_abort_ends_the_client_without_an_answer() {
 #[test]
 fn a_generic_alert_queued_during_a_session_goes_with_the_next_message() {
     let now = Instant::now();
-    let mut session = client(now);
-    let mut tree = MapExecutor::default();
-    session.poll_message(now);
+    let (mut session, mut tree) = client_past_package_1(now);
     session.handle_message(
         from_server(1, vec![header_ok(1), replace(2, "./A", "1")], true),
         &mut tree,
@@ -781,23 +796,16 @@ fn a_notification_names_the_session_in_hexadecimal() {
 #[test]
 fn a_value_above_the_servers_max_obj_size_is_not_sent_and_its_get_gets_413() {
     let now = Instant::now();
-    let mut session = client(now);
-    let mut tree = MapExecutor::default();
+    let (mut session, mut tree) = client_past_package_1(now);
     tree.values.insert("./Big".into(), "b".repeat(500));
-    session.poll_message(now);
     let mut msg = from_server(1, vec![header_ok(1), get(2, "./Big")], true);
     msg.hdr.meta = Some(Meta::max_sizes(10_000, Some(100)));
-    session.handle_message(msg, &mut tree, now);
-    let reply = session.poll_message(now).expect("a reply");
+    let reply = reply_to(&mut session, msg, &mut tree, now);
     assert_eq!(
         statuses(&reply),
         [(CommandKind::SyncHdr, 0, 200), (CommandKind::Get, 2, 413)]
     );
-    assert!(!reply
-        .body
-        .commands
-        .iter()
-        .any(|c| c.kind() == CommandKind::Results));
+    assert!(!holds(&reply, CommandKind::Results));
 }
 
 #[test]
@@ -895,7 +903,7 @@ fn server_answers_the_golden_package_1_in_wbxml_with_its_commands() {
     };
     let mut server = ServerSession::new(config, &pkg1.hdr, now);
     server.handle_bytes(golden, Some("application/vnd.syncml.dm+wbxml"), None, now);
-    let events: Vec<ServerEvent> = std::iter::from_fn(|| server.poll_event()).collect();
+    let events = drain_events(&mut server);
     assert!(events.iter().any(|e| matches!(e,
         ServerEvent::SessionStarted { initiation, .. } if *initiation == AlertCode::CLIENT_INITIATED_MGMT)));
     assert!(events
@@ -918,11 +926,7 @@ fn server_answers_the_golden_package_1_in_wbxml_with_its_commands() {
             .iter()
             .any(|(_, cmd_ref, _)| *cmd_ref == command.cmd_id()));
     }
-    assert!(pkg2
-        .body
-        .commands
-        .iter()
-        .any(|c| c.kind() == CommandKind::Get));
+    assert!(holds(&pkg2, CommandKind::Get));
     assert!(
         !server.is_ended(),
         "commands went out: the session waits for package 3"

@@ -1,6 +1,7 @@
 //! Messages as bytes: what a session hands the transport, and the measure of an encoded message
 //! (for MaxMsgSize).
 
+use super::auth::CredentialSource;
 use super::SessionError;
 pub use crate::codec::Encoding;
 use crate::model::SyncMl;
@@ -21,6 +22,22 @@ pub struct Transmit {
 /// Encodes `msg`.
 pub(crate) fn encode(msg: &SyncMl, encoding: Encoding) -> Result<Vec<u8>, SessionError> {
     encoding.encode(msg).map_err(SessionError::Encode)
+}
+
+/// `msg` encoded for `target_uri`, with the transport MAC of `credentials` when they have one.
+pub(crate) fn transmit(
+    msg: &SyncMl,
+    target_uri: String,
+    encoding: Encoding,
+    credentials: &mut dyn CredentialSource,
+) -> Result<Transmit, SessionError> {
+    let body = encode(msg, encoding)?;
+    Ok(Transmit {
+        target_uri,
+        content_type: encoding.media_type(),
+        hmac: credentials.transport_mac(&body),
+        body,
+    })
 }
 
 /// The size of `msg` once encoded (for a message the encoder refuses, an estimate: sending it

@@ -333,6 +333,15 @@ impl DmTree {
         Target::parse(text, &self.limits.uri).map_err(|e| e.status())
     }
 
+    /// The URI of a target given to a command that takes no `?` query (405 with one).
+    fn parse_plain_target(&self, text: &str) -> Result<DmUri, StatusCode> {
+        let target = self.parse_target(text)?;
+        if target.query.is_some() {
+            return Err(StatusCode::COMMAND_NOT_ALLOWED);
+        }
+        Ok(target.uri)
+    }
+
     fn stored(&self, uri: &DmUri) -> Option<&Node> {
         let mut node = &self.root;
         for segment in uri.segments() {
@@ -411,6 +420,19 @@ impl DmTree {
         } else {
             Err(StatusCode::COMMAND_NOT_ALLOWED)
         }
+    }
+
+    /// 405 unless the node's access types allow `command`, then 425 unless its ACL lets
+    /// `requester` run it.
+    fn check_rights(
+        &self,
+        requester: Requester<'_>,
+        command: AclCommand,
+        view: &NodeView,
+        uri: &DmUri,
+    ) -> Result<(), StatusCode> {
+        Self::check_access(view, command)?;
+        self.check_acl(requester, command, uri)
     }
 
     /// Calls `f` on the handler mounted at `mount`, first enrolling it in a running Atomic.

@@ -15,8 +15,7 @@ impl DmTree {
         let target = self.parse_target(target)?;
         let uri = &target.uri;
         let view = self.view(uri).ok_or(StatusCode::NOT_FOUND)?;
-        Self::check_access(&view, AclCommand::Get)?;
-        self.check_acl(requester, AclCommand::Get, uri)?;
+        self.check_rights(requester, AclCommand::Get, &view, uri)?;
         match target.query {
             None => Ok(vec![self.node_result(uri, &view, true)?]),
             Some(UriQuery::Prop(prop)) => {

@@ -118,47 +118,53 @@ pub fn install_standard_objects(tree: &mut DmTree, config: &DeviceConfig) -> Res
     Ok(())
 }
 
-fn install_dev_info(tree: &mut DmTree, c: &DevInfoConfig) -> Result<(), TreeError> {
+/// The permanent, read-only interior node `object` with the text leaves `leaves` (name, value).
+fn install_read_only(
+    tree: &mut DmTree,
+    object: &str,
+    leaves: &[(&str, &str)],
+) -> Result<(), TreeError> {
     put(
         tree,
-        &["DevInfo"],
+        &[object],
         Node::interior(Scope::Permanent, 0).with_access(GET),
     )?;
-    for (name, value) in [
-        ("DevId", &c.dev_id),
-        ("Man", &c.manufacturer),
-        ("Mod", &c.model),
-        ("DmV", &c.dm_version),
-        ("Lang", &c.lang),
-    ] {
+    for (name, value) in leaves {
         put(
             tree,
-            &["DevInfo", name],
+            &[object, name],
             leaf(Scope::Permanent, Format::Chr, value, GET),
         )?;
     }
     Ok(())
 }
 
-fn install_dev_detail(tree: &mut DmTree, c: &DevDetailConfig) -> Result<(), TreeError> {
-    put(
+fn install_dev_info(tree: &mut DmTree, c: &DevInfoConfig) -> Result<(), TreeError> {
+    install_read_only(
         tree,
-        &["DevDetail"],
-        Node::interior(Scope::Permanent, 0).with_access(GET),
+        "DevInfo",
+        &[
+            ("DevId", &c.dev_id),
+            ("Man", &c.manufacturer),
+            ("Mod", &c.model),
+            ("DmV", &c.dm_version),
+            ("Lang", &c.lang),
+        ],
+    )
+}
+
+fn install_dev_detail(tree: &mut DmTree, c: &DevDetailConfig) -> Result<(), TreeError> {
+    install_read_only(
+        tree,
+        "DevDetail",
+        &[
+            ("DevTyp", &c.dev_type),
+            ("OEM", &c.oem),
+            ("FwV", &c.fw_version),
+            ("SwV", &c.sw_version),
+            ("HwV", &c.hw_version),
+        ],
     )?;
-    for (name, value) in [
-        ("DevTyp", &c.dev_type),
-        ("OEM", &c.oem),
-        ("FwV", &c.fw_version),
-        ("SwV", &c.sw_version),
-        ("HwV", &c.hw_version),
-    ] {
-        put(
-            tree,
-            &["DevDetail", name],
-            leaf(Scope::Permanent, Format::Chr, value, GET),
-        )?;
-    }
     let lrg = if c.large_object { "true" } else { "false" };
     put(
         tree,

@@ -55,11 +55,7 @@ impl DmTree {
         target: &str,
         item: &Item,
     ) -> Result<StatusCode, StatusCode> {
-        let target = self.parse_target(target)?;
-        if target.query.is_some() {
-            return Err(StatusCode::COMMAND_NOT_ALLOWED);
-        }
-        let uri = target.uri;
+        let uri = self.parse_plain_target(target)?;
         if self.view(&uri).is_some() {
             return Err(StatusCode::ALREADY_EXISTS);
         }
@@ -88,8 +84,7 @@ impl DmTree {
         if !ancestor_view.interior {
             return Err(StatusCode::COMMAND_NOT_ALLOWED);
         }
-        Self::check_access(&ancestor_view, AclCommand::Add)?;
-        self.check_acl(requester, AclCommand::Add, &ancestor)?;
+        self.check_rights(requester, AclCommand::Add, &ancestor_view, &ancestor)?;
         match self.locate(&uri) {
             Location::Handler { mount, rel } => {
                 if missing.len() > 1 {
@@ -186,8 +181,7 @@ impl DmTree {
         if view.interior {
             return Err(StatusCode::COMMAND_NOT_ALLOWED);
         }
-        Self::check_access(&view, AclCommand::Replace)?;
-        self.check_acl(requester, AclCommand::Replace, &uri)?;
+        self.check_rights(requester, AclCommand::Replace, &view, &uri)?;
         let format = match item.format {
             None => view.format,
             Some(f) if f == view.format => f,
@@ -313,18 +307,13 @@ impl DmTree {
         requester: Requester<'_>,
         target: &str,
     ) -> Result<StatusCode, StatusCode> {
-        let target = self.parse_target(target)?;
-        if target.query.is_some() {
-            return Err(StatusCode::COMMAND_NOT_ALLOWED);
-        }
-        let uri = target.uri;
+        let uri = self.parse_plain_target(target)?;
         let parent = uri.parent().ok_or(StatusCode::COMMAND_NOT_ALLOWED)?;
         let view = self.view(&uri).ok_or(StatusCode::NOT_FOUND)?;
         if view.scope == Scope::Permanent {
             return Err(StatusCode::COMMAND_NOT_ALLOWED);
         }
-        Self::check_access(&view, AclCommand::Delete)?;
-        self.check_acl(requester, AclCommand::Delete, &uri)?;
+        self.check_rights(requester, AclCommand::Delete, &view, &uri)?;
         match self.locate(&uri) {
             Location::Handler { mount, rel } => {
                 self.with_handler(&mount, |h| h.delete(&rel))?;
@@ -436,14 +425,9 @@ impl DmTree {
         data: Option<&[u8]>,
         correlator: Option<&str>,
     ) -> Result<StatusCode, StatusCode> {
-        let target = self.parse_target(target)?;
-        if target.query.is_some() {
-            return Err(StatusCode::COMMAND_NOT_ALLOWED);
-        }
-        let uri = target.uri;
+        let uri = self.parse_plain_target(target)?;
         let view = self.view(&uri).ok_or(StatusCode::NOT_FOUND)?;
-        Self::check_access(&view, AclCommand::Exec)?;
-        self.check_acl(requester, AclCommand::Exec, &uri)?;
+        self.check_rights(requester, AclCommand::Exec, &view, &uri)?;
         if let Some(data) = data {
             self.check_size(data, None)?;
         }

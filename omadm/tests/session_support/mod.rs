@@ -20,7 +20,9 @@ use omadm::session::{
     ServerConfig, ServerEvent, ServerSession,
 };
 use omadm::status::StatusCode;
-use omadm::transport::{DmHttpServer, HttpServerConfig, SessionHandler, TlsIdentity};
+use omadm::transport::{
+    DmHttpClient, DmHttpServer, HttpServerConfig, SessionHandler, TlsIdentity, TransportError,
+};
 use omadm::tree::std_objects::{
     install_standard_objects, DevDetailConfig, DevInfoConfig, DeviceConfig,
 };
@@ -216,6 +218,17 @@ pub fn client_session_with(
     .with_server_verifier(Box::new(auth))
 }
 
+/// A client session of the device with its own password, no Generic Alert and [`limits`].
+pub fn device_session(server_url: &str, session_id: &str) -> ClientSession {
+    client_session(
+        server_url,
+        session_id,
+        DEVICE_PASSWORD,
+        Vec::new(),
+        limits(),
+    )
+}
+
 /// All events of a client session.
 pub fn client_events(session: &mut ClientSession) -> Vec<ClientEvent> {
     std::iter::from_fn(|| session.poll_event()).collect()
@@ -319,4 +332,88 @@ pub fn limits() -> Limits {
         idle_timeout: Duration::from_secs(10),
         ..Limits::default()
     }
+}
+
+/// An HTTP client with the tests' timeout.
+pub fn http_client() -> DmHttpClient {
+    DmHttpClient::new(Duration::from_secs(10))
+}
+
+/// The test server on loopback HTTP and the device's tree, with `commands` queued for the
+/// device.
+pub struct Served {
+    pub server: TestServer,
+    pub http: DmHttpServer,
+    pub tree: DmTree,
+    pub exec_log: ExecLog,
+}
+
+impl Served {
+    /// A client session of the device with its own password, no Generic Alert and [`limits`].
+    pub fn device_session(&self, session_id: &str) -> ClientSession {
+        client_session(
+            self.http.url(),
+            session_id,
+            DEVICE_PASSWORD,
+            Vec::new(),
+            limits(),
+        )
+    }
+
+    /// A client session of the device with `auth`, speaking `encoding`.
+    pub fn session_with(
+        &self,
+        session_id: &str,
+        auth: DmAuth,
+        encoding: Encoding,
+    ) -> ClientSession {
+        client_session_with(
+            self.http.url(),
+            session_id,
+            auth,
+            Vec::new(),
+            limits(),
+            encoding,
+        )
+    }
+
+    /// Runs `session` to its end over HTTP, against the device's tree.
+    pub fn run(&mut self, session: &mut ClientSession) -> Result<(), TransportError> {
+        http_client().run(session, &mut self.tree)
+    }
+
+    /// The value of the stored leaf at `path` of the device's tree.
+    pub fn leaf(&self, path: &[&str]) -> Option<String> {
+        leaf(&self.tree, path)
+    }
+
+    /// The value of `./Vendor/Setting`, the leaf most tests change.
+    pub fn setting(&self) -> Option<String> {
+        self.leaf(&["Vendor", "Setting"])
+    }
+}
+
+/// Serves `server` on loopback HTTP with `commands` queued for the device.
+pub fn serve(server: TestServer, commands: Vec<Command>) -> Served {
+    let http = server.spawn(None);
+    let (tree, exec_log) = device_tree();
+    server.queue(DEVICE_ID, commands);
+    Served {
+        server,
+        http,
+        tree,
+        exec_log,
+    }
+}
+
+/// The final status of request `request` (not of one of its members) in `events`.
+pub fn final_status(events: &[ServerEvent], request: u64) -> Option<StatusCode> {
+    events.iter().find_map(|event| match event {
+        ServerEvent::Status {
+            request: r,
+            member: None,
+            status,
+        } if *r == request => Some(status.data),
+        _ => None,
+    })
 }
