@@ -53,9 +53,15 @@ impl<T: Clone> Outbox<T> {
         self.statuses.push_back(status);
     }
 
-    /// Puts `status` before the statuses queued (a resend after an authentication failure).
+    /// Puts `status` before the statuses queued (a resend after an authentication failure), but
+    /// after the status of the header being answered: that one must open the message.
     pub fn push_status_front(&mut self, status: Status) {
-        self.statuses.push_front(status);
+        let after_header = self
+            .statuses
+            .iter()
+            .take_while(|queued| queued.cmd_ref == 0)
+            .count();
+        self.statuses.insert(after_header, status);
     }
 
     pub fn push_command(&mut self, command: Command, tag: T) {
@@ -436,6 +442,36 @@ mod tests {
                 .with_meta(Meta::with_format("chr"))
                 .with_data(value)],
         ))
+    }
+
+    /// Statuses resent after an authentication failure go before the other statuses but never
+    /// before the header status of the message being answered, which must open the reply.
+    #[test]
+    fn resent_statuses_go_after_the_header_status() {
+        let mut outbox = Outbox::<&str>::default();
+        outbox.push_status(Status::new(0, 2, 0, CommandKind::SyncHdr, StatusCode::OK));
+        outbox.push_status(Status::new(0, 2, 5, CommandKind::Get, StatusCode::OK));
+        for cmd_ref in [9, 8] {
+            outbox.push_status_front(Status::new(
+                0,
+                1,
+                cmd_ref,
+                CommandKind::Atomic,
+                StatusCode::OK,
+            ));
+        }
+        let mut msg = empty_message();
+        outbox.fill(&mut msg, None, Encoding::Xml, None, false);
+        let refs: Vec<(u32, u32)> = msg
+            .body
+            .commands
+            .iter()
+            .map(|c| match c {
+                Command::Status(s) => (s.msg_ref, s.cmd_ref),
+                other => panic!("not a status: {other:?}"),
+            })
+            .collect();
+        assert_eq!(refs, vec![(2, 0), (1, 8), (1, 9), (2, 5)]);
     }
 
     #[test]
