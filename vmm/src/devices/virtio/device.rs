@@ -29,8 +29,12 @@ pub struct QueueContext<'a> {
     pub active: bool,
     /// `VIRTIO_RING_F_INDIRECT_DESC` was negotiated.
     indirect: bool,
-    /// A used ring was written: the transport raises the interrupt after the device returns.
-    used_written: bool,
+    /// Queues (bit per index) whose used ring was written: the transport decides on the
+    /// interrupt after the device returns.
+    used_written: u64,
+    /// Queues (bit per index) the device emptied: [`QueueContext::pop`] found no chain. The
+    /// transport then asks the driver to notify again (`avail_event`) and looks once more.
+    drained: u64,
 }
 
 impl<'a> QueueContext<'a> {
@@ -47,7 +51,8 @@ impl<'a> QueueContext<'a> {
             stats,
             active,
             indirect,
-            used_written: false,
+            used_written: 0,
+            drained: 0,
         }
     }
 
@@ -63,9 +68,12 @@ impl<'a> QueueContext<'a> {
         }
         loop {
             match pop_chain(&mut self.queues[queue], self.mem, self.stats, self.indirect) {
-                Popped::Empty => return None,
+                Popped::Empty => {
+                    self.drained |= queue_bit(queue);
+                    return None;
+                }
                 Popped::Chain(chain) => return Some(chain),
-                Popped::Refused(_) => self.used_written = true,
+                Popped::Refused(_) => self.used_written |= queue_bit(queue),
             }
         }
     }
@@ -76,7 +84,7 @@ impl<'a> QueueContext<'a> {
             return;
         }
         match self.queues[queue].add_used(self.mem, head, len) {
-            Ok(()) => self.used_written = true,
+            Ok(()) => self.used_written |= queue_bit(queue),
             Err(err) => {
                 tracing::warn!(%err, head, "cannot write used ring");
                 bump(&self.stats.invalid_chains);
@@ -84,9 +92,20 @@ impl<'a> QueueContext<'a> {
         }
     }
 
-    pub(crate) fn used_written(&self) -> bool {
+    /// Queues (bit per index) whose used ring was written.
+    pub(crate) fn used_written(&self) -> u64 {
         self.used_written
     }
+
+    /// Queues (bit per index) the device emptied.
+    pub(crate) fn drained(&self) -> u64 {
+        self.drained
+    }
+}
+
+/// The bit of queue `index` in a [`QueueContext`] queue set (devices have a handful of queues).
+pub(crate) fn queue_bit(index: usize) -> u64 {
+    1u64.checked_shl(index as u32).unwrap_or(0)
 }
 
 /// What changed when a device's `allowed` gate was switched.

@@ -18,6 +18,8 @@ pub mod status {
 /// Feature bits common to every device type (virtio 1.2, 6).
 pub mod features {
     pub const RING_INDIRECT_DESC: u64 = 1 << 28;
+    /// `used_event` / `avail_event` suppress interrupts and notifications (2.7.10).
+    pub const RING_EVENT_IDX: u64 = 1 << 29;
     pub const VERSION_1: u64 = 1 << 32;
 }
 

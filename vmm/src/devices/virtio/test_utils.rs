@@ -149,6 +149,11 @@ pub fn read_reg(t: &mut VirtioMmioTransport, offset: u64) -> u32 {
 /// Runs the driver side of initialisation (virtio 1.2, 3.1.1) through the MMIO registers:
 /// accepts every offered feature, sets up `queues` in order, and sets DRIVER_OK.
 pub fn bring_up(t: &mut VirtioMmioTransport, queues: &[&GuestQueue]) {
+    bring_up_without(t, queues, 0);
+}
+
+/// [`bring_up`], declining the feature bits in `declined`.
+pub fn bring_up_without(t: &mut VirtioMmioTransport, queues: &[&GuestQueue], declined: u64) {
     write_reg(t, regs::STATUS, 0);
     write_reg(t, regs::STATUS, status::ACKNOWLEDGE);
     write_reg(t, regs::STATUS, status::ACKNOWLEDGE | status::DRIVER);
@@ -156,7 +161,11 @@ pub fn bring_up(t: &mut VirtioMmioTransport, queues: &[&GuestQueue]) {
         write_reg(t, regs::DEVICE_FEATURES_SEL, sel);
         let offered = read_reg(t, regs::DEVICE_FEATURES);
         write_reg(t, regs::DRIVER_FEATURES_SEL, sel);
-        write_reg(t, regs::DRIVER_FEATURES, offered);
+        write_reg(
+            t,
+            regs::DRIVER_FEATURES,
+            offered & !((declined >> (32 * sel)) as u32),
+        );
     }
     let s = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
     write_reg(t, regs::STATUS, s);

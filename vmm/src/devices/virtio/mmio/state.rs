@@ -150,7 +150,7 @@ impl VirtioMmioTransport {
         self.config_generation = state.config_generation;
         self.interrupt.restore(state.interrupt_status);
         if self.driver_ok() {
-            let acked = self.driver_features & self.device.features();
+            let acked = self.acked_features();
             self.device.activate(acked);
             for (queue, evt) in self.queues.iter().zip(&self.queue_evts) {
                 if queue.ready() && evt.write(1).is_err() {

@@ -3,13 +3,15 @@
 use std::sync::{Arc, Mutex};
 
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::regs;
 use super::{MmioDevice, VirtioMmioTransport};
 use crate::devices::virtio::rng::Rng;
+use crate::devices::virtio::spec::features;
 use crate::devices::virtio::spec::{status, DEVICE_ID_RNG};
 use crate::devices::virtio::test_utils::{
-    bring_up, guest_memory, read_reg, write_reg, GuestQueue, DESC_WRITE,
+    bring_up, bring_up_without, guest_memory, read_reg, write_reg, GuestQueue, DESC_WRITE,
 };
 
 fn rng_transport() -> (vm_memory::GuestMemoryMmap, VirtioMmioTransport) {
@@ -283,8 +285,6 @@ impl Garbage {
 /// never panics the device nor makes it loop.
 #[test]
 fn garbage_registers_rings_and_descriptors_never_panic_or_hang() {
-    use vm_memory::{Bytes, GuestAddress};
-
     let image = vmm_sys_util::tempfile::TempFile::new().unwrap();
     image.as_file().set_len(1 << 20).unwrap();
     let started = std::time::Instant::now();
@@ -353,4 +353,48 @@ fn garbage_registers_rings_and_descriptors_never_panic_or_hang() {
     assert!(refused > 100, "garbage was refused: {refused}");
     assert!(served > 10, "some garbage reached the disk: {served}");
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
+
+/// Interrupt status after each of `requests` one-buffer entropy requests, with `used_event`
+/// set to `used_event`, and the `avail_event` the device published after each.
+fn interrupts_and_avail_events(declined: u64, used_event: u16, requests: u16) -> Vec<(u32, u16)> {
+    let (mem, mut t) = rng_transport();
+    let mut q = GuestQueue::new(&mem, 16);
+    bring_up_without(&mut t, &[&q], declined);
+    let used_event_at = GuestAddress(q.avail + 4 + 2 * u64::from(q.size));
+    let avail_event_at = GuestAddress(q.used + 4 + 8 * u64::from(q.size));
+    mem.write_obj(used_event, used_event_at).unwrap();
+    (0..requests)
+        .map(|n| {
+            q.add_chain(&[(0x10_000 + u64::from(n) * 0x100, 8, DESC_WRITE)]);
+            t.run_queue(0);
+            let status = read_reg(&mut t, regs::INTERRUPT_STATUS);
+            write_reg(&mut t, regs::INTERRUPT_ACK, status);
+            (status, mem.read_obj::<u16>(avail_event_at).unwrap())
+        })
+        .collect()
+}
+
+/// With EVENT_IDX the device interrupts only when its used index passes the driver's
+/// `used_event`, and after emptying a queue it publishes `avail_event` (where it stopped), so
+/// the driver notifies at its next buffer. Without EVENT_IDX every request interrupts and the
+/// used ring's `avail_event` is left alone.
+#[test]
+fn event_idx_interrupts_at_used_event_and_publishes_avail_event() {
+    let (_, mut t) = rng_transport();
+    write_reg(&mut t, regs::DEVICE_FEATURES_SEL, 0);
+    assert_ne!(
+        read_reg(&mut t, regs::DEVICE_FEATURES) & (features::RING_EVENT_IDX as u32),
+        0,
+        "EVENT_IDX offered"
+    );
+    assert_eq!(
+        interrupts_and_avail_events(0, 2, 4),
+        vec![(0, 1), (0, 2), (1, 3), (0, 4)],
+        "interrupt once used passes used_event 2"
+    );
+    assert_eq!(
+        interrupts_and_avail_events(features::RING_EVENT_IDX, 2, 3),
+        vec![(1, 0), (1, 0), (1, 0)]
+    );
 }

@@ -11,7 +11,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::regs;
 use super::MmioDevice;
 use crate::devices::virtio::config::DeviceClass;
-use crate::devices::virtio::device::{QueueContext, VirtioDevice};
+use crate::devices::virtio::device::{queue_bit, QueueContext, VirtioDevice};
 use crate::devices::virtio::interrupt::Interrupt;
 use crate::devices::virtio::spec::{features, status};
 use crate::devices::virtio::stats::{bump, DeviceStats, DeviceStatsSnapshot};
@@ -184,33 +184,79 @@ impl VirtioMmioTransport {
             && self.status & (status::FAILED | status::DEVICE_NEEDS_RESET) == 0
     }
 
-    fn acked_features(&self) -> u64 {
-        self.driver_features & self.device.features()
+    /// What the device offers plus the ring features the transport implements for every
+    /// device.
+    pub(super) fn offered_features(&self) -> u64 {
+        self.device.features() | features::RING_EVENT_IDX
     }
 
-    /// Lets the device work on queue `index`, then raises the interrupt if it used any buffer.
+    pub(super) fn acked_features(&self) -> u64 {
+        self.driver_features & self.offered_features()
+    }
+
+    /// Lets the device work on queue `index`, then raises the interrupt if the driver wants one.
     pub(crate) fn run_queue(&mut self, index: usize) {
-        let indirect = self.acked_features() & features::RING_INDIRECT_DESC != 0;
         let active = self.driver_ok();
         let ready = self.queues.get(index).is_some_and(|q| q.ready());
-        let mut ctx = QueueContext::new(&self.mem, &mut self.queues, &self.stats, active, indirect);
         if active && ready {
-            self.device.process_queue(index, &mut ctx);
+            self.run_device(|device, ctx| device.process_queue(index, ctx));
         } else {
             bump(&self.stats.early_notifications);
-        }
-        if ctx.used_written() && self.interrupt.signal_used_ring().is_err() {
-            bump(&self.stats.backend_errors);
         }
     }
 
     /// Lets the device handle an event on its backend fd number `token`.
     pub(crate) fn run_backend(&mut self, token: usize) {
+        self.run_device(|device, ctx| device.process_backend_event(token, ctx));
+    }
+
+    /// Runs `work`, then, for each queue the device emptied, asks the driver to notify at the
+    /// next buffer (`avail_event` with EVENT_IDX) and, if a buffer slipped in meanwhile, lets
+    /// the device work on that queue again; finally raises one interrupt if any queue whose
+    /// used ring was written needs it (`used_event` with EVENT_IDX, always without).
+    fn run_device(&mut self, work: impl FnOnce(&mut dyn VirtioDevice, &mut QueueContext<'_>)) {
+        /// Rounds of "buffers slipped in while re-arming": a driver racing us forever is
+        /// served at its next notification instead.
+        const MAX_REARM_ROUNDS: usize = 16;
         let indirect = self.acked_features() & features::RING_INDIRECT_DESC != 0;
         let active = self.driver_ok();
         let mut ctx = QueueContext::new(&self.mem, &mut self.queues, &self.stats, active, indirect);
-        self.device.process_backend_event(token, &mut ctx);
-        if ctx.used_written() && self.interrupt.signal_used_ring().is_err() {
+        work(self.device.as_mut(), &mut ctx);
+        let mut used = ctx.used_written();
+        let mut drained = ctx.drained();
+        for _ in 0..MAX_REARM_ROUNDS {
+            let mut again = 0u64;
+            for (index, queue) in self.queues.iter_mut().enumerate() {
+                if drained & queue_bit(index) == 0 {
+                    continue;
+                }
+                match queue.enable_notification(&self.mem) {
+                    Ok(true) => again |= queue_bit(index),
+                    Ok(false) => {}
+                    Err(_) => bump(&self.stats.invalid_chains),
+                }
+            }
+            if again == 0 {
+                break;
+            }
+            drained = 0;
+            for index in (0..self.queues.len()).filter(|&i| again & queue_bit(i) != 0) {
+                let mut ctx =
+                    QueueContext::new(&self.mem, &mut self.queues, &self.stats, active, indirect);
+                self.device.process_queue(index, &mut ctx);
+                used |= ctx.used_written();
+                drained |= ctx.drained();
+            }
+        }
+        let mut interrupt = false;
+        for (index, queue) in self.queues.iter_mut().enumerate() {
+            if used & queue_bit(index) != 0 {
+                // Called for every such queue: it also resets the queue's count of entries
+                // added since the last decision.
+                interrupt |= queue.needs_notification(&self.mem).unwrap_or(true);
+            }
+        }
+        if interrupt && self.interrupt.signal_used_ring().is_err() {
             bump(&self.stats.backend_errors);
         }
     }
@@ -260,8 +306,8 @@ impl VirtioMmioTransport {
             regs::DEVICE_ID => self.device.device_type(),
             regs::VENDOR_ID => regs::VENDOR,
             regs::DEVICE_FEATURES => match self.device_features_sel {
-                0 => self.device.features() as u32,
-                1 => (self.device.features() >> 32) as u32,
+                0 => self.offered_features() as u32,
+                1 => (self.offered_features() >> 32) as u32,
                 _ => 0,
             },
             regs::QUEUE_NUM_MAX => queue.map_or(0, |q| u32::from(q.max_size())),
@@ -403,13 +449,17 @@ impl VirtioMmioTransport {
             }
         }
         if new & status::DRIVER_OK != 0 && old & status::DRIVER_OK == 0 {
+            let event_idx = self.acked_features() & features::RING_EVENT_IDX != 0;
+            for queue in &mut self.queues {
+                queue.set_event_idx(event_idx);
+            }
             self.device.activate(self.acked_features());
         }
         self.status = new;
     }
 
     fn features_acceptable(&self) -> bool {
-        let offered = self.device.features();
+        let offered = self.offered_features();
         self.driver_features & !offered == 0 && self.driver_features & features::VERSION_1 != 0
     }
 
