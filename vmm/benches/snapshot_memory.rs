@@ -76,13 +76,13 @@ fn floor_write(path: &Path, bytes: usize) -> Duration {
     start.elapsed()
 }
 
-fn save(path: &Path, memory: &GuestMemoryMmap<()>) -> (Duration, u32) {
+fn save(path: &Path, memory: &GuestMemoryMmap<()>) -> (Duration, u64) {
     let _ = std::fs::remove_file(path);
     let start = Instant::now();
     let file = File::create(path).expect("create");
     let summary = write_memory_file(memory, &file).expect("save");
     file.sync_all().expect("fsync");
-    (start.elapsed(), summary.crc32)
+    (start.elapsed(), summary.digest)
 }
 
 fn run(dir: &Path, mib: usize, runs: usize) {
@@ -102,23 +102,29 @@ fn run(dir: &Path, mib: usize, runs: usize) {
             "floor: sequential write + fsync",
             floor_write(&floor_path, bytes),
         );
-        let (took, crc) = save(&memory_path, &memory);
+        let (took, digest) = save(&memory_path, &memory);
         record("save: sparse write + fsync", took);
 
         evict(&memory_path);
         let start = Instant::now();
-        assert_eq!(checksum_memory_file(&memory_path).expect("checksum"), crc);
-        record("verify memory CRC only (read), cold cache", start.elapsed());
+        assert_eq!(
+            checksum_memory_file(&memory_path).expect("checksum"),
+            digest
+        );
+        record(
+            "verify memory digest only (read), cold cache",
+            start.elapsed(),
+        );
 
         evict(&memory_path);
         let start = Instant::now();
-        let eager = load_memory_eager(&memory_path, &layout, Some(crc)).expect("eager");
-        record("eager restore, cold cache, CRC checked", start.elapsed());
+        let eager = load_memory_eager(&memory_path, &layout, Some(digest)).expect("eager");
+        record("eager restore, cold cache, digest checked", start.elapsed());
         drop(eager);
 
         let start = Instant::now();
         let eager = load_memory_eager(&memory_path, &layout, None).expect("eager");
-        record("eager restore, warm cache, no CRC", start.elapsed());
+        record("eager restore, warm cache, no digest", start.elapsed());
         drop(eager);
 
         evict(&memory_path);

@@ -29,7 +29,7 @@ use vm_memory::GuestMemoryMmap;
 use super::format::{
     decode_state, encode_state, FormatError, MachineState, MemoryLayout, TargetLayout,
 };
-use super::manifest::{FileEntry, Manifest, MANIFEST_FILE, MEMORY_FILE, STATE_FILE};
+use super::manifest::{FileEntry, Manifest, MemoryEntry, MANIFEST_FILE, MEMORY_FILE, STATE_FILE};
 use super::memory_file::{
     checksum_memory_file, load_memory_eager, map_memory_lazy, write_memory_file, MemoryFileError,
     MemoryFileSummary, MemoryRestore,
@@ -354,7 +354,7 @@ impl SnapshotWriter {
         let memory_file = File::create_new(&memory_path).map_err(io_err("create", &memory_path))?;
         let MemoryFileSummary {
             len,
-            crc32,
+            digest,
             data_bytes,
         } = write_memory_file(memory, &memory_file)?;
         self.step(WriteStep::SyncMemory)?;
@@ -375,7 +375,7 @@ impl SnapshotWriter {
                 len: state_bytes.len() as u64,
                 crc32: crc32fast::hash(state_bytes),
             },
-            memory: FileEntry { len, crc32 },
+            memory: MemoryEntry { len, digest },
         };
         self.step(WriteStep::WriteManifest)?;
         let manifest_path = temp.join(MANIFEST_FILE);
@@ -546,12 +546,12 @@ impl Snapshot {
         Ok(self.state.check_fits(target)?)
     }
 
-    /// Reads all of `memory.bin` and compares its checksum with the manifest.
+    /// Reads the data of `memory.bin` (not its holes) and compares its digest with the manifest.
     pub fn verify_memory(&self) -> Result<()> {
         let actual = checksum_memory_file(&self.memory_path())?;
-        if actual != self.manifest.memory.crc32 {
+        if actual != self.manifest.memory.digest {
             return Err(MemoryFileError::ChecksumMismatch {
-                expected: self.manifest.memory.crc32,
+                expected: self.manifest.memory.digest,
                 actual,
             }
             .into());
@@ -566,7 +566,7 @@ impl Snapshot {
         Ok(match mode {
             MemoryRestore::Lazy => map_memory_lazy(&path, &self.state.memory)?,
             MemoryRestore::Eager => {
-                load_memory_eager(&path, &self.state.memory, Some(self.manifest.memory.crc32))?
+                load_memory_eager(&path, &self.state.memory, Some(self.manifest.memory.digest))?
             }
         })
     }
