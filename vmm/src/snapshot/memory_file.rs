@@ -238,13 +238,14 @@ pub fn write_memory_file(memory: &GuestMemoryMmap<()>, file: &File) -> Result<Me
     let (digest, data_bytes) = std::thread::scope(|scope| -> Result<(u64, u64)> {
         let digester = std::thread::Builder::new()
             .name("snapshot-digest".into())
-            .spawn_scoped(scope, || digest_chunks(&chunks, pagemap.as_ref()))
+            .spawn_scoped(scope, || timed(|| digest_chunks(&chunks, pagemap.as_ref())))
             .map_err(io("start the digest thread"))?;
-        let written = write_chunks(&chunks, pagemap.as_ref(), file);
-        let digest = digester.join().map_err(|_| {
+        let (written, write_ms) = timed(|| write_chunks(&chunks, pagemap.as_ref(), file));
+        let (digest, digest_ms) = digester.join().map_err(|_| {
             io("compute the digest")(std::io::Error::other("the digest thread panicked"))
-        })??;
-        Ok((digest, written?))
+        })?;
+        tracing::debug!(write_ms, digest_ms, "memory file written");
+        Ok((digest?, written?))
     })?;
     file.set_len(len).map_err(io("set length"))?;
     Ok(MemoryFileSummary {
@@ -252,6 +253,13 @@ pub fn write_memory_file(memory: &GuestMemoryMmap<()>, file: &File) -> Result<Me
         digest,
         data_bytes,
     })
+}
+
+/// Runs `f`; returns its result and the milliseconds it took.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let started = std::time::Instant::now();
+    let out = f();
+    (out, started.elapsed().as_secs_f64() * 1e3)
 }
 
 /// The digest of all chunks; untouched pages enter it as zeros without being read.

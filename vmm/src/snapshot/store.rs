@@ -23,6 +23,7 @@ use std::ffi::CString;
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use vm_memory::GuestMemoryMmap;
 
@@ -269,6 +270,8 @@ pub struct WriteSummary {
 pub struct SnapshotWriter {
     paths: Paths,
     hook: Option<StepHook>,
+    /// When each step of the current write started, for the debug log.
+    started: Vec<(WriteStep, Instant)>,
 }
 
 impl std::fmt::Debug for SnapshotWriter {
@@ -286,6 +289,7 @@ impl SnapshotWriter {
         Ok(Self {
             paths: Paths::new(target)?,
             hook: None,
+            started: Vec::new(),
         })
     }
 
@@ -296,6 +300,7 @@ impl SnapshotWriter {
     }
 
     fn step(&mut self, step: WriteStep) -> Result<()> {
+        self.started.push((step, Instant::now()));
         match &mut self.hook {
             Some(hook) => hook(step).map_err(|source| StoreError::Aborted { step, source }),
             None => Ok(()),
@@ -322,12 +327,31 @@ impl SnapshotWriter {
         state.validate()?;
         let state_bytes = encode_state(state)?;
         let temp = self.paths.temp(std::process::id());
+        self.started.clear();
         let outcome = self.write_steps(&temp, &state_bytes, memory);
         if outcome.is_err() && temp.exists() {
             // Best effort: a leftover is also removed by the next writer or reader.
             let _ = fs::remove_dir_all(&temp);
         }
+        self.log_step_times();
         outcome
+    }
+
+    /// Logs how long each step of the last write took (debug level).
+    fn log_step_times(&self) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        let ends = self.started.iter().skip(1).map(|&(_, at)| at);
+        let times: Vec<String> = self
+            .started
+            .iter()
+            .zip(ends.chain(std::iter::once(Instant::now())))
+            .map(|(&(step, start), end)| {
+                format!("{step:?} {:.1}", (end - start).as_secs_f64() * 1e3)
+            })
+            .collect();
+        tracing::debug!(steps_ms = %times.join(", "), "snapshot write steps");
     }
 
     fn write_file(path: &Path, op: &'static str, content: &[u8]) -> Result<File> {
