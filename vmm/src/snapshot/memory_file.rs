@@ -118,10 +118,19 @@ pub struct MemoryFileSummary {
     pub data_bytes: u64,
 }
 
+/// Whether `page` is all zeros, word by word with an early exit.
+///
+/// Deliberately scalar: in the nested runner (QEMU TCG) this loop scanned 512 MiB of zero
+/// pages in 117-182 ms, where the SSE-vectorised OR reduction of 64-byte blocks the compiler
+/// makes of a fold took 495-733 ms (TCG emulates vector instructions slowly); natively both
+/// run at memory speed (16-21 ms).
 fn is_zero(page: &[u8]) -> bool {
-    // Fixed-size inner blocks let the compiler vectorise the OR reduction.
-    page.chunks_exact(64)
-        .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
+    let words = page.chunks_exact(8);
+    let tail = words.remainder();
+    words
+        .into_iter()
+        .all(|w| <[u8; 8]>::try_from(w).is_ok_and(|w| u64::from_ne_bytes(w) == 0))
+        && tail.iter().all(|&b| b == 0)
 }
 
 /// `/proc/self/pagemap`: which pages of this process's anonymous memory were ever touched.
@@ -801,6 +810,21 @@ mod tests {
             load_memory_eager(&path, &layout, None),
             Err(MemoryFileError::SizeMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn is_zero_finds_any_non_zero_byte() {
+        let page = [0u8; PAGE];
+        assert!(is_zero(&page));
+        assert!(is_zero(&page[..13]));
+        for at in [0, 7, 8, 63, 64, 2049, PAGE - 1] {
+            let mut damaged = page;
+            damaged[at] = 0x80;
+            assert!(!is_zero(&damaged), "byte {at}");
+        }
+        let mut short = [0u8; 13];
+        short[12] = 1;
+        assert!(!is_zero(&short), "byte in the tail after the last word");
     }
 
     #[test]
