@@ -2,9 +2,12 @@
 //!
 //! `cargo bench -p vmm --bench snapshot_memory [-- <MiB>...]` (default: 256 and 1024 MiB;
 //! `VIRMO_BENCH_DIR` picks the folder, default the system temp folder; `VIRMO_BENCH_RUNS` the
-//! number of runs per case, default 5). Every page of guest memory is non-zero (the worst case
-//! for the sparse writer). Reports the median of the runs. "cold" cases evict the file from the
-//! page cache first (`posix_fadvise(DONTNEED)` after `fsync`), "warm" ones read it from cache.
+//! number of runs per case, default 5; `VIRMO_BENCH_TOUCH_MIB` how much of the memory is
+//! written, from its start, default all of it; `VIRMO_BENCH_SAVE_ONLY=1` only measures the
+//! floor and the save). Every page written is non-zero (the worst case for the sparse writer);
+//! the rest is untouched anonymous memory. Reports the median of the runs. The floor writes as
+//! many bytes as the save wrote. "cold" cases evict the file from the page cache first
+//! (`posix_fadvise(DONTNEED)` after `fsync`), "warm" ones read it from cache.
 
 use std::fs::File;
 use std::io::Write;
@@ -32,11 +35,12 @@ fn evict(path: &Path) {
     assert_eq!(rc, 0, "posix_fadvise failed");
 }
 
-fn dense_memory(bytes: usize) -> GuestMemoryMmap<()> {
+/// `bytes` of guest memory whose first `touched` bytes are non-zero pages.
+fn memory_touched(bytes: usize, touched: usize) -> GuestMemoryMmap<()> {
     let memory =
         GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), bytes)]).expect("guest memory");
     let page: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8 + 1).collect();
-    for addr in (0..bytes as u64).step_by(4096) {
+    for addr in (0..touched.min(bytes) as u64).step_by(4096) {
         memory.write_slice(&page, GuestAddress(addr)).expect("fill");
     }
     memory
@@ -64,30 +68,47 @@ fn dirty_all(memory: &GuestMemoryMmap<()>) {
     }
 }
 
-fn floor_write(path: &Path, bytes: usize) -> Duration {
+fn floor_write(path: &Path, bytes: u64) -> Duration {
     let buf = vec![0x5au8; 2 * MIB];
     let _ = std::fs::remove_file(path);
     let start = Instant::now();
     let mut file = File::create(path).expect("create");
-    for _ in 0..bytes / buf.len() {
-        file.write_all(&buf).expect("write");
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        file.write_all(&buf[..n]).expect("write");
+        left -= n as u64;
     }
     file.sync_all().expect("fsync");
     start.elapsed()
 }
 
-fn save(path: &Path, memory: &GuestMemoryMmap<()>) -> (Duration, u32) {
+/// Saves `memory`; returns the time, the digest and the bytes written.
+fn save(path: &Path, memory: &GuestMemoryMmap<()>) -> (Duration, u64, u64) {
     let _ = std::fs::remove_file(path);
     let start = Instant::now();
     let file = File::create(path).expect("create");
     let summary = write_memory_file(memory, &file).expect("save");
     file.sync_all().expect("fsync");
-    (start.elapsed(), summary.crc32)
+    (start.elapsed(), summary.digest, summary.data_bytes)
 }
 
-fn run(dir: &Path, mib: usize, runs: usize) {
+struct Case {
+    mib: usize,
+    touch_mib: usize,
+    runs: usize,
+    save_only: bool,
+}
+
+fn run(dir: &Path, case: &Case) {
+    let Case {
+        mib,
+        touch_mib,
+        runs,
+        save_only,
+    } = *case;
     let bytes = mib * MIB;
-    let memory = dense_memory(bytes);
+    let memory = memory_touched(bytes, touch_mib * MIB);
     let layout = MemoryLayout::of(&memory);
     let floor_path = dir.join("floor.bin");
     let memory_path = dir.join("memory.bin");
@@ -97,28 +118,39 @@ fn run(dir: &Path, mib: usize, runs: usize) {
         Some((_, v)) => v.push(d),
         None => rows.push((name, vec![d])),
     };
+    let mut written = 0;
     for _ in 0..runs {
-        record(
-            "floor: sequential write + fsync",
-            floor_write(&floor_path, bytes),
-        );
-        let (took, crc) = save(&memory_path, &memory);
+        let (took, digest, data_bytes) = save(&memory_path, &memory);
+        written = data_bytes;
         record("save: sparse write + fsync", took);
+        record(
+            "floor: sequential write + fsync of as many bytes",
+            floor_write(&floor_path, data_bytes),
+        );
+        if save_only {
+            continue;
+        }
 
         evict(&memory_path);
         let start = Instant::now();
-        assert_eq!(checksum_memory_file(&memory_path).expect("checksum"), crc);
-        record("verify memory CRC only (read), cold cache", start.elapsed());
+        assert_eq!(
+            checksum_memory_file(&memory_path).expect("checksum"),
+            digest
+        );
+        record(
+            "verify memory digest only (read), cold cache",
+            start.elapsed(),
+        );
 
         evict(&memory_path);
         let start = Instant::now();
-        let eager = load_memory_eager(&memory_path, &layout, Some(crc)).expect("eager");
-        record("eager restore, cold cache, CRC checked", start.elapsed());
+        let eager = load_memory_eager(&memory_path, &layout, Some(digest)).expect("eager");
+        record("eager restore, cold cache, digest checked", start.elapsed());
         drop(eager);
 
         let start = Instant::now();
         let eager = load_memory_eager(&memory_path, &layout, None).expect("eager");
-        record("eager restore, warm cache, no CRC", start.elapsed());
+        record("eager restore, warm cache, no digest", start.elapsed());
         drop(eager);
 
         evict(&memory_path);
@@ -150,12 +182,15 @@ fn run(dir: &Path, mib: usize, runs: usize) {
         );
         drop(lazy);
     }
-    println!("{mib} MiB, median of {runs}:");
+    println!(
+        "{mib} MiB, {touch_mib} MiB touched ({} MiB written), median of {runs}:",
+        written / MIB as u64
+    );
     for (name, samples) in rows {
         let (min, max) = (samples.iter().min().copied(), samples.iter().max().copied());
         let ms = |d: Option<Duration>| d.unwrap_or_default().as_secs_f64() * 1e3;
         let m = median(samples);
-        let rate = bytes as f64 / MIB as f64 / m.as_secs_f64();
+        let rate = written as f64 / MIB as f64 / m.as_secs_f64();
         println!(
             "  {name:<46} {:>9.1} ms  {rate:>8.0} MiB/s  (min {:.1}, max {:.1})",
             m.as_secs_f64() * 1e3,
@@ -184,8 +219,18 @@ fn main() {
     let base = std::env::var_os("VIRMO_BENCH_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
+    let touch_mib = std::env::var("VIRMO_BENCH_TOUCH_MIB")
+        .ok()
+        .and_then(|r| r.parse().ok());
+    let save_only = std::env::var_os("VIRMO_BENCH_SAVE_ONLY").is_some_and(|v| v == "1");
     let dir = tempfile::tempdir_in(base).expect("bench folder");
     for mib in sizes {
-        run(dir.path(), mib, runs);
+        let case = Case {
+            mib,
+            touch_mib: touch_mib.unwrap_or(mib),
+            runs,
+            save_only,
+        };
+        run(dir.path(), &case);
     }
 }

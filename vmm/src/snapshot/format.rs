@@ -12,10 +12,11 @@
 //! | 24 | 4 | CRC-32 (IEEE) of the body |
 //! | 28 | 4 | CRC-32 of header bytes 0..28 |
 //!
-//! Versioning: the format version is independent of the crate version. Any change to the header
-//! or to the encoding of [`MachineState`] (postcard is not self-describing: adding, removing or
-//! reordering a field changes it, and so does a `kvm-bindings` struct layout change) bumps
-//! [`FORMAT_VERSION`]. A reader accepts only the versions it lists in [`SUPPORTED_VERSIONS`];
+//! Versioning: the format version is independent of the crate version and covers the whole
+//! snapshot folder (the manifest's first line carries it too). Any change to the header, to the
+//! files' checksums, or to the encoding of [`MachineState`] (postcard is not self-describing:
+//! adding, removing or reordering a field changes it, and so does a `kvm-bindings` struct
+//! layout change) bumps [`FORMAT_VERSION`]. A reader accepts only the versions it lists in [`SUPPORTED_VERSIONS`];
 //! magic and version keep their offsets in every version so that any reader can say "version N
 //! unsupported" rather than "corrupted".
 
@@ -27,8 +28,11 @@ use super::vm_state::VmState;
 
 /// First 8 bytes of every `state.bin`.
 pub const MAGIC: [u8; 8] = *b"VIRMOSNP";
-/// Format version this code writes.
-pub const FORMAT_VERSION: u16 = 1;
+/// Format version this code writes, in `state.bin`'s header and on the manifest's first line.
+///
+/// History: 1, `memory.bin` checked by a CRC-32; 2, by the chunked xxh64 digest
+/// (`memory_digest`). The state encoding is the same in both.
+pub const FORMAT_VERSION: u16 = 2;
 /// Format versions this code reads.
 pub const SUPPORTED_VERSIONS: &[u16] = &[FORMAT_VERSION];
 /// Header length in bytes.

@@ -1,15 +1,19 @@
-//! The `manifest` file: lengths and CRC-32s of `state.bin` and `memory.bin`, written last into
+//! The `manifest` file: lengths and checksums of `state.bin` and `memory.bin`, written last into
 //! the temporary folder, so a folder with a valid manifest had both files complete.
 //!
 //! ```text
-//! virmo-snapshot-manifest 1
+//! virmo-snapshot-manifest 2
 //! state.bin 18342 crc32=1a2b3c4d
-//! memory.bin 268435456 crc32=5e6f7a8b
+//! memory.bin 268435456 xxh64-2m=0123456789abcdef
 //! check crc32=0badf00d
 //! ```
-//! The last line is the CRC-32 of all the lines before it (newlines included).
+//! The number on the first line is the snapshot format version ([`FORMAT_VERSION`]); a manifest
+//! of another version is refused as [`FormatError::UnsupportedVersion`] before anything else in
+//! it is read. `state.bin` keeps a CRC-32 (a few hundred KiB at most); `memory.bin` has the
+//! chunked xxh64 digest of [`memory_digest`](super::memory_digest). The last line is the CRC-32
+//! of all the lines before it (newlines included).
 
-use super::format::FormatError;
+use super::format::{FormatError, FORMAT_VERSION, SUPPORTED_VERSIONS};
 
 /// Manifest file name.
 pub const MANIFEST_FILE: &str = "manifest";
@@ -17,9 +21,12 @@ pub const MANIFEST_FILE: &str = "manifest";
 pub const STATE_FILE: &str = "state.bin";
 /// Memory file name.
 pub const MEMORY_FILE: &str = "memory.bin";
-const FIRST_LINE: &str = "virmo-snapshot-manifest 1";
+/// The first line, up to the version number.
+const FIRST_LINE_PREFIX: &str = "virmo-snapshot-manifest ";
+/// The memory checksum's name and separator.
+const MEMORY_DIGEST_PREFIX: &str = "xxh64-2m=";
 
-/// Length and checksum of one file.
+/// Length and CRC-32 of `state.bin`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileEntry {
     /// Length in bytes.
@@ -28,13 +35,22 @@ pub struct FileEntry {
     pub crc32: u32,
 }
 
+/// Length and digest of `memory.bin`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryEntry {
+    /// Length in bytes (holes included).
+    pub len: u64,
+    /// The `xxh64-2m` digest of the logical content, holes read as zeros.
+    pub digest: u64,
+}
+
 /// The manifest of a snapshot folder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Manifest {
     /// `state.bin`.
     pub state: FileEntry,
-    /// `memory.bin` (holes count as zeros).
-    pub memory: FileEntry,
+    /// `memory.bin`.
+    pub memory: MemoryEntry,
 }
 
 fn bad(line: usize, reason: impl Into<String>) -> FormatError {
@@ -44,7 +60,12 @@ fn bad(line: usize, reason: impl Into<String>) -> FormatError {
     }
 }
 
-fn parse_entry(line_no: usize, line: Option<&str>, name: &str) -> Result<FileEntry, FormatError> {
+/// Splits `<name> <len> <checksum word>` and returns the length and the checksum word.
+fn parse_entry<'a>(
+    line_no: usize,
+    line: Option<&'a str>,
+    name: &str,
+) -> Result<(u64, &'a str), FormatError> {
     let line = line.ok_or_else(|| bad(line_no, format!("missing the {name} line")))?;
     let mut words = line.split(' ');
     if words.next() != Some(name) {
@@ -54,23 +75,66 @@ fn parse_entry(line_no: usize, line: Option<&str>, name: &str) -> Result<FileEnt
         .next()
         .and_then(|w| w.parse::<u64>().ok())
         .ok_or_else(|| bad(line_no, "length is not a number"))?;
-    let crc32 = words
+    let checksum = words
         .next()
-        .and_then(|w| w.strip_prefix("crc32="))
-        .and_then(|h| u32::from_str_radix(h, 16).ok())
-        .ok_or_else(|| bad(line_no, "checksum is not crc32=<hex>"))?;
+        .ok_or_else(|| bad(line_no, "missing the checksum"))?;
     if words.next().is_some() {
         return Err(bad(line_no, "unexpected words after the checksum"));
     }
-    Ok(FileEntry { len, crc32 })
+    Ok((len, checksum))
+}
+
+/// Parses a hexadecimal number written with exactly `digits` digits.
+fn parse_hex(word: &str, digits: usize) -> Option<u64> {
+    let valid = word.len() == digits && word.bytes().all(|b| b.is_ascii_hexdigit());
+    valid.then(|| u64::from_str_radix(word, 16).ok()).flatten()
+}
+
+fn parse_state(line: Option<&str>) -> Result<FileEntry, FormatError> {
+    let (len, checksum) = parse_entry(2, line, STATE_FILE)?;
+    let crc32 = checksum
+        .strip_prefix("crc32=")
+        .and_then(|h| parse_hex(h, 8))
+        .ok_or_else(|| bad(2, "checksum is not crc32=<8 hex digits>"))?;
+    Ok(FileEntry {
+        len,
+        crc32: crc32 as u32,
+    })
+}
+
+fn parse_memory(line: Option<&str>) -> Result<MemoryEntry, FormatError> {
+    let (len, checksum) = parse_entry(3, line, MEMORY_FILE)?;
+    let digest = checksum
+        .strip_prefix(MEMORY_DIGEST_PREFIX)
+        .and_then(|h| parse_hex(h, 16))
+        .ok_or_else(|| bad(3, "checksum is not xxh64-2m=<16 hex digits>"))?;
+    Ok(MemoryEntry { len, digest })
+}
+
+/// Checks the first line's version; another version is refused as unsupported, whatever the
+/// rest of its manifest looks like.
+fn check_version(first_line: Option<&str>) -> Result<(), FormatError> {
+    let version = first_line
+        .and_then(|l| l.strip_prefix(FIRST_LINE_PREFIX))
+        .ok_or_else(|| bad(1, format!("expected \"{FIRST_LINE_PREFIX}<version>\"")))?;
+    let version: u16 = version
+        .parse()
+        .map_err(|_| bad(1, "the version is not a number"))?;
+    if !SUPPORTED_VERSIONS.contains(&version) {
+        return Err(FormatError::UnsupportedVersion {
+            found: version,
+            supported: SUPPORTED_VERSIONS,
+        });
+    }
+    Ok(())
 }
 
 impl Manifest {
     /// The file content.
     pub fn encode(&self) -> String {
         let body = format!(
-            "{FIRST_LINE}\n{STATE_FILE} {} crc32={:08x}\n{MEMORY_FILE} {} crc32={:08x}\n",
-            self.state.len, self.state.crc32, self.memory.len, self.memory.crc32
+            "{FIRST_LINE_PREFIX}{FORMAT_VERSION}\n{STATE_FILE} {} crc32={:08x}\n{MEMORY_FILE} {} {MEMORY_DIGEST_PREFIX}{:016x}\n",
+            self.state.len, self.state.crc32, self.memory.len, self.memory.digest
         );
         let check = crc32fast::hash(body.as_bytes());
         format!("{body}check crc32={check:08x}\n")
@@ -78,6 +142,7 @@ impl Manifest {
 
     /// Parses and checks a manifest.
     pub fn decode(text: &str) -> Result<Self, FormatError> {
+        check_version(text.lines().next())?;
         let Some(check_at) = text.trim_end_matches('\n').rfind('\n').map(|i| i + 1) else {
             return Err(bad(0, "too short"));
         };
@@ -85,17 +150,14 @@ impl Manifest {
         let recorded = check_line
             .strip_suffix('\n')
             .and_then(|l| l.strip_prefix("check crc32="))
-            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .and_then(|h| parse_hex(h, 8))
             .ok_or_else(|| bad(4, "missing or malformed check line"))?;
-        if crc32fast::hash(body.as_bytes()) != recorded {
+        if u64::from(crc32fast::hash(body.as_bytes())) != recorded {
             return Err(bad(0, "content does not match its check line"));
         }
-        let mut lines = body.lines();
-        if lines.next() != Some(FIRST_LINE) {
-            return Err(bad(1, format!("expected \"{FIRST_LINE}\"")));
-        }
-        let state = parse_entry(2, lines.next(), STATE_FILE)?;
-        let memory = parse_entry(3, lines.next(), MEMORY_FILE)?;
+        let mut lines = body.lines().skip(1);
+        let state = parse_state(lines.next())?;
+        let memory = parse_memory(lines.next())?;
         if lines.next().is_some() {
             return Err(bad(4, "unexpected line before the check line"));
         }
@@ -113,9 +175,9 @@ mod tests {
                 len: 18342,
                 crc32: 0x1a2b_3c4d,
             },
-            memory: FileEntry {
+            memory: MemoryEntry {
                 len: 256 << 20,
-                crc32: 0x0000_00ff,
+                digest: 0x0123_4567_89ab_cdef,
             },
         }
     }
@@ -123,7 +185,10 @@ mod tests {
     #[test]
     fn manifest_round_trips() {
         let text = sample().encode();
-        assert!(text.starts_with("virmo-snapshot-manifest 1\nstate.bin 18342 crc32=1a2b3c4d\n"));
+        assert!(text.starts_with(
+            "virmo-snapshot-manifest 2\nstate.bin 18342 crc32=1a2b3c4d\n\
+             memory.bin 268435456 xxh64-2m=0123456789abcdef\ncheck crc32="
+        ));
         assert_eq!(Manifest::decode(&text).expect("decode"), sample());
     }
 
@@ -139,5 +204,53 @@ mod tests {
             );
         }
         assert!(Manifest::decode("").is_err());
+    }
+
+    /// A manifest as version 1 wrote it (CRC-32 for memory.bin), with a valid check line.
+    fn version_1_text() -> String {
+        let body = "virmo-snapshot-manifest 1\nstate.bin 18342 crc32=1a2b3c4d\n\
+                    memory.bin 268435456 crc32=5e6f7a8b\n";
+        format!(
+            "{body}check crc32={:08x}\n",
+            crc32fast::hash(body.as_bytes())
+        )
+    }
+
+    #[test]
+    fn other_versions_are_refused_as_unsupported() {
+        for (text, version) in [
+            (version_1_text(), 1),
+            (sample().encode().replacen(" 2\n", " 99\n", 1), 99),
+            ("virmo-snapshot-manifest 3\n".to_string(), 3),
+        ] {
+            match Manifest::decode(&text) {
+                Err(FormatError::UnsupportedVersion { found, .. }) => assert_eq!(found, version),
+                other => panic!("version {version}: expected UnsupportedVersion, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_memory_digest_is_refused() {
+        let text = sample().encode();
+        for damaged in [
+            text.replace("xxh64-2m=0123456789abcdef", "xxh64-2m=0123456789abcde"),
+            text.replace("xxh64-2m=0123456789abcdef", "crc32=89abcdef"),
+            text.replace("xxh64-2m=0123456789abcdef", "xxh64-2m=+123456789abcdef"),
+        ] {
+            // Resealed, so that the entry itself (not the check line) is what is refused.
+            let body = &damaged[..damaged.rfind("check ").expect("check line")];
+            let resealed = format!(
+                "{body}check crc32={:08x}\n",
+                crc32fast::hash(body.as_bytes())
+            );
+            assert!(
+                matches!(
+                    Manifest::decode(&resealed),
+                    Err(FormatError::Manifest { line: 3, .. })
+                ),
+                "{resealed:?} accepted"
+            );
+        }
     }
 }

@@ -17,10 +17,10 @@
 //!
 //! The on-disk format is described in `docs/snapshot.md`.
 
-mod crc_zeros;
 pub mod format;
 pub mod layout;
 pub mod manifest;
+pub mod memory_digest;
 pub mod memory_file;
 pub mod msrs;
 pub mod store;

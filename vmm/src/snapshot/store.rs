@@ -23,13 +23,14 @@ use std::ffi::CString;
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use vm_memory::GuestMemoryMmap;
 
 use super::format::{
     decode_state, encode_state, FormatError, MachineState, MemoryLayout, TargetLayout,
 };
-use super::manifest::{FileEntry, Manifest, MANIFEST_FILE, MEMORY_FILE, STATE_FILE};
+use super::manifest::{FileEntry, Manifest, MemoryEntry, MANIFEST_FILE, MEMORY_FILE, STATE_FILE};
 use super::memory_file::{
     checksum_memory_file, load_memory_eager, map_memory_lazy, write_memory_file, MemoryFileError,
     MemoryFileSummary, MemoryRestore,
@@ -269,6 +270,8 @@ pub struct WriteSummary {
 pub struct SnapshotWriter {
     paths: Paths,
     hook: Option<StepHook>,
+    /// When each step of the current write started, for the debug log.
+    started: Vec<(WriteStep, Instant)>,
 }
 
 impl std::fmt::Debug for SnapshotWriter {
@@ -286,6 +289,7 @@ impl SnapshotWriter {
         Ok(Self {
             paths: Paths::new(target)?,
             hook: None,
+            started: Vec::new(),
         })
     }
 
@@ -296,6 +300,7 @@ impl SnapshotWriter {
     }
 
     fn step(&mut self, step: WriteStep) -> Result<()> {
+        self.started.push((step, Instant::now()));
         match &mut self.hook {
             Some(hook) => hook(step).map_err(|source| StoreError::Aborted { step, source }),
             None => Ok(()),
@@ -322,12 +327,31 @@ impl SnapshotWriter {
         state.validate()?;
         let state_bytes = encode_state(state)?;
         let temp = self.paths.temp(std::process::id());
+        self.started.clear();
         let outcome = self.write_steps(&temp, &state_bytes, memory);
         if outcome.is_err() && temp.exists() {
             // Best effort: a leftover is also removed by the next writer or reader.
             let _ = fs::remove_dir_all(&temp);
         }
+        self.log_step_times();
         outcome
+    }
+
+    /// Logs how long each step of the last write took (debug level).
+    fn log_step_times(&self) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        let ends = self.started.iter().skip(1).map(|&(_, at)| at);
+        let times: Vec<String> = self
+            .started
+            .iter()
+            .zip(ends.chain(std::iter::once(Instant::now())))
+            .map(|(&(step, start), end)| {
+                format!("{step:?} {:.1}", (end - start).as_secs_f64() * 1e3)
+            })
+            .collect();
+        tracing::debug!(steps_ms = %times.join(", "), "snapshot write steps");
     }
 
     fn write_file(path: &Path, op: &'static str, content: &[u8]) -> Result<File> {
@@ -354,7 +378,7 @@ impl SnapshotWriter {
         let memory_file = File::create_new(&memory_path).map_err(io_err("create", &memory_path))?;
         let MemoryFileSummary {
             len,
-            crc32,
+            digest,
             data_bytes,
         } = write_memory_file(memory, &memory_file)?;
         self.step(WriteStep::SyncMemory)?;
@@ -375,7 +399,7 @@ impl SnapshotWriter {
                 len: state_bytes.len() as u64,
                 crc32: crc32fast::hash(state_bytes),
             },
-            memory: FileEntry { len, crc32 },
+            memory: MemoryEntry { len, digest },
         };
         self.step(WriteStep::WriteManifest)?;
         let manifest_path = temp.join(MANIFEST_FILE);
@@ -546,12 +570,12 @@ impl Snapshot {
         Ok(self.state.check_fits(target)?)
     }
 
-    /// Reads all of `memory.bin` and compares its checksum with the manifest.
+    /// Reads the data of `memory.bin` (not its holes) and compares its digest with the manifest.
     pub fn verify_memory(&self) -> Result<()> {
         let actual = checksum_memory_file(&self.memory_path())?;
-        if actual != self.manifest.memory.crc32 {
+        if actual != self.manifest.memory.digest {
             return Err(MemoryFileError::ChecksumMismatch {
-                expected: self.manifest.memory.crc32,
+                expected: self.manifest.memory.digest,
                 actual,
             }
             .into());
@@ -566,7 +590,7 @@ impl Snapshot {
         Ok(match mode {
             MemoryRestore::Lazy => map_memory_lazy(&path, &self.state.memory)?,
             MemoryRestore::Eager => {
-                load_memory_eager(&path, &self.state.memory, Some(self.manifest.memory.crc32))?
+                load_memory_eager(&path, &self.state.memory, Some(self.manifest.memory.digest))?
             }
         })
     }

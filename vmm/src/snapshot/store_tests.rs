@@ -8,7 +8,7 @@ use std::time::Duration;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::*;
-use crate::snapshot::format::{FormatError, MemoryLayout, HEADER_LEN};
+use crate::snapshot::format::{FormatError, MemoryLayout, FORMAT_VERSION, HEADER_LEN};
 use crate::snapshot::memory_file::{MemoryFileError, MemoryRestore};
 use crate::snapshot::test_support::sample_machine_state;
 
@@ -401,11 +401,12 @@ fn wrong_magic_and_other_version_are_refused() {
 
     let (_dir, snap) = written();
     rewrite_state(&snap, |bytes| {
-        bytes[8..10].copy_from_slice(&2u16.to_le_bytes())
+        bytes[8..10].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes())
     });
     assert!(matches!(
         open_err(&snap),
-        StoreError::Format(FormatError::UnsupportedVersion { found: 2, .. })
+        StoreError::Format(FormatError::UnsupportedVersion { found, .. })
+            if found == FORMAT_VERSION + 1
     ));
 
     let (_dir, snap) = written();
@@ -416,6 +417,64 @@ fn wrong_magic_and_other_version_are_refused() {
             file: "state.bin",
             ..
         })
+    ));
+}
+
+/// Turns the snapshot at `snap` into what format version 1 wrote: version 1 in `state.bin`'s
+/// header (header checksum redone) and a version-1 manifest, CRC-32 for `memory.bin`.
+fn make_version_1(snap: &Path) {
+    let mut state = fs::read(snap.join(STATE_FILE)).expect("read state");
+    state[8..10].copy_from_slice(&1u16.to_le_bytes());
+    let header_crc = crc32fast::hash(&state[0..28]);
+    state[28..32].copy_from_slice(&header_crc.to_le_bytes());
+    fs::write(snap.join(STATE_FILE), &state).expect("write state");
+    let memory = fs::read(snap.join(MEMORY_FILE)).expect("read memory");
+    let body = format!(
+        "virmo-snapshot-manifest 1\n{STATE_FILE} {} crc32={:08x}\n{MEMORY_FILE} {} crc32={:08x}\n",
+        state.len(),
+        crc32fast::hash(&state),
+        memory.len(),
+        crc32fast::hash(&memory)
+    );
+    let check = crc32fast::hash(body.as_bytes());
+    fs::write(
+        snap.join(MANIFEST_FILE),
+        format!("{body}check crc32={check:08x}\n"),
+    )
+    .expect("write manifest");
+}
+
+#[test]
+fn version_1_snapshot_is_refused_as_unsupported() {
+    let (_dir, snap) = written();
+    make_version_1(&snap);
+    let err = open_err(&snap);
+    assert!(
+        matches!(
+            err,
+            StoreError::Format(FormatError::UnsupportedVersion { found: 1, .. })
+        ),
+        "{err:?}"
+    );
+    let message = format!(
+        "{}",
+        FormatError::UnsupportedVersion {
+            found: 1,
+            supported: crate::snapshot::format::SUPPORTED_VERSIONS,
+        }
+    );
+    assert!(message.contains("version 1 is not supported"), "{message}");
+
+    // A version-1 state.bin under a current manifest is refused the same way.
+    let (_dir, snap) = written();
+    rewrite_state(&snap, |bytes| {
+        bytes[8..10].copy_from_slice(&1u16.to_le_bytes());
+        let header_crc = crc32fast::hash(&bytes[0..28]);
+        bytes[28..32].copy_from_slice(&header_crc.to_le_bytes());
+    });
+    assert!(matches!(
+        open_err(&snap),
+        StoreError::Format(FormatError::UnsupportedVersion { found: 1, .. })
     ));
 }
 
