@@ -40,7 +40,7 @@ struct Samples {
 const TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Written and deleted in the work folder before anything is measured (see [`warm_up`]).
-const WARM_UP_MIB: u64 = 3072;
+const WARM_UP_MIB: u64 = 2048;
 
 pub fn run_here(b: &SnapshotBench) -> Result<()> {
     std::fs::create_dir_all(&b.work)?;
