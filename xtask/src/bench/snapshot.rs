@@ -38,6 +38,10 @@ struct Samples {
 }
 
 const TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a restored VM may take to report `running` (it takes well under a second): shorter
+/// than the runner's 5 minutes without output, so a stuck VMM is reported with what its threads
+/// were doing rather than taken for a hung runner.
+const RESUME_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Written and deleted in the work folder before anything is measured (see [`warm_up`]).
 const WARM_UP_MIB: u64 = 2048;
@@ -160,14 +164,20 @@ fn one_run(b: &SnapshotBench, memory_mib: u64, touch: &str, s: &mut Samples) -> 
                     break Instant::now() - Duration::from_millis(info.uptime_ms);
                 }
             }
-            if resumed.started.elapsed() > TIMEOUT {
-                bail!("the restored VM ({mode}) never reported Running");
+            if resumed.started.elapsed() > RESUME_TIMEOUT {
+                let report = resumed.diagnose();
+                bail!(
+                    "the restored VM ({mode}) did not report Running within {RESUME_TIMEOUT:?}:\n{report}"
+                );
             }
             std::thread::sleep(Duration::from_millis(2));
         };
         resume.push((running_since - resumed.started).as_secs_f64());
         eprintln!("bench: resumed ({mode})");
-        let at = resumed.wait_for("VIRMO-COUNTER=", TIMEOUT)?;
+        let at = match resumed.wait_for("VIRMO-COUNTER=", RESUME_TIMEOUT) {
+            Ok(at) => at,
+            Err(e) => bail!("{e} after resume ({mode}):\n{}", resumed.diagnose()),
+        };
         back.push((at - resumed.started).as_secs_f64());
         resumed.kill();
     }
