@@ -102,6 +102,9 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
     drop(archive);
 
     let qemu = "qemu-system-x86_64";
+    // QEMU's monitor, asked where the runner's CPUs are when the runner hangs.
+    let monitor = dir.join(format!("runner-monitor-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&monitor);
     let mut child = Command::new(qemu)
         .args([
             "-M",
@@ -119,6 +122,8 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
         ])
         .args(["-nographic", "-nodefaults", "-no-user-config", "-no-reboot"])
         .args(["-serial", "stdio"])
+        .arg("-monitor")
+        .arg(format!("unix:{},server=on,wait=off", monitor.display()))
         .arg("-kernel")
         .arg(&images.bzimage)
         .arg("-initrd")
@@ -149,6 +154,11 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
     let mut status = None;
     loop {
         if last_output.elapsed() > SILENT_FOR {
+            eprintln!(
+                "runner: silent for {SILENT_FOR:?}; its CPUs:\n{}",
+                monitor_report(&monitor)
+            );
+            let _ = std::fs::remove_file(&monitor);
             let _ = child.kill();
             let _ = child.wait();
             let _ = std::fs::remove_file(&initrd);
@@ -169,6 +179,12 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
                 } else {
                     println!("{line}");
                     if soft_lockup_secs(&line).is_some_and(|secs| secs >= HUNG_AFTER_SECS) {
+                        eprintln!(
+                            "runner: {}; its CPUs:\n{}",
+                            line.trim(),
+                            monitor_report(&monitor)
+                        );
+                        let _ = std::fs::remove_file(&monitor);
                         let _ = child.kill();
                         let _ = child.wait();
                         let _ = std::fs::remove_file(&initrd);
@@ -182,12 +198,52 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
     }
     let qemu_status = child.wait()?;
     let _ = std::fs::remove_file(&initrd);
+    let _ = std::fs::remove_file(&monitor);
     match status {
         Some(code) => Ok(code),
         None => {
             bail!("the runner ended ({qemu_status}) without reporting the script's exit status")
         }
     }
+}
+
+/// What QEMU's monitor says of the runner's CPUs (`info cpus`, `info registers -a`): for a hung
+/// runner, where each CPU is (in the runner's kernel, or in a nested guest: SVM's guest mode
+/// shows in the registers' `HFLAGS`/`EFER`, and RIP points into the guest).
+fn monitor_report(socket: &Path) -> String {
+    use std::io::{Read, Write};
+    let mut stream = match std::os::unix::net::UnixStream::connect(socket) {
+        Ok(stream) => stream,
+        Err(e) => return format!("(no monitor at {}: {e})", socket.display()),
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    // One command at a time: each answer ends with the next `(qemu)` prompt.
+    for (prompts, command) in [(1, ""), (2, "info cpus\n"), (3, "info registers -a\n")] {
+        let _ = stream.write_all(command.as_bytes());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while count_prompts(&out) < prompts && Instant::now() < deadline {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+    }
+    // The monitor echoes with terminal escapes; keep the text.
+    String::from_utf8_lossy(&out)
+        .split('\x1b')
+        .map(|part| {
+            part.trim_start_matches(|c: char| {
+                c == '[' || c.is_ascii_digit() || c == 'K' || c == 'D'
+            })
+        })
+        .collect()
+}
+
+fn count_prompts(text: &[u8]) -> usize {
+    text.windows(6).filter(|w| w == b"(qemu)").count()
 }
 
 fn runner_initramfs(images: &Images, job: &RunnerJob, scratch: &Path) -> Result<Vec<u8>> {
@@ -294,6 +350,46 @@ poweroff -f
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The monitor of a real (paused) QEMU answers with its CPUs and their registers.
+    #[test]
+    fn the_monitor_report_lists_the_cpus_and_their_registers() {
+        let socket = std::env::temp_dir().join(format!("monitor-test-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&socket);
+        let Ok(mut qemu) = Command::new("qemu-system-x86_64")
+            .args([
+                "-M",
+                "q35",
+                "-accel",
+                "tcg",
+                "-smp",
+                "2",
+                "-S",
+                "-nographic",
+                "-nodefaults",
+            ])
+            .arg("-monitor")
+            .arg(format!("unix:{},server=on,wait=off", socket.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+        else {
+            panic!("qemu-system-x86_64 is needed (xtask installs it)");
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let report = monitor_report(&socket);
+        let _ = qemu.kill();
+        let _ = qemu.wait();
+        let _ = std::fs::remove_file(&socket);
+        assert!(
+            report.contains("CPU #0") && report.contains("CPU #1"),
+            "{report}"
+        );
+        assert!(report.contains("EFER="), "{report}");
+    }
 
     #[test]
     fn soft_lockup_lines_are_recognised() {
