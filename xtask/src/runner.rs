@@ -110,7 +110,7 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
             "-M",
             "q35",
             "-accel",
-            "tcg,thread=multi",
+            &format!("tcg,thread={}", tcg_threading()),
             "-cpu",
             "EPYC,+svm",
         ])
@@ -155,8 +155,9 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
     loop {
         if last_output.elapsed() > SILENT_FOR {
             eprintln!(
-                "runner: silent for {SILENT_FOR:?}; its CPUs:\n{}",
-                monitor_report(&monitor)
+                "runner: silent for {SILENT_FOR:?}; its CPUs:\n{}\nQEMU's threads:\n{}",
+                monitor_report(&monitor),
+                host_threads_report(child.id())
             );
             let _ = std::fs::remove_file(&monitor);
             let _ = child.kill();
@@ -180,9 +181,10 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
                     println!("{line}");
                     if soft_lockup_secs(&line).is_some_and(|secs| secs >= HUNG_AFTER_SECS) {
                         eprintln!(
-                            "runner: {}; its CPUs:\n{}",
+                            "runner: {}; its CPUs:\n{}\nQEMU's threads:\n{}",
                             line.trim(),
-                            monitor_report(&monitor)
+                            monitor_report(&monitor),
+                            host_threads_report(child.id())
                         );
                         let _ = std::fs::remove_file(&monitor);
                         let _ = child.kill();
@@ -240,6 +242,54 @@ fn monitor_report(socket: &Path) -> String {
             })
         })
         .collect()
+}
+
+/// QEMU's TCG threading for the runner: `multi` (one host thread per runner CPU, the default)
+/// or `single` (`VIRMO_RUNNER_TCG_THREAD=single`: all runner CPUs on one host thread, slower,
+/// for telling whether a hang comes from multi-threaded TCG).
+fn tcg_threading() -> &'static str {
+    match std::env::var("VIRMO_RUNNER_TCG_THREAD").as_deref() {
+        Ok("single") => "single",
+        _ => "multi",
+    }
+}
+
+/// The state, kernel wait channel and kernel stack of each host thread of QEMU (`pid`): whether
+/// the runner's vCPU threads are running guest code or blocked in QEMU.
+fn host_threads_report(pid: u32) -> String {
+    let tasks = format!("/proc/{pid}/task");
+    let mut tids: Vec<String> = std::fs::read_dir(&tasks)
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    tids.sort();
+    let mut out = String::new();
+    for tid in tids {
+        let read = |file: &str| {
+            std::fs::read_to_string(format!("{tasks}/{tid}/{file}"))
+                .unwrap_or_else(|e| format!("({e})"))
+        };
+        let stat = read("stat");
+        // Fields after the command: state, ..., utime (14th) and stime (15th) in clock ticks.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |i: usize| fields.get(i).copied().unwrap_or("?");
+        out.push_str(&format!(
+            "thread {tid} {} state {} utime {} stime {} wchan {}\n{}",
+            read("comm").trim(),
+            field(0),
+            field(11),
+            field(12),
+            read("wchan").trim(),
+            read("stack")
+        ));
+    }
+    out
 }
 
 fn count_prompts(text: &[u8]) -> usize {
@@ -350,6 +400,15 @@ poweroff -f
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Our own threads are listed with their state and CPU time.
+    #[test]
+    fn the_host_threads_report_lists_each_thread_with_its_state() {
+        let report = host_threads_report(std::process::id());
+        let first = report.lines().next().unwrap_or_default();
+        assert!(first.starts_with("thread "), "{report}");
+        assert!(first.contains(" state ") && first.contains(" utime "), "{report}");
+    }
 
     /// The monitor of a real (paused) QEMU answers with its CPUs and their registers.
     #[test]
