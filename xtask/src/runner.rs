@@ -407,7 +407,10 @@ mod tests {
         let report = host_threads_report(std::process::id());
         let first = report.lines().next().unwrap_or_default();
         assert!(first.starts_with("thread "), "{report}");
-        assert!(first.contains(" state ") && first.contains(" utime "), "{report}");
+        assert!(
+            first.contains(" state ") && first.contains(" utime "),
+            "{report}"
+        );
     }
 
     /// The monitor of a real (paused) QEMU answers with its CPUs and their registers.
