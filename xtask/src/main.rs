@@ -13,6 +13,7 @@ mod paths;
 mod runner;
 mod setup;
 mod test;
+mod threads;
 
 use std::path::PathBuf;
 use std::time::Duration;

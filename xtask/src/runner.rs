@@ -157,7 +157,7 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
             eprintln!(
                 "runner: silent for {SILENT_FOR:?}; its CPUs:\n{}\nQEMU's threads:\n{}",
                 monitor_report(&monitor),
-                host_threads_report(child.id())
+                crate::threads::report(child.id())
             );
             let _ = std::fs::remove_file(&monitor);
             let _ = child.kill();
@@ -184,7 +184,7 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
                             "runner: {}; its CPUs:\n{}\nQEMU's threads:\n{}",
                             line.trim(),
                             monitor_report(&monitor),
-                            host_threads_report(child.id())
+                            crate::threads::report(child.id())
                         );
                         let _ = std::fs::remove_file(&monitor);
                         let _ = child.kill();
@@ -252,44 +252,6 @@ fn tcg_threading() -> &'static str {
         Ok("single") => "single",
         _ => "multi",
     }
-}
-
-/// The state, kernel wait channel and kernel stack of each host thread of QEMU (`pid`): whether
-/// the runner's vCPU threads are running guest code or blocked in QEMU.
-fn host_threads_report(pid: u32) -> String {
-    let tasks = format!("/proc/{pid}/task");
-    let mut tids: Vec<String> = std::fs::read_dir(&tasks)
-        .map(|dir| {
-            dir.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    tids.sort();
-    let mut out = String::new();
-    for tid in tids {
-        let read = |file: &str| {
-            std::fs::read_to_string(format!("{tasks}/{tid}/{file}"))
-                .unwrap_or_else(|e| format!("({e})"))
-        };
-        let stat = read("stat");
-        // Fields after the command: state, ..., utime (14th) and stime (15th) in clock ticks.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let field = |i: usize| fields.get(i).copied().unwrap_or("?");
-        out.push_str(&format!(
-            "thread {tid} {} state {} utime {} stime {} wchan {}\n{}",
-            read("comm").trim(),
-            field(0),
-            field(11),
-            field(12),
-            read("wchan").trim(),
-            read("stack")
-        ));
-    }
-    out
 }
 
 fn count_prompts(text: &[u8]) -> usize {
@@ -400,18 +362,6 @@ poweroff -f
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Our own threads are listed with their state and CPU time.
-    #[test]
-    fn the_host_threads_report_lists_each_thread_with_its_state() {
-        let report = host_threads_report(std::process::id());
-        let first = report.lines().next().unwrap_or_default();
-        assert!(first.starts_with("thread "), "{report}");
-        assert!(
-            first.contains(" state ") && first.contains(" utime "),
-            "{report}"
-        );
-    }
 
     /// The monitor of a real (paused) QEMU answers with its CPUs and their registers.
     #[test]

@@ -86,41 +86,10 @@ impl Console {
         }
     }
 
-    /// Stops the VMM: SIGTERM, then SIGKILL if it has not exited within 2 s, then gives up
-    /// after 10 s more. In the nested runner the QEMU under test has now and then stayed stuck
-    /// in the runner's KVM (a soft lockup of its vCPU thread, whatever the signal); waiting for
-    /// it hung the whole benchmark, so it is left behind with a warning.
-    /// What the VMM's threads are doing, for a report when it takes far too long: per thread
-    /// its name, state, kernel wait channel and kernel stack (the stack needs root, as in the
-    /// runner); then the last kernel messages.
+    /// What the VMM's threads are doing, for a report when it takes far too long
+    /// ([`crate::threads::report`]), then the last kernel messages.
     pub fn diagnose(&self) -> String {
-        let mut out = String::new();
-        let tasks = format!("/proc/{}/task", self.child.id());
-        let mut tids: Vec<String> = std::fs::read_dir(&tasks)
-            .map(|dir| {
-                dir.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        tids.sort();
-        for tid in tids {
-            let read = |file: &str| {
-                std::fs::read_to_string(format!("{tasks}/{tid}/{file}"))
-                    .unwrap_or_else(|e| format!("({e})"))
-            };
-            let stat = read("stat");
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
-                .unwrap_or_default();
-            out.push_str(&format!(
-                "thread {tid} {} state {state} wchan {}\n{}",
-                read("comm").trim(),
-                read("wchan").trim(),
-                read("stack")
-            ));
-        }
+        let mut out = crate::threads::report(self.child.id());
         if let Ok(log) = Command::new("dmesg").output() {
             let text = String::from_utf8_lossy(&log.stdout);
             let lines: Vec<&str> = text.lines().collect();
@@ -133,6 +102,10 @@ impl Console {
         out
     }
 
+    /// Stops the VMM: SIGTERM, then SIGKILL if it has not exited within 2 s, then gives up
+    /// after 10 s more. In the nested runner the QEMU under test has now and then stayed stuck
+    /// in the runner's KVM (a soft lockup of its vCPU thread, whatever the signal); waiting for
+    /// it hung the whole benchmark, so it is left behind with a warning.
     pub fn kill(&mut self) {
         if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
             // SAFETY: kill() only sends a signal; `pid` is our own child, not yet reaped (so
