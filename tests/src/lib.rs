@@ -13,6 +13,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod stress;
+
 /// Exit statuses of the `vmm` process (docs/vmm.md).
 pub mod exit_status {
     pub const OK: i32 = 0;

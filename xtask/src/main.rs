@@ -118,6 +118,19 @@ enum BenchKind {
         #[arg(long, default_value = "/tmp/virmo-bench-snapshot")]
         work: PathBuf,
     },
+    /// Suspend/resume stress: N cycles per vCPU count of a guest whose every CPU copies and
+    /// checksums memory, each suspend at a random moment, lazy and eager restore alternating;
+    /// prints cycles done and failures (none allowed).
+    Stress {
+        #[arg(long, default_value_t = 200)]
+        cycles: u32,
+        /// vCPU counts, one configuration each.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        vcpus: Vec<u32>,
+        /// Seed of the random suspend moments (default: from the clock; printed).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// virtio-blk sequential read/write and virtio-net guest-to-host TCP throughput from inside
     /// the guest, against the same work on the host (file system, loopback), with the ratios.
     Io {
@@ -249,6 +262,17 @@ fn bench_inner(
                 runs,
             })
         }
+        BenchKind::Stress {
+            cycles,
+            vcpus,
+            seed,
+        } => bench::stress::run_here(&bench::stress::StressBench {
+            vmm,
+            images: images.to_path_buf(),
+            cycles,
+            vcpus,
+            seed,
+        }),
         BenchKind::Io {
             runs,
             disk_mib,
@@ -284,6 +308,19 @@ fn bench(which: BenchKind) -> Result<()> {
         BenchKind::Snapshot { runs, work } => {
             format!("snapshot --runs {runs} --work {}", work.display())
         }
+        BenchKind::Stress {
+            cycles,
+            vcpus,
+            seed,
+        } => format!(
+            "stress --cycles {cycles} --vcpus {}{}",
+            vcpus
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            seed.map(|s| format!(" --seed {s}")).unwrap_or_default()
+        ),
         BenchKind::Io {
             runs,
             disk_mib,
@@ -294,7 +331,14 @@ fn bench(which: BenchKind) -> Result<()> {
     // the runner's RAM at once.
     let runner_memory_mib = match &which {
         BenchKind::Boot { .. } | BenchKind::Io { .. } => 4096,
-        BenchKind::Snapshot { .. } => 6144,
+        BenchKind::Snapshot { .. } | BenchKind::Stress { .. } => 6144,
+    };
+    // A stress cycle takes a few seconds; the other benches finish well within 30 minutes.
+    let timeout = match &which {
+        BenchKind::Stress { cycles, vcpus, .. } => {
+            Duration::from_secs(600 + 15 * u64::from(*cycles) * vcpus.len() as u64)
+        }
+        _ => Duration::from_secs(1800),
     };
     if runner::host_has_hardware_kvm() {
         return bench_inner(which, vmm, Some(qemu), &images.dir);
@@ -339,7 +383,7 @@ fn bench(which: BenchKind) -> Result<()> {
             script,
             memory_mib: runner_memory_mib,
             cpus: 2,
-            timeout: Duration::from_secs(1800),
+            timeout,
         },
     )?;
     if status != 0 {

@@ -101,18 +101,22 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
     images::write_atomically(&initrd, &archive)?;
     drop(archive);
 
-    let qemu = "qemu-system-x86_64";
+    let qemu = runner_qemu();
     // QEMU's monitor, asked where the runner's CPUs are when the runner hangs.
     let monitor = dir.join(format!("runner-monitor-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&monitor);
-    let mut child = Command::new(qemu)
+    let mut command = Command::new(&qemu.binary);
+    if let Some(data) = &qemu.data_dir {
+        command.arg("-L").arg(data);
+    }
+    let mut child = command
         .args([
             "-M",
             "q35",
             "-accel",
             &format!("tcg,thread={}", tcg_threading()),
             "-cpu",
-            "EPYC,+svm",
+            RUNNER_CPU,
         ])
         .args([
             "-smp",
@@ -133,7 +137,12 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .with_context(|| format!("starting {qemu} (apt-get install qemu-system-x86)"))?;
+        .with_context(|| {
+            format!(
+                "starting {} (apt-get install qemu-system-x86)",
+                qemu.binary.display()
+            )
+        })?;
 
     let stdout = child.stdout.take().context("runner stdout")?;
     let (tx, rx) = mpsc::channel();
@@ -242,6 +251,32 @@ fn monitor_report(socket: &Path) -> String {
             })
         })
         .collect()
+}
+
+/// The runner's CPU: an EPYC with AMD-V, less the features TCG cannot emulate (QEMU would drop
+/// them anyway, printing one warning per feature and CPU).
+const RUNNER_CPU: &str = "EPYC,+svm,-rdseed,-sha-ni,-xsavec,-3dnowprefetch,-misalignsse,-osvw,-topoext,-fxsr-opt,-nrip-save";
+
+/// The QEMU that runs the runner.
+struct RunnerQemu {
+    binary: PathBuf,
+    /// Its firmware folder (`-L`), when it is not the installed QEMU's.
+    data_dir: Option<PathBuf>,
+}
+
+/// The installed `qemu-system-x86_64`, or another build for comparing QEMU versions:
+/// `VIRMO_RUNNER_QEMU=/path/to/qemu-system-x86_64` with `VIRMO_RUNNER_QEMU_DATA=/its/share/qemu`.
+fn runner_qemu() -> RunnerQemu {
+    match std::env::var_os("VIRMO_RUNNER_QEMU") {
+        Some(binary) => RunnerQemu {
+            binary: binary.into(),
+            data_dir: std::env::var_os("VIRMO_RUNNER_QEMU_DATA").map(PathBuf::from),
+        },
+        None => RunnerQemu {
+            binary: "qemu-system-x86_64".into(),
+            data_dir: None,
+        },
+    }
 }
 
 /// QEMU's TCG threading for the runner: `multi` (one host thread per runner CPU, the default)

@@ -44,9 +44,15 @@ ioctl_ior_nr!(KVM_GET_CLOCK, KVMIO, 0x7c, kvm_clock_data);
 ioctl_ior_nr!(KVM_GET_PIT2, KVMIO, 0x9f, kvm_pit_state2);
 
 /// What a vCPU thread does with its own vCPU: run it, tell kvmclock it was paused, and read its
-/// registers to describe a KVM internal error.
+/// registers and pending events to describe a KVM internal error or a triple fault.
 pub fn vcpu_run() -> Vec<u64> {
-    vec![KVM_RUN(), KVM_KVMCLOCK_CTRL(), KVM_GET_REGS()]
+    vec![
+        KVM_RUN(),
+        KVM_KVMCLOCK_CTRL(),
+        KVM_GET_REGS(),
+        KVM_GET_SREGS(),
+        KVM_GET_VCPU_EVENTS(),
+    ]
 }
 
 /// Reading a paused VM's whole state for a snapshot (vCPUs, interrupt controllers, clocks).

@@ -184,7 +184,10 @@ impl Vcpu {
                 VcpuEvent::Handled
             }
             Ok(VcpuExit::Hlt) => VcpuEvent::Halted,
-            Ok(VcpuExit::Shutdown) => VcpuEvent::TripleFault,
+            Ok(VcpuExit::Shutdown) => {
+                tracing::error!(vcpu = self.index, "triple fault: {}", self.shutdown_detail());
+                VcpuEvent::TripleFault
+            }
             Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
                 KVM_SYSTEM_EVENT_RESET => VcpuEvent::ResetRequested,
                 KVM_SYSTEM_EVENT_SHUTDOWN | KVM_SYSTEM_EVENT_CRASH => VcpuEvent::ShutdownRequested,
@@ -230,6 +233,35 @@ impl Vcpu {
     /// does not use kvmclock.
     pub fn notify_paused(&self) {
         let _ = self.fd.kvmclock_ctrl();
+    }
+
+    /// The vCPU's state after a triple fault, for the log: where it was, its stack, its control
+    /// and descriptor-table registers, and the events KVM held for it.
+    fn shutdown_detail(&self) -> String {
+        let regs = match self.fd.get_regs() {
+            Ok(r) => format!(
+                "rip {:#x} rsp {:#x} rflags {:#x} rax {:#x} rbx {:#x} rcx {:#x} rdx {:#x} rsi {:#x} rdi {:#x} rbp {:#x}",
+                r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp
+            ),
+            Err(e) => format!("registers unreadable: {e}"),
+        };
+        let sregs = match self.fd.get_sregs() {
+            Ok(s) => format!(
+                "cr0 {:#x} cr2 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x} cs {:#x} ss {:#x} gs.base {:#x} idt {:#x}/{:#x} gdt {:#x}/{:#x} tr {:#x}@{:#x}",
+                s.cr0, s.cr2, s.cr3, s.cr4, s.efer, s.cs.selector, s.ss.selector, s.gs.base,
+                s.idt.base, s.idt.limit, s.gdt.base, s.gdt.limit, s.tr.selector, s.tr.base
+            ),
+            Err(e) => format!("special registers unreadable: {e}"),
+        };
+        let events = match self.fd.get_vcpu_events() {
+            Ok(e) => format!(
+                "exception injected {} pending {} nr {} error {:#x}; interrupt injected {} nr {}; nmi injected {} pending {} masked {}",
+                e.exception.injected, e.exception.pending, e.exception.nr, e.exception.error_code,
+                e.interrupt.injected, e.interrupt.nr, e.nmi.injected, e.nmi.pending, e.nmi.masked
+            ),
+            Err(e) => format!("events unreadable: {e}"),
+        };
+        format!("{regs}; {sregs}; {events}")
     }
 
     /// What KVM reported with `KVM_EXIT_INTERNAL_ERROR`, with the guest's RIP.

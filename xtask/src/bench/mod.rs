@@ -4,3 +4,4 @@ pub mod boot;
 pub mod io;
 pub mod measure;
 pub mod snapshot;
+pub mod stress;

@@ -1,0 +1,29 @@
+# Keeps every CPU busy on memory that must stay intact (suspend/resume stress): one worker per CPU,
+# pinned to it where taskset exists, fills its own tmpfs buffer with random bytes once, then in a
+# loop copies it (fresh writes into guest RAM) and checks the copy's SHA-256 against the original
+# sum, printing "VIRMO-STRESS=<cpu> ok|bad <n>". A resumed guest must go on from the next n.
+kib=$(arg virmo.stress_kib)
+kib=${kib:-4096}
+n=$(nproc)
+cpu=0
+while [ "$cpu" -lt "$n" ]; do
+    (
+        [ -x /bin/taskset ] && taskset -p -c "$cpu" $$ >/dev/null 2>&1
+        f=/tmp/stress-$cpu
+        dd if=/dev/urandom of="$f" bs=1K count="$kib" 2>/dev/null
+        sum=$(sha256sum "$f" | cut -d' ' -f1)
+        i=0
+        while true; do
+            cp "$f" "$f.copy"
+            if [ "$(sha256sum "$f.copy" | cut -d' ' -f1)" = "$sum" ]; then
+                echo "VIRMO-STRESS=$cpu ok $i"
+            else
+                echo "VIRMO-STRESS=$cpu bad $i"
+            fi
+            i=$((i + 1))
+        done
+    ) &
+    cpu=$((cpu + 1))
+done
+echo "VIRMO-STRESS-WORKERS=$n"
+wait
