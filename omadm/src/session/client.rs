@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::assembly::Received;
 use super::auth::{AcceptAll, CredentialCheck, CredentialSource, NoCredentials, Verdict};
-use super::exchange::{Exchange, Limits};
+use super::exchange::{header_status, is_header_status, Exchange, Limits, OwnHeader};
 use super::executor::{CommandExecutor, Execution, GroupKind};
 use super::wire::{decode, transmit, Encoding, Transmit};
 use super::{DevInfo, EndReason, GenericAlert, SessionError};
@@ -208,6 +208,9 @@ impl ClientSession {
         );
         if !self.authenticated {
             hdr.cred = self.credentials.credentials();
+            if hdr.cred.is_some() {
+                hdr.source.loc_name = self.credentials.loc_name();
+            }
         }
         let msg = self.exchange.build(hdr);
         self.report_end();
@@ -336,8 +339,7 @@ impl ClientSession {
         };
         match verdict {
             Verdict::Missing { .. } | Verdict::Invalid { .. } => {
-                // Nothing of ours goes to a server we could not authenticate.
-                self.exchange.peer_credentials_refused();
+                self.server_credentials_refused(&msg.body.commands);
                 return;
             }
             Verdict::Accepted { .. } => self.server_authenticated = true,
@@ -403,6 +405,24 @@ impl ClientSession {
             self.exchange.ended = Some(EndReason::Completed);
             self.report_end();
         }
+    }
+
+    /// The server's credentials failed: none of its commands runs and nothing of ours goes to
+    /// it, except that reading the Status of our own header executes nothing, so we take its
+    /// Chal (the nonce for our next credentials) or its 212 even from this message. When it
+    /// refused our credentials while we never authenticated the server (package 1, DM Protocol
+    /// "Authentication": the client reverts to package 1 and resends its Alert and DevInfo with
+    /// the credentials asked for), the package goes again with our challenge; it was sent to
+    /// this server once already, so resending it discloses nothing new.
+    fn server_credentials_refused(&mut self, commands: &[Command]) {
+        self.exchange.peer_credentials_refused();
+        let Some(status) = header_status(commands) else {
+            return;
+        };
+        if self.handle_header_status(status) == OwnHeader::Resend && !self.server_authenticated {
+            self.exchange.hold_commands = false;
+        }
+        self.report_end();
     }
 
     /// Results with a value above the server's MaxObjSize are not sent: the Get gets 413.
@@ -505,7 +525,7 @@ impl ClientSession {
     }
 
     fn handle_status(&mut self, status: Status) {
-        if status.cmd_ref == 0 && status.cmd == CommandKind::SyncHdr {
+        if is_header_status(&status) {
             self.handle_header_status(&status);
             return;
         }
@@ -523,9 +543,9 @@ impl ClientSession {
         }
     }
 
-    fn handle_header_status(&mut self, status: &Status) {
+    fn handle_header_status(&mut self, status: &Status) -> OwnHeader {
         let was_authenticated = self.authenticated;
-        let end = self.exchange.read_header_status(
+        let outcome = self.exchange.read_header_status(
             status,
             self.credentials.as_mut(),
             &mut self.authenticated,
@@ -533,10 +553,11 @@ impl ClientSession {
         if self.authenticated && !was_authenticated {
             self.events.push_back(ClientEvent::Authenticated);
         }
-        if let Some(reason) = end {
+        if let OwnHeader::End(reason) = &outcome {
             self.exchange.outbox.clear();
-            self.exchange.ended = Some(reason);
+            self.exchange.ended = Some(reason.clone());
         }
+        outcome
     }
 
     fn report_end(&mut self) {

@@ -21,7 +21,8 @@ pub struct Limits {
     pub max_obj_size: Option<u64>,
     /// The session ends when no message arrives for this long.
     pub idle_timeout: Duration,
-    /// Failed authentications (either direction) before the session gives up.
+    /// Failed authentications before the session gives up, counted in each direction apart
+    /// (the peer refusing ours, we refusing the peer's).
     pub max_auth_attempts: u32,
 }
 
@@ -48,6 +49,31 @@ pub(crate) fn status_for(msg_ref: u32, command: &Command, code: StatusCode) -> S
         }
     }
     status
+}
+
+/// The Status of our `SyncHdr` among the peer's `commands`, if it sent one.
+pub(crate) fn header_status(commands: &[Command]) -> Option<&Status> {
+    commands.iter().find_map(|command| match command {
+        Command::Status(status) if is_header_status(status) => Some(status),
+        _ => None,
+    })
+}
+
+/// Whether `status` answers a `SyncHdr` (CmdRef 0).
+pub(crate) fn is_header_status(status: &Status) -> bool {
+    status.cmd_ref == 0 && status.cmd == crate::model::CommandKind::SyncHdr
+}
+
+/// What the peer's status for our `SyncHdr` means for us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OwnHeader {
+    /// Nothing to do: our credentials were accepted, or none were needed.
+    Fine,
+    /// The peer refused our credentials: our last message's commands are queued again, to go
+    /// with credentials over the nonce of its challenge.
+    Resend,
+    /// The session must end.
+    End(EndReason),
 }
 
 /// One side of a session, minus what is specific to client or server.
@@ -80,7 +106,10 @@ pub(crate) struct Exchange<T> {
     /// Once the due message is out, the session ends for this reason.
     pub end_after_send: Option<EndReason>,
     pub ended: Option<EndReason>,
-    pub auth_failures: u32,
+    /// How often we refused the peer's credentials.
+    pub peer_auth_failures: u32,
+    /// How often the peer refused ours.
+    pub own_auth_failures: u32,
 }
 
 impl<T: Clone> Exchange<T> {
@@ -103,7 +132,8 @@ impl<T: Clone> Exchange<T> {
             hold_commands: false,
             end_after_send: None,
             ended: None,
-            auth_failures: 0,
+            peer_auth_failures: 0,
+            own_auth_failures: 0,
         }
     }
 
@@ -222,37 +252,41 @@ impl<T: Clone> Exchange<T> {
     /// The peer's credentials were missing or wrong: our reply carries statuses only, and is
     /// the last one once the attempts are used up.
     pub fn peer_credentials_refused(&mut self) {
-        self.auth_failures += 1;
+        self.peer_auth_failures += 1;
         self.reply_due = true;
         self.hold_commands = true;
-        if self.auth_failures >= self.limits.max_auth_attempts {
+        if self.peer_auth_failures >= self.limits.max_auth_attempts {
             self.end_after_send = Some(EndReason::AuthenticationFailed);
         }
     }
 
     /// Reads the peer's status for our `SyncHdr`: passes its challenge on to `credentials`,
     /// notes in `authenticated` whether the peer accepted them, and queues our last commands
-    /// again when it refused them. The reason the session must end, if it must.
+    /// again when it refused them.
     pub fn read_header_status(
         &mut self,
         status: &Status,
         credentials: &mut dyn CredentialSource,
         authenticated: &mut bool,
-    ) -> Option<EndReason> {
+    ) -> OwnHeader {
         if let Some(chal) = &status.chal {
             credentials.challenged(chal);
         }
         match status.data {
             StatusCode::AUTHENTICATION_ACCEPTED => {
                 *authenticated = true;
-                None
+                OwnHeader::Fine
             }
             StatusCode::INVALID_CREDENTIALS | StatusCode::MISSING_CREDENTIALS => {
                 *authenticated = false;
-                (!self.requeue_after_auth_failure()).then_some(EndReason::AuthenticationFailed)
+                if self.requeue_after_auth_failure() {
+                    OwnHeader::Resend
+                } else {
+                    OwnHeader::End(EndReason::AuthenticationFailed)
+                }
             }
-            code if code.is_success() => None,
-            code => Some(EndReason::Rejected(code)),
+            code if code.is_success() => OwnHeader::Fine,
+            code => OwnHeader::End(EndReason::Rejected(code)),
         }
     }
 
@@ -332,8 +366,8 @@ impl<T: Clone> Exchange<T> {
     /// Our last message was refused for want of (valid) credentials: queue its commands again,
     /// before anything else. False when the attempts are used up.
     pub fn requeue_after_auth_failure(&mut self) -> bool {
-        self.auth_failures += 1;
-        if self.auth_failures >= self.limits.max_auth_attempts {
+        self.own_auth_failures += 1;
+        if self.own_auth_failures >= self.limits.max_auth_attempts {
             return false;
         }
         let last_msg = self.own_msg_id;

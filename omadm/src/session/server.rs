@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::assembly::Received;
 use super::auth::{AcceptAll, CredentialCheck, CredentialSource, NoCredentials, Verdict};
-use super::exchange::{Exchange, Limits};
+use super::exchange::{header_status, is_header_status, Exchange, Limits, OwnHeader};
 use super::wire::{decode, transmit, Encoding, Transmit};
 use super::{DevInfo, EndReason, GenericAlert, SessionError};
 use crate::model::{
@@ -211,6 +211,9 @@ impl ServerSession {
         hdr.resp_uri = self.resp_uri.clone();
         if !self.authenticated {
             hdr.cred = self.credentials.credentials();
+            if hdr.cred.is_some() {
+                hdr.source.loc_name = self.credentials.loc_name();
+            }
         }
         if let Some(max) = self.exchange.peer_max_obj_size {
             for tag in self.exchange.outbox.take_oversized(max) {
@@ -355,6 +358,13 @@ impl ServerSession {
                 self.events
                     .push_back(ServerEvent::AuthenticationFailed(verdict.status()));
                 self.exchange.peer_credentials_refused();
+                // Reading the Status of our own header executes nothing: take its Chal (the
+                // nonce for our next credentials) or its 212 even from this message. Our
+                // commands, resent or not, wait until the device is authenticated (the reply
+                // to a failed authentication carries statuses only).
+                if let Some(status) = header_status(&msg.body.commands) {
+                    self.handle_header_status(status);
+                }
                 return;
             }
             Verdict::Accepted { .. } => {
@@ -456,16 +466,8 @@ impl ServerSession {
     }
 
     fn handle_status(&mut self, status: Status) {
-        if status.cmd_ref == 0 && status.cmd == CommandKind::SyncHdr {
-            let end = self.exchange.read_header_status(
-                &status,
-                self.credentials.as_mut(),
-                &mut self.authenticated,
-            );
-            if let Some(reason) = end {
-                self.exchange.outbox.clear_commands();
-                self.exchange.end_after_send = Some(reason);
-            }
+        if is_header_status(&status) {
+            self.handle_header_status(&status);
             return;
         }
         let Some(sent) = self.exchange.take_awaiting(&status) else {
@@ -488,6 +490,19 @@ impl ServerSession {
             member: sent.member,
             status,
         });
+    }
+
+    /// The device's status for our `SyncHdr`: its challenge, its 212, or the end.
+    fn handle_header_status(&mut self, status: &Status) {
+        let outcome = self.exchange.read_header_status(
+            status,
+            self.credentials.as_mut(),
+            &mut self.authenticated,
+        );
+        if let OwnHeader::End(reason) = outcome {
+            self.exchange.outbox.clear_commands();
+            self.exchange.end_after_send = Some(reason);
+        }
     }
 
     fn report_end(&mut self) {

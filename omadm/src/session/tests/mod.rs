@@ -1,6 +1,7 @@
 //! Both state machines driven by scripted peers: messages (or bytes) in, messages out. This
 //! module holds the scripted peers and helpers; the tests are in `client`, `server` and `both`.
 
+mod authentication;
 mod both;
 mod client;
 mod server;
