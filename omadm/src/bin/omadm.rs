@@ -1,9 +1,9 @@
 //! `omadm`: convert and check SyncML DM messages.
 //!
-//! - `omadm convert --to wbxml|xml IN OUT` re-encodes a message (`-` is stdin/stdout; the input
-//!   encoding is sniffed).
-//! - `omadm check IN` decodes a message and pretty-prints it as XML; when it is invalid, prints the
-//!   DM status a strict server would answer and why, and exits with status 1.
+//! - `omadm convert --to wbxml|xml IN OUT` re-encodes a message element for element: the same
+//!   elements in the same order (`-` is stdin/stdout; the input encoding is sniffed).
+//! - `omadm check IN` decodes a message and pretty-prints it as XML, as it is; when it is invalid,
+//!   prints the DM status a strict server would answer and why, and exits with status 1.
 //! - `omadm notification decode IN [--password P --nonce N]` decodes a Pkg#0 notification and
 //!   verifies its digest.
 
@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use omadm::codec::{self, Codec, Encoding, XmlCodec};
+use omadm::codec::{Document, Encoding};
 use omadm::notification;
 
 #[derive(Parser)]
@@ -30,7 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Re-encode a message as XML or WBXML (the input encoding is detected).
+    /// Re-encode a message as XML or WBXML, element for element (the input encoding is
+    /// detected).
     Convert {
         /// Output encoding.
         #[arg(long, value_enum)]
@@ -90,15 +91,15 @@ fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Convert { to, input, output } => {
             let bytes = read_input(&input)?;
-            let (from, msg) = codec::decode_any(&bytes)
+            let (from, document) = Document::decode(&bytes)
                 .with_context(|| format!("{} is not a valid SyncML DM message", input.display()))?;
             let encoding = match to {
                 Target::Xml => Encoding::Xml,
                 Target::Wbxml => Encoding::Wbxml,
             };
             let out = match encoding {
-                Encoding::Xml => XmlCodec::pretty().encode(&msg),
-                Encoding::Wbxml => encoding.encode(&msg),
+                Encoding::Xml => document.encode_pretty_xml(),
+                Encoding::Wbxml => document.encode(encoding),
             }
             .with_context(|| format!("cannot encode the message as {encoding:?}"))?;
             write_output(&output, &out)?;
@@ -111,16 +112,20 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Check { input } => {
             let bytes = read_input(&input)?;
-            match codec::decode_any(&bytes) {
-                Ok((encoding, msg)) => {
-                    let pretty = XmlCodec::pretty()
-                        .encode(&msg)
+            match Document::decode(&bytes) {
+                Ok((encoding, document)) => {
+                    let pretty = document
+                        .encode_pretty_xml()
                         .context("the message decodes but cannot be shown as XML")?;
                     io::stdout().write_all(&pretty)?;
                     eprintln!(
                         "omadm: valid {} message, {} command(s)",
                         encoding.media_type(),
-                        msg.body.commands.len()
+                        document.root().child("SyncBody").map_or(0, |body| body
+                            .children()
+                            .iter()
+                            .filter(|c| c.name() != "Final")
+                            .count())
                     );
                     Ok(ExitCode::SUCCESS)
                 }
