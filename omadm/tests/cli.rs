@@ -232,3 +232,59 @@ fn convert_keeps_every_element_in_its_order_both_ways() {
         "check shows the message as it is"
     );
 }
+
+#[test]
+fn check_refuses_what_the_dm_rules_forbid_with_their_status() {
+    let xml = std::fs::read_to_string(golden("pkg1_client_init.xml")).unwrap();
+    let get = |cmd_id: u32, uri: &str| {
+        format!("<Get><CmdID>{cmd_id}</CmdID><Item><Target><LocURI>{uri}</LocURI></Target></Item></Get>")
+    };
+    let with = |commands: String| xml.replacen("<Final/>", &format!("{commands}<Final/>"), 1);
+    let deep = format!("./{}", ["N"; 17].join("/"));
+    let cases = [
+        (
+            "repeated_cmd_id",
+            with(get(2, "./A")),
+            "status 400 (the message): CmdID 2 is used by a Replace and by a Get",
+        ),
+        (
+            "cmd_id_0",
+            with(get(0, "./A")),
+            "status 400 (the message): the Get has CmdID 0",
+        ),
+        (
+            "atomic_in_sequence_in_atomic",
+            with(format!(
+                "<Atomic><CmdID>3</CmdID><Sequence><CmdID>4</CmdID><Atomic><CmdID>5</CmdID>{}</Atomic></Sequence></Atomic>",
+                get(6, "./A")
+            )),
+            "status 500 (command 5): the Atomic with CmdID 5 is nested in the Atomic with CmdID 3",
+        ),
+        (
+            "uri_deeper_than_max_depth",
+            with(get(3, &deep)),
+            "status 414 (command 3): the Get with CmdID 3 names the URI",
+        ),
+    ];
+    for (what, input, expected) in cases {
+        let result = omadm(&["check", "-"], input.as_bytes());
+        assert_eq!(result.status.code(), Some(1), "{what}: {result:?}");
+        let text = String::from_utf8(result.stdout).unwrap();
+        assert!(text.starts_with(expected), "{what}: {text:?}");
+    }
+
+    // The limits are those of DevDetail/URI, settable; 0 is no limit.
+    let input = with(get(3, &deep));
+    let unlimited = omadm(&["check", "--max-depth", "0", "-"], input.as_bytes());
+    assert_eq!(unlimited.status.code(), Some(0), "{unlimited:?}");
+    let deeper = omadm(&["check", "--max-depth", "17", "-"], input.as_bytes());
+    assert_eq!(deeper.status.code(), Some(0), "{deeper:?}");
+    let short = with(get(3, "./ABCDEF"));
+    for (flag, value) in [("--max-seg-len", "5"), ("--max-tot-len", "7")] {
+        let result = omadm(&["check", flag, value, "-"], short.as_bytes());
+        assert_eq!(result.status.code(), Some(1), "{flag}: {result:?}");
+        assert!(String::from_utf8_lossy(&result.stdout).starts_with("status 414"));
+    }
+    let fine = omadm(&["check", "-"], short.as_bytes());
+    assert_eq!(fine.status.code(), Some(0), "{fine:?}");
+}

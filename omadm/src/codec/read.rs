@@ -116,8 +116,10 @@ fn may_hold(parent: Tag, tag: Tag) -> bool {
         Tag::Add | Tag::Alert | Tag::Copy | Tag::Delete | Tag::Exec | Tag::Get | Tag::Replace => {
             true
         }
-        // A group holds no group of its own kind.
-        Tag::Atomic | Tag::Sequence => tag != parent,
+        // The DTD lets an Atomic hold an Atomic; the protocol forbids it (status 500 for the
+        // nested one), which `crate::rules` checks. No Sequence holds a Sequence (DTD).
+        Tag::Atomic => true,
+        Tag::Sequence => parent != Tag::Sequence,
         // Status and Results answer a message, not a group.
         Tag::Results | Tag::Status => parent == Tag::SyncBody,
         _ => false,
