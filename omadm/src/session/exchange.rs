@@ -11,6 +11,7 @@ use super::wire::Encoding;
 use super::EndReason;
 use crate::model::{Alert, AlertCode, Command, Meta, Status, SyncBody, SyncHdr, SyncMl};
 use crate::status::StatusCode;
+use crate::tree::UriLimits;
 
 /// The limits and timing one side applies to itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,9 @@ pub struct Limits {
     /// Failed authentications before the session gives up, counted in each direction apart
     /// (the peer refusing ours, we refusing the peer's).
     pub max_auth_attempts: u32,
+    /// The device's URI limits (`./DevDetail/URI`): a received command naming an item URI
+    /// beyond them gets 414 and does not run.
+    pub uri: UriLimits,
 }
 
 impl Default for Limits {
@@ -33,6 +37,7 @@ impl Default for Limits {
             max_obj_size: Some(4 << 20),
             idle_timeout: Duration::from_secs(60),
             max_auth_attempts: 3,
+            uri: UriLimits::default(),
         }
     }
 }
@@ -153,13 +158,21 @@ impl<T: Clone> Exchange<T> {
         false
     }
 
-    /// Checks the header of a received message against the session; the status to answer
-    /// its SyncHdr with when it does not belong.
-    pub fn check_header(&self, hdr: &SyncHdr) -> Result<(), StatusCode> {
+    /// Checks the header of a received message against the session, and the rules a whole
+    /// message can break (a CmdID repeated, or 0: [`crate::rules::message_violation`]); the
+    /// status to answer its SyncHdr with when it cannot be used.
+    pub fn check_received(&self, msg: &SyncMl) -> Result<(), StatusCode> {
+        let hdr = &msg.hdr;
         if hdr.session_id != self.session_id || hdr.msg_id <= self.peer_msg_id {
             return Err(StatusCode::BAD_REQUEST);
         }
-        Ok(())
+        match crate::rules::message_violation(msg) {
+            Some(violation) => {
+                tracing::debug!(%violation, "message refused");
+                Err(violation.status())
+            }
+            None => Ok(()),
+        }
     }
 
     /// Records a received message's header: MsgID, the peer's MaxMsgSize, activity.

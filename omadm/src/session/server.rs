@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::assembly::Received;
 use super::auth::{AcceptAll, CredentialCheck, CredentialSource, NoCredentials, Verdict};
 use super::exchange::{header_status, is_header_status, Exchange, Limits, OwnHeader};
+use super::refusal::Refusal;
 use super::wire::{decode, transmit, Encoding, Transmit};
 use super::{DevInfo, EndReason, GenericAlert, SessionError};
 use crate::model::{
@@ -330,7 +331,7 @@ impl ServerSession {
         }
         let own = self.config.server_id.clone();
         let device = self.device_id.clone();
-        let checked = self.exchange.check_header(&msg.hdr).and_then(|()| {
+        let checked = self.exchange.check_received(&msg).and_then(|()| {
             if msg.hdr.source.loc_uri == device {
                 Ok(())
             } else {
@@ -377,6 +378,12 @@ impl ServerSession {
         }
         let msg_id = msg.hdr.msg_id;
         for command in msg.body.commands {
+            if !matches!(command, Command::Status(_)) {
+                if let Some(refusal) = Refusal::of(&command, &self.config.limits.uri) {
+                    refusal.answer(&mut self.exchange, msg_id, &command, false);
+                    continue;
+                }
+            }
             match command {
                 Command::Status(status) => self.handle_status(status),
                 Command::Alert(ref alert) => {

@@ -4,6 +4,7 @@
 mod authentication;
 mod both;
 mod client;
+mod dm_rules;
 mod server;
 
 use std::collections::BTreeMap;
