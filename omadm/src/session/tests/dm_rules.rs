@@ -1,6 +1,8 @@
-//! The DM rules ([`crate::rules`]) in the sessions: a message with a repeated CmdID or CmdID 0
-//! is refused whole (400, the session ends); a nested Atomic (500) and an item URI beyond the
-//! device's limits (414) are refused command by command, and the session goes on.
+//! The rules one message can break, as the sessions apply them: those of [`crate::rules`] (a
+//! message with a repeated CmdID or CmdID 0 is refused whole, 400, and the session ends; a nested
+//! Atomic, 500, and an item URI beyond the device's limits, 414, are refused command by command,
+//! and the session goes on), and the session's own (MsgID order, chunks inside groups, a package
+//! ending mid-object).
 
 use super::*;
 use crate::model::Container;
@@ -215,4 +217,86 @@ fn server_answers_a_generic_alert_from_beyond_the_uri_limits_with_414() {
         })
         .collect();
     assert_eq!(alerts, [Some("./A/B".to_owned())]);
+}
+
+#[test]
+fn client_refuses_a_msg_id_that_does_not_increase_with_400_and_ends() {
+    let now = Instant::now();
+    let (mut session, mut tree) = client_past_package_1(now);
+    reply_to(
+        &mut session,
+        from_server(1, vec![header_ok(1), replace(2, "./A", "1")], true),
+        &mut tree,
+        now,
+    );
+    let reply = reply_to(
+        &mut session,
+        from_server(1, vec![header_ok(2), replace(2, "./B", "2")], true),
+        &mut tree,
+        now,
+    );
+    assert_refused(&reply, session.end_reason(), StatusCode::BAD_REQUEST);
+    assert!(!tree.values.contains_key("./B"));
+}
+
+#[test]
+fn client_answers_a_chunk_inside_a_group_with_400_and_runs_none_of_it() {
+    let now = Instant::now();
+    let (mut session, mut tree) = client_past_package_1(now);
+    let mut chunk = Item::target("./Big").with_data("part").with_more_data(true);
+    chunk.meta = Some(Meta {
+        size: Some(100),
+        ..Meta::default()
+    });
+    let chunked = Command::Replace(ItemCommand::new(4, vec![chunk]));
+    let reply = reply_to(
+        &mut session,
+        from_server(
+            1,
+            vec![
+                header_ok(1),
+                sequence(3, vec![chunked, replace(5, "./A", "1")]),
+            ],
+            true,
+        ),
+        &mut tree,
+        now,
+    );
+    assert_eq!(
+        statuses(&reply),
+        [
+            (CommandKind::SyncHdr, 0, 200),
+            (CommandKind::Sequence, 3, 400),
+            (CommandKind::Replace, 4, 215),
+            (CommandKind::Replace, 5, 215),
+        ]
+    );
+    assert!(tree.values.is_empty());
+}
+
+#[test]
+fn client_answers_a_package_that_ends_mid_object_with_1225() {
+    let now = Instant::now();
+    let (mut session, mut tree) = client_past_package_1(now);
+    let mut chunk = Item::target("./Big").with_data("part").with_more_data(true);
+    chunk.meta = Some(Meta {
+        size: Some(100),
+        ..Meta::default()
+    });
+    let reply = reply_to(
+        &mut session,
+        from_server(
+            1,
+            vec![
+                header_ok(1),
+                Command::Replace(ItemCommand::new(2, vec![chunk])),
+            ],
+            true,
+        ),
+        &mut tree,
+        now,
+    );
+    assert!(reply.body.commands.iter().any(|c| matches!(c,
+        Command::Alert(a) if a.data == AlertCode::NO_END_OF_DATA)));
+    assert!(tree.values.is_empty());
 }
