@@ -8,11 +8,14 @@
 //! - [`tree`]: the DM tree engine (nodes, properties, ACL, handlers, Atomic, persistence).
 //! - [`session`]: sans-IO client and server DM sessions; [`transport`]: their HTTP(S) bindings.
 //! - [`auth`]: syncml:auth-basic, auth-md5 and HMAC; [`notification`]: Pkg#0.
+//! - [`rules`]: the DM protocol rules a decoded message can still break (CmdIDs, nested Atomic,
+//!   URI limits), applied by the sessions and `omadm check`.
 #![forbid(unsafe_code)]
 pub mod auth;
 pub mod codec;
 pub mod model;
 pub mod notification;
+pub mod rules;
 pub mod session;
 pub mod status;
 pub mod transport;

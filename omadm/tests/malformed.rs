@@ -354,16 +354,22 @@ fn groups_and_status_are_only_where_dm_allows_them() {
         xml(
             "<Final/>",
             &format!(
-                "<Atomic><CmdID>3</CmdID><Atomic><CmdID>4</CmdID>{get}</Atomic></Atomic><Final/>"
+                "<Sequence><CmdID>3</CmdID><Sequence><CmdID>4</CmdID>{get}</Sequence></Sequence><Final/>"
             )
         ),
         BAD_REQUEST,
         DecodeError::NotAllowed {
-            parent: "Atomic",
-            name: "Atomic",
+            parent: "Sequence",
+            name: "Sequence",
             ..
         }
     );
+    // The DTD allows an Atomic in an Atomic; the protocol refuses it (omadm::rules, status 500).
+    assert!(xml(
+        "<Final/>",
+        &format!("<Atomic><CmdID>3</CmdID><Atomic><CmdID>4</CmdID>{get}</Atomic></Atomic><Final/>")
+    )
+    .is_ok());
     rejects!(
         xml("<Final/>", "<Sequence><CmdID>3</CmdID><Status><CmdID>4</CmdID><MsgRef>1</MsgRef><CmdRef>0</CmdRef><Cmd>SyncHdr</Cmd><Data>200</Data></Status></Sequence><Final/>"),
         BAD_REQUEST,
@@ -611,9 +617,9 @@ fn encoders_refuse_what_the_decoders_would_reject() {
     ));
 
     let no_items = message(vec![Command::Add(ItemCommand::new(4, vec![]))]);
-    let nested_atomic = message(vec![Command::Atomic(Container::new(
+    let nested_sequence = message(vec![Command::Sequence(Container::new(
         1,
-        vec![Command::Atomic(Container::new(
+        vec![Command::Sequence(Container::new(
             2,
             vec![Command::Get(ItemCommand::new(3, vec![Item::target("./A")]))],
         ))],
@@ -628,7 +634,7 @@ fn encoders_refuse_what_the_decoders_would_reject() {
             StatusCode::OK,
         ))],
     ))]);
-    for msg in [no_items, nested_atomic, status_in_sequence] {
+    for msg in [no_items, nested_sequence, status_in_sequence] {
         for result in [
             XmlCodec::default().encode(&msg),
             WbxmlCodec::default().encode(&msg),

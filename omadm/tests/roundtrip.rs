@@ -1,7 +1,10 @@
 //! Property tests: any valid message survives model → XML → model and model → WBXML → model, and
-//! the two encodings agree with each other.
+//! the two encodings agree with each other; any valid document, its elements in any order the
+//! decoders accept, converts XML → WBXML → XML and WBXML → XML → WBXML element for element.
 
-use omadm::codec::{Codec, WbxmlCodec, XmlCodec};
+use std::collections::{HashMap, VecDeque};
+
+use omadm::codec::{Codec, DocContent, DocElement, Document, Encoding, WbxmlCodec, XmlCodec};
 use omadm::model::{
     Alert, AlertCode, Chal, Command, CommandKind, Container, Cred, Data, Exec, Item, ItemCommand,
     Location, Meta, ProtoVersion, Results, Status, SyncBody, SyncHdr, SyncMl,
@@ -309,8 +312,133 @@ fn message() -> BoxedStrategy<SyncMl> {
         .boxed()
 }
 
+/// The next number of a xorshift generator (the shuffle needs no better).
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Which siblings keep their relative order under [`Order::SameMeaning`]: the commands of a body
+/// or group, and each repeated element (items, `TargetRef`s, `EMI`s...).
+fn order_group(name: &'static str) -> &'static str {
+    match name {
+        "Add" | "Alert" | "Atomic" | "Copy" | "Delete" | "Exec" | "Get" | "Replace" | "Results"
+        | "Sequence" | "Status" => "command",
+        name => name,
+    }
+}
+
+/// How [`shuffled`] reorders.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Any order the decoders accept (items and commands too: a converter keeps them all).
+    Any,
+    /// Only where order carries no meaning: distinct fields and MetInf children.
+    SameMeaning,
+}
+
+/// `element` with the children of every element reordered at random, except those of `SyncML`
+/// and `SyncBody`, whose order the decoders check: still a valid message, its fields, items and
+/// MetInf children in orders the DTD does not give them.
+fn shuffled(element: &DocElement, state: &mut u64, order: Order) -> DocElement {
+    let content = match element.content() {
+        DocContent::Elements(children) => {
+            let children: Vec<DocElement> = children
+                .iter()
+                .map(|child| shuffled(child, state, order))
+                .collect();
+            if matches!(element.name(), "SyncML" | "SyncBody") {
+                DocContent::Elements(children)
+            } else {
+                // Position i gets the child first at places[i].
+                let mut places: Vec<usize> = (0..children.len()).collect();
+                for i in (1..places.len()).rev() {
+                    let j = usize::try_from(next(state) % (i as u64 + 1)).unwrap();
+                    places.swap(i, j);
+                }
+                if order == Order::SameMeaning {
+                    places = in_group_order(&children, &places);
+                }
+                let mut taken: Vec<Option<DocElement>> = children.into_iter().map(Some).collect();
+                DocContent::Elements(places.iter().map(|&p| taken[p].take().unwrap()).collect())
+            }
+        }
+        leaf => leaf.clone(),
+    };
+    DocElement::new(element.name(), content).unwrap()
+}
+
+/// `places` with the members of each [`order_group`] put back in their first order: the groups
+/// still interleave as `places` says.
+fn in_group_order(children: &[DocElement], places: &[usize]) -> Vec<usize> {
+    let mut queues: HashMap<&str, VecDeque<usize>> = HashMap::new();
+    for (index, child) in children.iter().enumerate() {
+        queues
+            .entry(order_group(child.name()))
+            .or_default()
+            .push_back(index);
+    }
+    places
+        .iter()
+        .map(|&place| {
+            let group = order_group(children[place].name());
+            queues.get_mut(group).and_then(VecDeque::pop_front).unwrap()
+        })
+        .collect()
+}
+
+/// A random valid document: `msg` in XML, its elements reordered with `seed`.
+fn document(msg: &SyncMl, seed: u64, order: Order) -> Document {
+    let xml = XmlCodec::default().encode(msg).unwrap();
+    let in_dtd_order = Document::decode_as(Encoding::Xml, &xml).unwrap();
+    let mut state = seed | 1;
+    Document::new(shuffled(in_dtd_order.root(), &mut state, order)).unwrap()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn conversion_xml_to_wbxml_to_xml_keeps_every_element_in_order(
+        msg in message(),
+        seed in any::<u64>(),
+    ) {
+        let original = document(&msg, seed, Order::Any);
+        let xml = original.encode_pretty_xml().unwrap();
+        let (from, read) = Document::decode(&xml).unwrap();
+        prop_assert_eq!(from, Encoding::Xml);
+        prop_assert_eq!(&read, &original);
+        let wbxml = read.encode(Encoding::Wbxml).unwrap();
+        let (from, as_wbxml) = Document::decode(&wbxml).unwrap();
+        prop_assert_eq!(from, Encoding::Wbxml);
+        prop_assert_eq!(&as_wbxml, &original);
+        let back = as_wbxml.encode(Encoding::Xml).unwrap();
+        prop_assert_eq!(Document::decode_as(Encoding::Xml, &back).unwrap(), original);
+    }
+
+    #[test]
+    fn conversion_wbxml_to_xml_to_wbxml_keeps_every_element_in_order(
+        msg in message(),
+        seed in any::<u64>(),
+    ) {
+        let original = document(&msg, seed, Order::Any);
+        let wbxml = original.encode(Encoding::Wbxml).unwrap();
+        let read = Document::decode_as(Encoding::Wbxml, &wbxml).unwrap();
+        prop_assert_eq!(&read, &original);
+        let xml = read.encode_pretty_xml().unwrap();
+        let as_xml = Document::decode_as(Encoding::Xml, &xml).unwrap();
+        prop_assert_eq!(&as_xml, &original);
+        let back = as_xml.encode(Encoding::Wbxml).unwrap();
+        prop_assert_eq!(&Document::decode_as(Encoding::Wbxml, &back).unwrap(), &original);
+        prop_assert_eq!(back, wbxml, "byte for byte");
+    }
+
+    #[test]
+    fn a_document_means_what_its_message_means(msg in message(), seed in any::<u64>()) {
+        prop_assert_eq!(document(&msg, seed, Order::SameMeaning).message().unwrap(), msg);
+    }
 
     #[test]
     fn model_survives_xml(msg in message()) {

@@ -133,6 +133,11 @@ impl PeerAuth {
         self.scheme
     }
 
+    /// The user name we present.
+    pub fn local_username(&self) -> &str {
+        &self.local.username
+    }
+
     /// The nonce our credentials use (the peer's last NextNonce), to persist.
     pub fn nonce_for_sending(&self) -> &[u8] {
         &self.nonce_for_sending

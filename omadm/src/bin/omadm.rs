@@ -1,9 +1,11 @@
 //! `omadm`: convert and check SyncML DM messages.
 //!
-//! - `omadm convert --to wbxml|xml IN OUT` re-encodes a message (`-` is stdin/stdout; the input
-//!   encoding is sniffed).
-//! - `omadm check IN` decodes a message and pretty-prints it as XML; when it is invalid, prints the
-//!   DM status a strict server would answer and why, and exits with status 1.
+//! - `omadm convert --to wbxml|xml IN OUT` re-encodes a message element for element: the same
+//!   elements in the same order (`-` is stdin/stdout; the input encoding is sniffed).
+//! - `omadm check IN [--max-depth N --max-tot-len N --max-seg-len N]` decodes a message, checks
+//!   the DM rules a session applies (`omadm::rules`: CmdIDs, nested Atomic, item URIs within the
+//!   device's `DevDetail/URI` limits) and pretty-prints it as XML, as it is; when it is invalid,
+//!   prints the DM status a strict peer would answer and why, and exits with status 1.
 //! - `omadm notification decode IN [--password P --nonce N]` decodes a Pkg#0 notification and
 //!   verifies its digest.
 
@@ -14,8 +16,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use omadm::codec::{self, Codec, Encoding, XmlCodec};
+use omadm::codec::{Document, Encoding};
 use omadm::notification;
+use omadm::rules;
+use omadm::tree::UriLimits;
 
 #[derive(Parser)]
 #[command(
@@ -30,7 +34,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Re-encode a message as XML or WBXML (the input encoding is detected).
+    /// Re-encode a message as XML or WBXML, element for element (the input encoding is
+    /// detected).
     Convert {
         /// Output encoding.
         #[arg(long, value_enum)]
@@ -40,11 +45,13 @@ enum Command {
         /// Output file, `-` for stdout.
         output: PathBuf,
     },
-    /// Validate a message: pretty-print it when valid, else print the DM status a strict server
+    /// Validate a message: pretty-print it when valid, else print the DM status a strict peer
     /// answers and why (exit status 1).
     Check {
         /// Input file, `-` for stdin.
         input: PathBuf,
+        #[command(flatten)]
+        uri_limits: UriLimitArgs,
     },
     /// Pkg#0 (server-alerted session) notifications.
     Notification {
@@ -69,6 +76,30 @@ enum NotificationCommand {
     },
 }
 
+/// The device's URI limits, as in `./DevDetail/URI` (0: no limit); item URIs beyond them get 414.
+#[derive(clap::Args)]
+struct UriLimitArgs {
+    /// MaxDepth: most segments below the root.
+    #[arg(long, default_value_t = UriLimits::default().max_depth)]
+    max_depth: usize,
+    /// MaxTotLen: longest URI, in bytes.
+    #[arg(long, default_value_t = UriLimits::default().max_total_len)]
+    max_tot_len: usize,
+    /// MaxSegLen: longest segment, in bytes.
+    #[arg(long, default_value_t = UriLimits::default().max_segment_len)]
+    max_seg_len: usize,
+}
+
+impl From<UriLimitArgs> for UriLimits {
+    fn from(args: UriLimitArgs) -> Self {
+        Self {
+            max_depth: args.max_depth,
+            max_total_len: args.max_tot_len,
+            max_segment_len: args.max_seg_len,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Target {
     Xml,
@@ -90,15 +121,15 @@ fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Convert { to, input, output } => {
             let bytes = read_input(&input)?;
-            let (from, msg) = codec::decode_any(&bytes)
+            let (from, document) = Document::decode(&bytes)
                 .with_context(|| format!("{} is not a valid SyncML DM message", input.display()))?;
             let encoding = match to {
                 Target::Xml => Encoding::Xml,
                 Target::Wbxml => Encoding::Wbxml,
             };
             let out = match encoding {
-                Encoding::Xml => XmlCodec::pretty().encode(&msg),
-                Encoding::Wbxml => encoding.encode(&msg),
+                Encoding::Xml => document.encode_pretty_xml(),
+                Encoding::Wbxml => document.encode(encoding),
             }
             .with_context(|| format!("cannot encode the message as {encoding:?}"))?;
             write_output(&output, &out)?;
@@ -109,26 +140,36 @@ fn run(command: Command) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { input } => {
+        Command::Check { input, uri_limits } => {
             let bytes = read_input(&input)?;
-            match codec::decode_any(&bytes) {
-                Ok((encoding, msg)) => {
-                    let pretty = XmlCodec::pretty()
-                        .encode(&msg)
-                        .context("the message decodes but cannot be shown as XML")?;
-                    io::stdout().write_all(&pretty)?;
-                    eprintln!(
-                        "omadm: valid {} message, {} command(s)",
-                        encoding.media_type(),
-                        msg.body.commands.len()
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
+            let (encoding, document) = match Document::decode(&bytes) {
+                Ok(decoded) => decoded,
                 Err(err) => {
                     println!("status {}: {err}", err.status_code());
-                    Ok(ExitCode::from(1))
+                    return Ok(ExitCode::from(1));
                 }
+            };
+            let msg = document
+                .message()
+                .context("the document does not read back as a message")?;
+            if let Err(violation) = rules::check_message(&msg, &uri_limits.into()) {
+                let whom = match violation.cmd_id() {
+                    Some(cmd_id) => format!("command {cmd_id}"),
+                    None => "the message".to_owned(),
+                };
+                println!("status {} ({whom}): {violation}", violation.status());
+                return Ok(ExitCode::from(1));
             }
+            let pretty = document
+                .encode_pretty_xml()
+                .context("the message decodes but cannot be shown as XML")?;
+            io::stdout().write_all(&pretty)?;
+            eprintln!(
+                "omadm: valid {} message, {} command(s)",
+                encoding.media_type(),
+                msg.body.commands.len()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Notification {
             command:

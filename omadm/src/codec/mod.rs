@@ -5,7 +5,11 @@
 //! from one walk over the model, so the two encodings accept and produce the same messages.
 //! Decoders are strict (see [`DecodeError`] for what is rejected and with which status), bounded
 //! by [`Limits`], and never panic on any input.
+//!
+//! [`Document`] is the message as its elements in document order, for converting between the
+//! encodings without normalizing (the model writes DTD order).
 
+mod document;
 mod element;
 mod error;
 mod read;
@@ -14,6 +18,7 @@ pub mod wbxml;
 mod write;
 pub mod xml;
 
+pub use document::{DocContent, DocElement, Document};
 pub use error::{
     DecodeError, EncodeError, STATUS_DTD_VERSION_NOT_SUPPORTED,
     STATUS_PROTOCOL_VERSION_NOT_SUPPORTED,

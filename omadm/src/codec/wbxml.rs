@@ -79,23 +79,35 @@ impl Codec for WbxmlCodec {
     }
 
     fn encode(&self, msg: &SyncMl) -> Result<Vec<u8>, EncodeError> {
-        let mut writer = WbxmlWriter {
-            out: Vec::with_capacity(1024),
-            page: PAGE_SYNCML,
-        };
-        writer.out.push(VERSION_1_3);
-        write_mb_u32(&mut writer.out, PUBLIC_ID_SYNCML_12);
-        write_mb_u32(&mut writer.out, CHARSET_UTF8);
-        write_mb_u32(&mut writer.out, 0); // string table length
-        write::message(&mut writer, msg)?;
-        Ok(writer.out)
+        write_document(|writer| write::message(writer, msg))
     }
 
     fn decode(&self, input: &[u8]) -> Result<SyncMl, DecodeError> {
-        self.limits.check_input(input)?;
-        let root = Parser::new(input, self.limits).document()?;
-        read::message(&root)
+        read::message(&parse_document(input, self.limits)?)
     }
+}
+
+/// A WBXML document: the header (version 1.3, SyncML 1.2, UTF-8, no string table), then what
+/// `write` writes.
+pub(crate) fn write_document(
+    write: impl FnOnce(&mut WbxmlWriter) -> Result<(), EncodeError>,
+) -> Result<Vec<u8>, EncodeError> {
+    let mut writer = WbxmlWriter {
+        out: Vec::with_capacity(1024),
+        page: PAGE_SYNCML,
+    };
+    writer.out.push(VERSION_1_3);
+    write_mb_u32(&mut writer.out, PUBLIC_ID_SYNCML_12);
+    write_mb_u32(&mut writer.out, CHARSET_UTF8);
+    write_mb_u32(&mut writer.out, 0); // string table length
+    write(&mut writer)?;
+    Ok(writer.out)
+}
+
+/// The element tree of a whole WBXML document, within `limits` (no DM rule checked yet).
+pub(crate) fn parse_document(input: &[u8], limits: Limits) -> Result<Element<'_>, DecodeError> {
+    limits.check_input(input)?;
+    Parser::new(input, limits).document()
 }
 
 /// Appends `value` as a WBXML `mb_u_int32` (7 bits per byte, most significant first).
@@ -416,7 +428,7 @@ fn malformed(offset: usize, reason: String) -> DecodeError {
 }
 
 /// Writes elements as WBXML tokens, switching code pages as needed.
-struct WbxmlWriter {
+pub(crate) struct WbxmlWriter {
     out: Vec<u8>,
     page: u8,
 }

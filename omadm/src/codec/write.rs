@@ -1,7 +1,8 @@
 //! [`SyncMl`] → a stream of elements in DTD order, for the XML and WBXML writers.
 //!
 //! The writer refuses what the reader would reject (a command without items, a Status inside an
-//! Atomic...), so that every encoded message decodes.
+//! Atomic, a Sequence in a Sequence...), so that every encoded message decodes. An Atomic in an
+//! Atomic is valid SyncML that the protocol forbids: it is written, and `crate::rules` refuses it.
 
 use super::tag::Tag;
 use super::EncodeError;
@@ -80,8 +81,8 @@ fn command(sink: &mut impl Sink, command: &Command, context: Context) -> Result 
                 "Status and Results cannot be inside Atomic or Sequence",
             ))
         }
-        (Command::Atomic(_), Context::Atomic) => {
-            return Err(invalid("an Atomic cannot be nested in an Atomic"))
+        (Command::Sequence(_), Context::Sequence) => {
+            return Err(invalid("a Sequence cannot be nested in a Sequence"))
         }
         _ => {}
     }

@@ -49,31 +49,46 @@ impl Codec for XmlCodec {
     }
 
     fn encode(&self, msg: &SyncMl) -> Result<Vec<u8>, EncodeError> {
-        let mut writer = XmlWriter {
-            out: String::with_capacity(2048),
-            pretty: self.pretty,
-            depth: 0,
-        };
-        writer
-            .out
-            .push_str(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
-        write::message(&mut writer, msg)?;
-        if self.pretty {
-            writer.out.push('\n');
-        }
-        Ok(writer.out.into_bytes())
+        write_document(self.pretty, |writer| write::message(writer, msg))
     }
 
     fn decode(&self, input: &[u8]) -> Result<SyncMl, DecodeError> {
-        self.limits.check_input(input)?;
-        if input.starts_with(b"\xFE\xFF") || input.starts_with(b"\xFF\xFE") {
-            return Err(DecodeError::UnsupportedCharset {
-                charset: "UTF-16".to_owned(),
-            });
-        }
-        let root = parse(input, &self.limits)?;
-        read::message(&root)
+        read::message(&parse_document(input, &self.limits)?)
     }
+}
+
+/// An XML document: the declaration, then what `write` writes (indented when `pretty`).
+pub(crate) fn write_document(
+    pretty: bool,
+    write: impl FnOnce(&mut XmlWriter) -> Result<(), EncodeError>,
+) -> Result<Vec<u8>, EncodeError> {
+    let mut writer = XmlWriter {
+        out: String::with_capacity(2048),
+        pretty,
+        depth: 0,
+    };
+    writer
+        .out
+        .push_str(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+    write(&mut writer)?;
+    if pretty {
+        writer.out.push('\n');
+    }
+    Ok(writer.out.into_bytes())
+}
+
+/// The element tree of a whole XML document, within `limits` (no DM rule checked yet).
+pub(crate) fn parse_document<'a>(
+    input: &'a [u8],
+    limits: &Limits,
+) -> Result<Element<'a>, DecodeError> {
+    limits.check_input(input)?;
+    if input.starts_with(b"\xFE\xFF") || input.starts_with(b"\xFF\xFE") {
+        return Err(DecodeError::UnsupportedCharset {
+            charset: "UTF-16".to_owned(),
+        });
+    }
+    parse(input, limits)
 }
 
 /// Parses `input` into an element tree.
@@ -383,7 +398,7 @@ fn is_xml_char(c: char) -> bool {
 }
 
 /// Writes elements as XML text.
-struct XmlWriter {
+pub(crate) struct XmlWriter {
     out: String,
     pretty: bool,
     depth: usize,

@@ -230,7 +230,8 @@ pub struct Container {
     pub cmd_id: u32,
     pub no_resp: bool,
     pub meta: Option<Meta>,
-    /// One or more commands (Atomic: no nested Atomic; neither holds Status or Results).
+    /// One or more commands (neither holds Status or Results, a Sequence no Sequence; an Atomic
+    /// nested in an Atomic is a protocol error, see `crate::rules`).
     pub commands: Vec<Command>,
 }
 

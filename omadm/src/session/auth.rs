@@ -25,6 +25,13 @@ pub trait CredentialSource: Send {
         let _ = body;
         None
     }
+
+    /// The `LocName` of our `SyncHdr/Source` in a message carrying our `Cred`: the user name,
+    /// which MD5 digest credentials do not carry themselves (DM RepPro: LocName is "used for
+    /// sending userid for MD5 authentication").
+    fn loc_name(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// What the peer's credentials are worth.
@@ -145,6 +152,11 @@ impl CredentialSource for DmAuth {
         let nonce = chal.meta.next_nonce.as_ref().map(Data::to_string_lossy);
         // A bad nonce leaves the old one: the next attempt fails and is challenged again.
         let _ = self.lock().accept_challenge(meta_type, nonce.as_deref());
+    }
+
+    fn loc_name(&mut self) -> Option<String> {
+        let peer = self.lock();
+        (peer.scheme() == crate::auth::AuthScheme::Md5).then(|| peer.local_username().to_owned())
     }
 
     fn transport_mac(&mut self, body: &[u8]) -> Option<String> {

@@ -11,6 +11,7 @@ use super::wire::Encoding;
 use super::EndReason;
 use crate::model::{Alert, AlertCode, Command, Meta, Status, SyncBody, SyncHdr, SyncMl};
 use crate::status::StatusCode;
+use crate::tree::UriLimits;
 
 /// The limits and timing one side applies to itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,8 +22,12 @@ pub struct Limits {
     pub max_obj_size: Option<u64>,
     /// The session ends when no message arrives for this long.
     pub idle_timeout: Duration,
-    /// Failed authentications (either direction) before the session gives up.
+    /// Failed authentications before the session gives up, counted in each direction apart
+    /// (the peer refusing ours, we refusing the peer's).
     pub max_auth_attempts: u32,
+    /// The device's URI limits (`./DevDetail/URI`): a received command naming an item URI
+    /// beyond them gets 414 and does not run.
+    pub uri: UriLimits,
 }
 
 impl Default for Limits {
@@ -32,6 +37,7 @@ impl Default for Limits {
             max_obj_size: Some(4 << 20),
             idle_timeout: Duration::from_secs(60),
             max_auth_attempts: 3,
+            uri: UriLimits::default(),
         }
     }
 }
@@ -48,6 +54,31 @@ pub(crate) fn status_for(msg_ref: u32, command: &Command, code: StatusCode) -> S
         }
     }
     status
+}
+
+/// The Status of our `SyncHdr` among the peer's `commands`, if it sent one.
+pub(crate) fn header_status(commands: &[Command]) -> Option<&Status> {
+    commands.iter().find_map(|command| match command {
+        Command::Status(status) if is_header_status(status) => Some(status),
+        _ => None,
+    })
+}
+
+/// Whether `status` answers a `SyncHdr` (CmdRef 0).
+pub(crate) fn is_header_status(status: &Status) -> bool {
+    status.cmd_ref == 0 && status.cmd == crate::model::CommandKind::SyncHdr
+}
+
+/// What the peer's status for our `SyncHdr` means for us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OwnHeader {
+    /// Nothing to do: our credentials were accepted, or none were needed.
+    Fine,
+    /// The peer refused our credentials: our last message's commands are queued again, to go
+    /// with credentials over the nonce of its challenge.
+    Resend,
+    /// The session must end.
+    End(EndReason),
 }
 
 /// One side of a session, minus what is specific to client or server.
@@ -80,7 +111,10 @@ pub(crate) struct Exchange<T> {
     /// Once the due message is out, the session ends for this reason.
     pub end_after_send: Option<EndReason>,
     pub ended: Option<EndReason>,
-    pub auth_failures: u32,
+    /// How often we refused the peer's credentials.
+    pub peer_auth_failures: u32,
+    /// How often the peer refused ours.
+    pub own_auth_failures: u32,
 }
 
 impl<T: Clone> Exchange<T> {
@@ -103,7 +137,8 @@ impl<T: Clone> Exchange<T> {
             hold_commands: false,
             end_after_send: None,
             ended: None,
-            auth_failures: 0,
+            peer_auth_failures: 0,
+            own_auth_failures: 0,
         }
     }
 
@@ -123,13 +158,21 @@ impl<T: Clone> Exchange<T> {
         false
     }
 
-    /// Checks the header of a received message against the session; the status to answer
-    /// its SyncHdr with when it does not belong.
-    pub fn check_header(&self, hdr: &SyncHdr) -> Result<(), StatusCode> {
+    /// Checks the header of a received message against the session, and the rules a whole
+    /// message can break (a CmdID repeated, or 0: [`crate::rules::message_violation`]); the
+    /// status to answer its SyncHdr with when it cannot be used.
+    pub fn check_received(&self, msg: &SyncMl) -> Result<(), StatusCode> {
+        let hdr = &msg.hdr;
         if hdr.session_id != self.session_id || hdr.msg_id <= self.peer_msg_id {
             return Err(StatusCode::BAD_REQUEST);
         }
-        Ok(())
+        match crate::rules::message_violation(msg) {
+            Some(violation) => {
+                tracing::debug!(%violation, "message refused");
+                Err(violation.status())
+            }
+            None => Ok(()),
+        }
     }
 
     /// Records a received message's header: MsgID, the peer's MaxMsgSize, activity.
@@ -222,37 +265,41 @@ impl<T: Clone> Exchange<T> {
     /// The peer's credentials were missing or wrong: our reply carries statuses only, and is
     /// the last one once the attempts are used up.
     pub fn peer_credentials_refused(&mut self) {
-        self.auth_failures += 1;
+        self.peer_auth_failures += 1;
         self.reply_due = true;
         self.hold_commands = true;
-        if self.auth_failures >= self.limits.max_auth_attempts {
+        if self.peer_auth_failures >= self.limits.max_auth_attempts {
             self.end_after_send = Some(EndReason::AuthenticationFailed);
         }
     }
 
     /// Reads the peer's status for our `SyncHdr`: passes its challenge on to `credentials`,
     /// notes in `authenticated` whether the peer accepted them, and queues our last commands
-    /// again when it refused them. The reason the session must end, if it must.
+    /// again when it refused them.
     pub fn read_header_status(
         &mut self,
         status: &Status,
         credentials: &mut dyn CredentialSource,
         authenticated: &mut bool,
-    ) -> Option<EndReason> {
+    ) -> OwnHeader {
         if let Some(chal) = &status.chal {
             credentials.challenged(chal);
         }
         match status.data {
             StatusCode::AUTHENTICATION_ACCEPTED => {
                 *authenticated = true;
-                None
+                OwnHeader::Fine
             }
             StatusCode::INVALID_CREDENTIALS | StatusCode::MISSING_CREDENTIALS => {
                 *authenticated = false;
-                (!self.requeue_after_auth_failure()).then_some(EndReason::AuthenticationFailed)
+                if self.requeue_after_auth_failure() {
+                    OwnHeader::Resend
+                } else {
+                    OwnHeader::End(EndReason::AuthenticationFailed)
+                }
             }
-            code if code.is_success() => None,
-            code => Some(EndReason::Rejected(code)),
+            code if code.is_success() => OwnHeader::Fine,
+            code => OwnHeader::End(EndReason::Rejected(code)),
         }
     }
 
@@ -332,8 +379,8 @@ impl<T: Clone> Exchange<T> {
     /// Our last message was refused for want of (valid) credentials: queue its commands again,
     /// before anything else. False when the attempts are used up.
     pub fn requeue_after_auth_failure(&mut self) -> bool {
-        self.auth_failures += 1;
-        if self.auth_failures >= self.limits.max_auth_attempts {
+        self.own_auth_failures += 1;
+        if self.own_auth_failures >= self.limits.max_auth_attempts {
             return false;
         }
         let last_msg = self.own_msg_id;

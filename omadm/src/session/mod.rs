@@ -21,6 +21,7 @@ mod exchange;
 mod executor;
 mod generic_alert;
 mod outbox;
+mod refusal;
 mod server;
 mod tree_executor;
 mod wire;

@@ -49,6 +49,12 @@ impl<T> Default for Outbox<T> {
 }
 
 impl<T: Clone> Outbox<T> {
+    /// The statuses queued, in order.
+    #[cfg(test)]
+    pub fn statuses(&self) -> impl Iterator<Item = &Status> {
+        self.statuses.iter()
+    }
+
     pub fn push_status(&mut self, status: Status) {
         self.statuses.push_back(status);
     }

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use super::assembly::Received;
 use super::auth::{AcceptAll, CredentialCheck, CredentialSource, NoCredentials, Verdict};
-use super::exchange::{Exchange, Limits};
+use super::exchange::{header_status, is_header_status, Exchange, Limits, OwnHeader};
+use super::refusal::Refusal;
 use super::wire::{decode, transmit, Encoding, Transmit};
 use super::{DevInfo, EndReason, GenericAlert, SessionError};
 use crate::model::{
@@ -211,6 +212,9 @@ impl ServerSession {
         hdr.resp_uri = self.resp_uri.clone();
         if !self.authenticated {
             hdr.cred = self.credentials.credentials();
+            if hdr.cred.is_some() {
+                hdr.source.loc_name = self.credentials.loc_name();
+            }
         }
         if let Some(max) = self.exchange.peer_max_obj_size {
             for tag in self.exchange.outbox.take_oversized(max) {
@@ -327,7 +331,7 @@ impl ServerSession {
         }
         let own = self.config.server_id.clone();
         let device = self.device_id.clone();
-        let checked = self.exchange.check_header(&msg.hdr).and_then(|()| {
+        let checked = self.exchange.check_received(&msg).and_then(|()| {
             if msg.hdr.source.loc_uri == device {
                 Ok(())
             } else {
@@ -355,6 +359,13 @@ impl ServerSession {
                 self.events
                     .push_back(ServerEvent::AuthenticationFailed(verdict.status()));
                 self.exchange.peer_credentials_refused();
+                // Reading the Status of our own header executes nothing: take its Chal (the
+                // nonce for our next credentials) or its 212 even from this message. Our
+                // commands, resent or not, wait until the device is authenticated (the reply
+                // to a failed authentication carries statuses only).
+                if let Some(status) = header_status(&msg.body.commands) {
+                    self.handle_header_status(status);
+                }
                 return;
             }
             Verdict::Accepted { .. } => {
@@ -367,6 +378,12 @@ impl ServerSession {
         }
         let msg_id = msg.hdr.msg_id;
         for command in msg.body.commands {
+            if !matches!(command, Command::Status(_)) {
+                if let Some(refusal) = Refusal::of(&command, &self.config.limits.uri) {
+                    refusal.answer(&mut self.exchange, msg_id, &command, false);
+                    continue;
+                }
+            }
             match command {
                 Command::Status(status) => self.handle_status(status),
                 Command::Alert(ref alert) => {
@@ -456,16 +473,8 @@ impl ServerSession {
     }
 
     fn handle_status(&mut self, status: Status) {
-        if status.cmd_ref == 0 && status.cmd == CommandKind::SyncHdr {
-            let end = self.exchange.read_header_status(
-                &status,
-                self.credentials.as_mut(),
-                &mut self.authenticated,
-            );
-            if let Some(reason) = end {
-                self.exchange.outbox.clear_commands();
-                self.exchange.end_after_send = Some(reason);
-            }
+        if is_header_status(&status) {
+            self.handle_header_status(&status);
             return;
         }
         let Some(sent) = self.exchange.take_awaiting(&status) else {
@@ -488,6 +497,19 @@ impl ServerSession {
             member: sent.member,
             status,
         });
+    }
+
+    /// The device's status for our `SyncHdr`: its challenge, its 212, or the end.
+    fn handle_header_status(&mut self, status: &Status) {
+        let outcome = self.exchange.read_header_status(
+            status,
+            self.credentials.as_mut(),
+            &mut self.authenticated,
+        );
+        if let OwnHeader::End(reason) = outcome {
+            self.exchange.outbox.clear_commands();
+            self.exchange.end_after_send = Some(reason);
+        }
     }
 
     fn report_end(&mut self) {

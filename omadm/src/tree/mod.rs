@@ -20,7 +20,7 @@ pub use atomic::{ATOMIC_FAILED, ATOMIC_ROLLBACK_FAILED};
 pub use handler::{ExecRequest, HandlerNode, HandlerNodeKind, NodeHandler};
 pub use node::{AccessTypes, Format, Node, NodeBody, Scope};
 pub use ops::{AtomicOutcome, DmOp, GetResult, Item, OpOutcome, Requester};
-pub use uri::{DmUri, Target, UriError, UriLimits};
+pub use uri::{check_limits as check_uri_limits, DmUri, Target, UriError, UriLimits};
 
 use crate::status::StatusCode;
 

@@ -160,6 +160,47 @@ impl Target {
     }
 }
 
+/// Checks only the limits of a URI as received, as [`Target::parse`] applies them (to the part
+/// before any `?`): total length, each segment's length (unescaped, where the escape is valid),
+/// depth. Whether the URI is well formed is not checked here.
+pub fn check_limits(text: &str, limits: &UriLimits) -> Result<(), UriError> {
+    let path = text.split_once('?').map_or(text, |(path, _)| path);
+    if limits.max_total_len != 0 && path.len() > limits.max_total_len {
+        return Err(UriError::TooLong {
+            len: path.len(),
+            max: limits.max_total_len,
+        });
+    }
+    let rest = if path == "." {
+        ""
+    } else {
+        path.strip_prefix("./").unwrap_or(path)
+    };
+    if rest.is_empty() {
+        return Ok(());
+    }
+    let mut depth = 0;
+    for raw in rest.split('/') {
+        depth += 1;
+        let segment = unescape(raw).unwrap_or_else(|| raw.to_owned());
+        if limits.max_segment_len != 0 && segment.len() > limits.max_segment_len {
+            return Err(UriError::SegmentTooLong {
+                len: segment.len(),
+                segment,
+                max: limits.max_segment_len,
+            });
+        }
+    }
+    if limits.max_depth != 0 && depth > limits.max_depth {
+        return Err(UriError::TooDeep {
+            uri: path.to_owned(),
+            depth,
+            max: limits.max_depth,
+        });
+    }
+    Ok(())
+}
+
 fn parse_query(query: &str) -> Result<UriQuery, UriError> {
     let bad = || UriError::BadQuery(query.to_owned());
     let (key, value) = query.split_once('=').ok_or_else(bad)?;
@@ -399,6 +440,41 @@ mod tests {
                 .unwrap()
                 .depth(),
             8
+        );
+    }
+
+    #[test]
+    fn check_limits_agrees_with_parse_on_limits() {
+        let limits = UriLimits {
+            max_depth: 2,
+            max_total_len: 20,
+            max_segment_len: 4,
+        };
+        for uri in [
+            ".",
+            "./A",
+            "A/B",
+            "./A/B/C",
+            "./ABCDE",
+            "./ABCD/ABCD/ABCD/ABCD",
+            "./AB%20/C",
+            "./A?prop=ACL",
+            "./A/B?list=Struct",
+            "./A/B/C?prop=Name",
+        ] {
+            let parsed = Target::parse(uri, &limits).map(|_| ());
+            let checked = check_limits(uri, &limits);
+            assert_eq!(checked, parsed, "{uri}");
+        }
+        assert_eq!(
+            check_limits("./A//B/C", &limits).map_err(|e| e.status()),
+            Err(StatusCode::URI_TOO_LONG),
+            "a malformed URI is measured too"
+        );
+        assert_eq!(
+            check_limits("./A%2", &limits),
+            Ok(()),
+            "a bad escape is not a limit"
         );
     }
 

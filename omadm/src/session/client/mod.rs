@@ -2,19 +2,17 @@
 //! Alerts), then for each server package the statuses and results of its commands, until the
 //! server sends a final message with nothing to answer.
 
+mod commands;
+
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::assembly::Received;
 use super::auth::{AcceptAll, CredentialCheck, CredentialSource, NoCredentials, Verdict};
-use super::exchange::{Exchange, Limits};
-use super::executor::{CommandExecutor, Execution, GroupKind};
+use super::exchange::{header_status, is_header_status, Exchange, Limits, OwnHeader};
+use super::executor::{CommandExecutor, GroupKind};
 use super::wire::{decode, transmit, Encoding, Transmit};
 use super::{DevInfo, EndReason, GenericAlert, SessionError};
-use crate::model::{
-    Alert, AlertCode, Command, CommandKind, Container, ProtoVersion, Results, Status, SyncHdr,
-    SyncMl,
-};
+use crate::model::{Alert, AlertCode, Command, ProtoVersion, Status, SyncHdr, SyncMl};
 use crate::status::StatusCode;
 
 /// What the agent configures once for its DM account.
@@ -208,6 +206,9 @@ impl ClientSession {
         );
         if !self.authenticated {
             hdr.cred = self.credentials.credentials();
+            if hdr.cred.is_some() {
+                hdr.source.loc_name = self.credentials.loc_name();
+            }
         }
         let msg = self.exchange.build(hdr);
         self.report_end();
@@ -314,7 +315,7 @@ impl ClientSession {
         if self.is_ended() {
             return;
         }
-        if let Err(code) = self.exchange.check_header(&msg.hdr) {
+        if let Err(code) = self.exchange.check_received(&msg) {
             let own = self.config.dev_info.dev_id.clone();
             let target = self.target_uri.clone();
             self.exchange
@@ -336,8 +337,7 @@ impl ClientSession {
         };
         match verdict {
             Verdict::Missing { .. } | Verdict::Invalid { .. } => {
-                // Nothing of ours goes to a server we could not authenticate.
-                self.exchange.peer_credentials_refused();
+                self.server_credentials_refused(&msg.body.commands);
                 return;
             }
             Verdict::Accepted { .. } => self.server_authenticated = true,
@@ -405,107 +405,26 @@ impl ClientSession {
         }
     }
 
-    /// Results with a value above the server's MaxObjSize are not sent: the Get gets 413.
-    fn fit_for_server(&self, execution: Execution) -> Execution {
-        let too_large = execution.results.iter().any(|item| {
-            let len = item.data.as_ref().map_or(0, |data| data.as_bytes().len());
-            self.exchange.too_large_for_peer(len)
-        });
-        if too_large {
-            Execution::status(StatusCode::REQUEST_ENTITY_TOO_LARGE)
-        } else {
-            execution
-        }
-    }
-
-    fn push_results(&mut self, msg_id: u32, command: &Command, results: Vec<crate::model::Item>) {
-        if results.is_empty() {
+    /// The server's credentials failed: none of its commands runs and nothing of ours goes to
+    /// it, except that reading the Status of our own header executes nothing, so we take its
+    /// Chal (the nonce for our next credentials) or its 212 even from this message. When it
+    /// refused our credentials while we never authenticated the server (package 1, DM Protocol
+    /// "Authentication": the client reverts to package 1 and resends its Alert and DevInfo with
+    /// the credentials asked for), the package goes again with our challenge; it was sent to
+    /// this server once already, so resending it discloses nothing new.
+    fn server_credentials_refused(&mut self, commands: &[Command]) {
+        self.exchange.peer_credentials_refused();
+        let Some(status) = header_status(commands) else {
             return;
-        }
-        let mut results = Results::new(0, msg_id, command.cmd_id(), results);
-        results.target_ref = command
-            .items()
-            .first()
-            .and_then(|item| item.target_uri().map(str::to_owned));
-        self.exchange
-            .outbox
-            .push_command(Command::Results(results), Sent::Results);
-    }
-
-    fn run_command(
-        &mut self,
-        msg_id: u32,
-        command: Command,
-        server_id: &str,
-        executor: &mut dyn CommandExecutor,
-    ) {
-        if matches!(&command, Command::Alert(alert) if alert.data.0 >= 1200) {
-            self.exchange
-                .answer(msg_id, &command, StatusCode::OPTIONAL_FEATURE_NOT_SUPPORTED);
-            return;
-        }
-        let command = match self
-            .exchange
-            .assembly
-            .receive(command.clone(), self.exchange.limits.max_obj_size)
-        {
-            Received::Whole(command) => command,
-            Received::Chunk(code) => {
-                self.exchange.answer(msg_id, &command, code);
-                return;
-            }
         };
-        let execution = self.fit_for_server(executor.execute(server_id, &command));
-        self.exchange.answer(msg_id, &command, execution.status);
-        self.push_results(msg_id, &command, execution.results);
-    }
-
-    fn run_group(
-        &mut self,
-        msg_id: u32,
-        kind: GroupKind,
-        group: Container,
-        server_id: &str,
-        executor: &mut dyn CommandExecutor,
-    ) {
-        let container = match kind {
-            GroupKind::Atomic => Command::Atomic(group.clone()),
-            GroupKind::Sequence => Command::Sequence(group.clone()),
-        };
-        let refused = group.commands.iter().any(|command| {
-            matches!(command.kind(), CommandKind::Status | CommandKind::Results)
-                || (kind == GroupKind::Atomic && command.kind() == CommandKind::Atomic)
-                || command.items().iter().any(|item| item.more_data)
-        });
-        // NoResp on the group holds for its commands too.
-        let quiet = group.no_resp;
-        if refused {
-            self.exchange
-                .answer(msg_id, &container, StatusCode::BAD_REQUEST);
-            for command in group.commands.iter().filter(|_| !quiet) {
-                self.exchange
-                    .answer(msg_id, command, StatusCode::NOT_EXECUTED);
-            }
-            return;
+        if self.handle_header_status(status) == OwnHeader::Resend && !self.server_authenticated {
+            self.exchange.hold_commands = false;
         }
-        let outcome = executor.execute_group(server_id, kind, &group.commands);
-        self.exchange.answer(msg_id, &container, outcome.status);
-        for (index, command) in group.commands.iter().enumerate() {
-            let execution = outcome
-                .commands
-                .get(index)
-                .cloned()
-                .unwrap_or_else(|| Execution::status(StatusCode::NOT_EXECUTED));
-            let execution = self.fit_for_server(execution);
-            if !quiet {
-                self.exchange.answer(msg_id, command, execution.status);
-            }
-            self.push_results(msg_id, command, execution.results);
-        }
+        self.report_end();
     }
 
     fn handle_status(&mut self, status: Status) {
-        if status.cmd_ref == 0 && status.cmd == CommandKind::SyncHdr {
+        if is_header_status(&status) {
             self.handle_header_status(&status);
             return;
         }
@@ -523,9 +442,9 @@ impl ClientSession {
         }
     }
 
-    fn handle_header_status(&mut self, status: &Status) {
+    fn handle_header_status(&mut self, status: &Status) -> OwnHeader {
         let was_authenticated = self.authenticated;
-        let end = self.exchange.read_header_status(
+        let outcome = self.exchange.read_header_status(
             status,
             self.credentials.as_mut(),
             &mut self.authenticated,
@@ -533,10 +452,11 @@ impl ClientSession {
         if self.authenticated && !was_authenticated {
             self.events.push_back(ClientEvent::Authenticated);
         }
-        if let Some(reason) = end {
+        if let OwnHeader::End(reason) = &outcome {
             self.exchange.outbox.clear();
-            self.exchange.ended = Some(reason);
+            self.exchange.ended = Some(reason.clone());
         }
+        outcome
     }
 
     fn report_end(&mut self) {
