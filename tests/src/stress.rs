@@ -38,6 +38,9 @@ pub struct StressConfig {
     pub max_delay: Duration,
     /// Size of each worker's buffer.
     pub buffer_kib: u32,
+    /// Each worker idles a random 0 to this many milliseconds between rounds (0: never), so
+    /// suspends also catch halted vCPUs.
+    pub idle_max_ms: u32,
 }
 
 impl StressConfig {
@@ -49,6 +52,7 @@ impl StressConfig {
             seed: seed_from_clock(),
             max_delay: Duration::from_millis(1500),
             buffer_kib: 4096,
+            idle_max_ms: 400,
         }
     }
 }
@@ -217,8 +221,8 @@ fn boot(env: &TestEnv, config: &StressConfig) -> Result<(Guest, Vec<u64>), Strin
     let mut guest = env
         .guest("stress")
         .cmdline(format!(
-            "console=ttyS0 quiet panic=-1 virmo.scenario=stress virmo.stress_kib={}",
-            config.buffer_kib
+            "console=ttyS0 quiet panic=-1 virmo.scenario=stress virmo.stress_kib={} virmo.stress_idle_ms={}",
+            config.buffer_kib, config.idle_max_ms
         ))
         .vcpus(config.vcpus)
         .memory_mib(config.memory_mib)

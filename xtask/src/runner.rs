@@ -380,11 +380,13 @@ mkdir -p /dev/pts /dev/shm /dev/net
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null
-# Keep kernel messages (e.g. kvm_amd's "Unhandled WRMSR") out of the tests' output.
+# Keep the modules' messages out of the tests' output, then show warnings and worse: a soft
+# lockup's backtrace (printed at the default level, 4) names where a stuck CPU is.
 echo 1 > /proc/sys/kernel/printk
 while read -r m; do
     insmod "/lib/modules/$m.ko" || echo "runner: cannot load module $m"
 done < /lib/modules/load-order
+echo 5 > /proc/sys/kernel/printk
 ip link set lo up
 echo "runner: $(nproc) CPUs, $(sed -n 's/^MemTotal: *//p' /proc/meminfo), /dev/kvm: $(ls /dev/kvm 2>&1)"
 cd /virmo

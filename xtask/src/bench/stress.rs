@@ -37,7 +37,7 @@ pub fn run_here(b: &StressBench) -> Result<()> {
         reports.push(report);
     }
     println!();
-    println!("suspend/resume stress: each suspend at a random moment (0-1.5 s after every worker reported), lazy and eager restore alternating");
+    println!("suspend/resume stress: each suspend at a random moment (0-1.5 s after every worker reported; workers idle 0-0.4 s between rounds), lazy and eager restore alternating");
     println!("| vCPUs | seed | cycles done | lazy | eager | failures | suspend s (median) | restore to every CPU working again s (median) |");
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut failed = 0;
