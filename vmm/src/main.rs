@@ -169,6 +169,7 @@ fn main() -> ExitCode {
             };
         }
     };
+    warn_if_software_kvm();
     // The KVM VM is created while the rest of the VM is prepared.
     let launch = match Launch::begin(started) {
         Ok(launch) => launch,
@@ -194,6 +195,22 @@ fn main() -> ExitCode {
     eprintln!("vmm: {reason}");
     // Exit without unwinding the other threads (the API server, stdin reader).
     std::process::exit(reason.exit_status());
+}
+
+/// Where this module is loaded, `/dev/kvm` is a software KVM: it emulates every guest instruction,
+/// and a stock Linux guest spends minutes decompressing, then stops with an emulation failure.
+const SOFTWARE_KVM_MODULE: &str = "/sys/module/kvm_pvm";
+
+/// Says at once, before a silent wait, that this host's KVM cannot boot a stock guest.
+fn warn_if_software_kvm() {
+    if std::path::Path::new(SOFTWARE_KVM_MODULE).exists() {
+        eprintln!(
+            "vmm: warning: this host's /dev/kvm is a software KVM (kvm_pvm): it emulates guest \
+             code, and a stock Linux guest will not boot here (minutes of silence, then an \
+             emulation failure). Run guests in the nested-KVM runner instead: `cargo xtask demo`, \
+             or `cargo xtask runner -- /virmo/bin/vmm ...` (docs/runner.md)."
+        );
+    }
 }
 
 fn parse_memory_restore(text: &str) -> Result<MemoryRestore, String> {
