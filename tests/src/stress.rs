@@ -237,7 +237,8 @@ fn boot(env: &TestEnv, config: &StressConfig) -> Result<(Guest, Vec<u64>), Strin
             config.vcpus
         ));
     }
-    let counters = await_workers(&mut guest, workers, None, BOOT).map_err(|e| format!("{e}\n{}", tail(&guest)))?;
+    let counters = await_workers(&mut guest, workers, None, BOOT)
+        .map_err(|e| format!("{e}\n{}", tail(&guest)))?;
     Ok((guest, counters))
 }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask`: project chores — guest images, the nested-KVM runner, all tests, the demo,
 //! benchmarks. One small binary; see `cargo xtask --help`.
 
+mod backports;
 mod bench;
 mod cargo;
 mod cpio;

@@ -132,7 +132,10 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
         .arg(&images.bzimage)
         .arg("-initrd")
         .arg(&initrd)
-        .args(["-append", "console=ttyS0 quiet panic=-1 rdinit=/init"])
+        .args([
+            "-append",
+            "console=ttyS0 quiet panic=-1 nokaslr rdinit=/init",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -230,8 +233,25 @@ fn monitor_report(socket: &Path) -> String {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
-    // One command at a time: each answer ends with the next `(qemu)` prompt.
-    for (prompts, command) in [(1, ""), (2, "info cpus\n"), (3, "info registers -a\n")] {
+    // One command at a time: each answer ends with the next `(qemu)` prompt. The registers are
+    // read twice, 3 s apart (spinning CPUs move, stopped ones do not), and each CPU's top of
+    // stack is shown (the runner boots with `nokaslr`, so addresses match the kernel's symbols).
+    let commands = [
+        "",
+        "info cpus\n",
+        "info registers -a\n",
+        "cpu 0\n",
+        "x /16gx $rsp\n",
+        "cpu 1\n",
+        "x /16gx $rsp\n",
+        "info registers -a\n",
+    ];
+    for (index, command) in commands.into_iter().enumerate() {
+        if index == commands.len() - 1 {
+            std::thread::sleep(Duration::from_secs(3));
+            out.extend_from_slice(b"\n--- 3 s later ---\n");
+        }
+        let prompts = index + 1;
         let _ = stream.write_all(command.as_bytes());
         let deadline = Instant::now() + Duration::from_secs(5);
         while count_prompts(&out) < prompts && Instant::now() < deadline {
@@ -438,6 +458,12 @@ mod tests {
             "{report}"
         );
         assert!(report.contains("EFER="), "{report}");
+        assert_eq!(
+            report.matches("EFER=").count(),
+            4,
+            "two CPUs' registers, twice: {report}"
+        );
+        assert!(report.contains("3 s later"), "{report}");
     }
 
     #[test]

@@ -56,3 +56,76 @@ pub fn ensure_packages() -> Result<()> {
     args.extend(&missing);
     apt(&args)
 }
+
+/// The oldest QEMU the nested-KVM runner is run with (docs/runner.md, "Which QEMU").
+const RUNNER_QEMU_MAJOR: u32 = 10;
+
+/// The major version `qemu-system-x86_64 --version` reports.
+fn qemu_major() -> Option<u32> {
+    let out = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .ok()?;
+    parse_qemu_major(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// "QEMU emulator version 10.0.2 (Debian …)" → 10.
+fn parse_qemu_major(text: &str) -> Option<u32> {
+    let rest = text.split("version ").nth(1)?;
+    rest.split('.').next()?.trim().parse().ok()
+}
+
+/// Installs QEMU from the release's backports suite when the installed one is older than
+/// [`RUNNER_QEMU_MAJOR`].
+pub fn ensure_runner_qemu() -> Result<()> {
+    if qemu_major().is_some_and(|major| major >= RUNNER_QEMU_MAJOR) {
+        return Ok(());
+    }
+    let suite = crate::backports::ensure()?;
+    eprintln!("xtask: installing QEMU {RUNNER_QEMU_MAJOR} from {suite} for the nested-KVM runner");
+    for args in [
+        &["update", "-q"][..],
+        &[
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "-t",
+            &suite,
+            "qemu-system-x86",
+        ][..],
+    ] {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("running apt-get")?;
+        if !status.success() {
+            bail!("`apt-get {}` failed ({status})", args.join(" "));
+        }
+    }
+    match qemu_major() {
+        Some(major) if major >= RUNNER_QEMU_MAJOR => Ok(()),
+        other => bail!("QEMU {other:?} after installing from {suite}; the runner needs {RUNNER_QEMU_MAJOR} or later"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_versions_are_read() {
+        assert_eq!(
+            parse_qemu_major(
+                "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)\nCopyright"
+            ),
+            Some(10)
+        );
+        assert_eq!(
+            parse_qemu_major("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)"),
+            Some(7)
+        );
+        assert_eq!(parse_qemu_major("something else"), None);
+    }
+}

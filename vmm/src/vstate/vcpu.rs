@@ -185,7 +185,11 @@ impl Vcpu {
             }
             Ok(VcpuExit::Hlt) => VcpuEvent::Halted,
             Ok(VcpuExit::Shutdown) => {
-                tracing::error!(vcpu = self.index, "triple fault: {}", self.shutdown_detail());
+                tracing::error!(
+                    vcpu = self.index,
+                    "triple fault: {}",
+                    self.shutdown_detail()
+                );
                 VcpuEvent::TripleFault
             }
             Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
