@@ -157,6 +157,9 @@ fn main() -> Result<()> {
     {
         return bench_inner(which, vmm, qemu, &images);
     }
+    if !runner::host_has_hardware_kvm() {
+        setup::ensure_runner_qemu()?;
+    }
     setup::ensure_packages()?;
     match cli.command {
         Task::BenchInner { .. } => unreachable!("handled above"),
