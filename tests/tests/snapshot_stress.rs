@@ -27,8 +27,3 @@ fn stress_without_failures(vcpus: u32) {
 fn snapshot_stress_2_vcpus_random_suspends_lose_nothing() {
     stress_without_failures(2);
 }
-
-#[test]
-fn snapshot_stress_4_vcpus_random_suspends_lose_nothing() {
-    stress_without_failures(4);
-}
