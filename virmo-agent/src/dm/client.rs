@@ -29,6 +29,7 @@ pub struct DmClient {
     /// Shared with the Pkg#0 listener (which needs the server's secret and nonce).
     pub account: Arc<Mutex<AccountRecord>>,
     pub dev_info: omadm::session::DevInfo,
+    live: super::LiveAuth,
     next_session: u32,
 }
 
@@ -48,6 +49,7 @@ impl DmClient {
         server: ServerConfig,
         account: Arc<Mutex<AccountRecord>>,
         dev_info: omadm::session::DevInfo,
+        live: super::LiveAuth,
     ) -> Self {
         let next_session = u32::from(u16::from_be_bytes({
             let b = crate::model::random_bytes(2);
@@ -60,6 +62,7 @@ impl DmClient {
             server,
             account,
             dev_info,
+            live,
             next_session,
         }
     }
@@ -94,7 +97,7 @@ impl DmClient {
                 _ => None,
             });
             let now = Instant::now();
-            let alerts_due = self.next_alert_due().is_some_and(|at| at <= now);
+            let alerts_due = self.alerts_due_now();
             let wanted = notification.is_some() || now >= next_poll || alerts_due;
             pending_wakes.clear();
             if !wanted {
@@ -113,6 +116,14 @@ impl DmClient {
             tracing::info!(?report.reason, report.delivered, report.undelivered, "DM session over");
             next_poll = Instant::now() + poll;
         }
+    }
+
+    /// Whether an alert waits whose next attempt is due.
+    fn alerts_due_now(&self) -> bool {
+        let now = unix_now();
+        self.store
+            .alerts()
+            .is_ok_and(|alerts| alerts.iter().any(|a| a.next_attempt_at <= now))
     }
 
     /// When the earliest queued alert is due (a past instant when it already is).
@@ -164,6 +175,7 @@ impl DmClient {
         }
         let span = tracing::info_span!("dm_session", server = %account.server_id);
         let _entered = span.enter();
+        *self.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(auth.clone());
         let mut session = ClientSession::new(config, initiation, first, Instant::now())
             .with_credentials(Box::new(auth.clone()))
             .with_server_verifier(Box::new(auth.clone()));
@@ -244,6 +256,8 @@ impl DmClient {
             }
         }
         self.persist_account(&auth, &account);
+        *self.live.lock().unwrap_or_else(|p| p.into_inner()) = None;
+
         SessionReport {
             reason: session.end_reason().cloned(),
             delivered,
@@ -262,7 +276,11 @@ impl DmClient {
         };
         let mut account = super::tree::account_from_tree(&self.tree, before);
         account.client_nonce = client_nonce.clone();
-        account.server_nonce = server_nonce.clone();
+        if account.server_nonce != server_nonce {
+            let old = std::mem::replace(&mut account.server_nonce, server_nonce.clone());
+            account.previous_server_nonces.insert(0, old);
+            account.previous_server_nonces.truncate(3);
+        }
         set_account_nonce(
             &mut self.tree,
             &account.server_id,

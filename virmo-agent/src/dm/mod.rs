@@ -6,3 +6,10 @@ pub mod client;
 pub mod notify;
 pub mod tree;
 pub mod virmo_mo;
+
+use std::sync::{Arc, Mutex};
+
+/// The authentication state of the session in progress, shared with the Pkg#0 listener: the
+/// server learns a new nonce during a session, before the session ends and the account is
+/// stored, and may sign a notification with it at once.
+pub type LiveAuth = Arc<Mutex<Option<omadm::session::auth::DmAuth>>>;

@@ -16,6 +16,7 @@ use crate::store::AccountRecord;
 pub fn spawn(
     addr: SocketAddr,
     account: Arc<Mutex<AccountRecord>>,
+    live: super::LiveAuth,
     wakeup: Arc<Wakeup>,
 ) -> Result<SocketAddr, omadm::transport::notify::NotifyError> {
     let listener = NotificationListener::bind(addr)?;
@@ -26,10 +27,13 @@ pub fn spawn(
             let credentials = |server_id: &str| {
                 let account = account.lock().unwrap_or_else(|p| p.into_inner());
                 (account.server_id == server_id).then(|| {
-                    (
-                        account.server_secret.clone(),
-                        vec![account.server_nonce.clone()],
-                    )
+                    let mut nonces = vec![account.server_nonce.clone()];
+                    nonces.extend(account.previous_server_nonces.iter().cloned());
+                    if let Some(auth) = live.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                        nonces.push(auth.lock().nonce_for_verifying().to_vec());
+                    }
+
+                    (account.server_secret.clone(), nonces)
                 })
             };
             match listener.receive(Duration::from_secs(3600), credentials) {

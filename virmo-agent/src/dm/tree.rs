@@ -62,6 +62,7 @@ pub fn seed_account(server: &ServerConfig) -> AccountRecord {
         server_secret: server.server_secret.clone(),
         client_nonce: Vec::new(),
         server_nonce: Vec::new(),
+        previous_server_nonces: Vec::new(),
     }
 }
 

@@ -247,6 +247,12 @@ pub struct AccountRecord {
     pub client_nonce: Vec<u8>,
     /// The nonce the server's credentials (and Pkg#0 digests) use.
     pub server_nonce: Vec<u8>,
+    /// Nonces given to the server before `server_nonce` (newest first, a few): a NextNonce is
+    /// issued in the device's answer to the server's header, which a session that ends with
+    /// the server's package 2 never sends, so the server may still sign a Pkg#0 with one of
+    /// these.
+    #[serde(default)]
+    pub previous_server_nonces: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for AccountRecord {

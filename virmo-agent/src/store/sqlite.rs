@@ -531,6 +531,7 @@ mod tests {
             server_secret: "ss".into(),
             client_nonce: vec![1, 2],
             server_nonce: vec![3],
+            previous_server_nonces: Vec::new(),
         };
         store.save_account(&account).unwrap();
         assert_eq!(store.account().unwrap(), Some(account));

@@ -1,0 +1,541 @@
+//! The VirMO agent end to end: a real `virmo-agent` process, driven by a DM server built on
+//! `omadm` (its real server session over real HTTP on loopback), managing real guests on KVM.
+//!
+//! `agent_refuses_bad_input_*` needs no KVM (nothing boots); the others boot guests and run in
+//! the nested-KVM runner (`cargo xtask test --skip-unit agent`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use virmo_agent::local::protocol::Request;
+use virmo_tests::agent::{
+    agent_bin, cgroup_mount, guest_bundle, kill_vmms, last_counter, wait_until, AgentProcess,
+    AgentSetup, FileServer, DEVICE_ID,
+};
+use virmo_tests::dm_server::{add_node, atomic, delete, exec, get, replace, Accounts, DmServer};
+use virmo_tests::{TempDir, TestEnv};
+
+const OP_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn vm(node: &str) -> String {
+    format!("./VirMO/VM/{node}")
+}
+
+/// A DM server, a data directory and an agent on it.
+struct World {
+    server: DmServer,
+    agent: AgentProcess,
+    dir: TempDir,
+    files: FileServer,
+}
+
+impl World {
+    fn new(tag: &str, vmm: PathBuf, limits: &str) -> Self {
+        let dir = TempDir::new(tag);
+        let files_dir = dir.path().join("files");
+        std::fs::create_dir_all(&files_dir).unwrap();
+        let files = FileServer::start(&files_dir, 0);
+        let server = DmServer::start(Accounts::default());
+        let setup = AgentSetup {
+            data_dir: dir.path().join("data"),
+            vmm,
+            server_url: server.url(),
+            accounts: server.accounts.clone(),
+            cgroup_mount: cgroup_mount(),
+            limits: limits.to_owned(),
+        };
+        let agent = AgentProcess::start(&setup);
+        // The agent opens a session as it starts.
+        wait_until(Duration::from_secs(60), "the agent's first session", || {
+            server.sessions() >= 1
+        });
+        Self {
+            server,
+            agent,
+            dir,
+            files,
+        }
+    }
+
+    fn files_dir(&self) -> PathBuf {
+        self.dir.path().join("files")
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn run(&self, commands: Vec<omadm::model::Command>) -> Vec<virmo_tests::dm_server::Reply> {
+        self.server.run(DEVICE_ID, self.agent.pkg0, commands)
+    }
+
+    /// Execs `Operations/<op>` of `node`; the 202 and the alert's result code.
+    fn op(&self, node: &str, op: &str) -> u16 {
+        let correlator = format!("{node}-{op}-{}", self.server.sessions());
+        let replies = self.run(vec![exec(
+            &format!("{}/Operations/{op}", vm(node)),
+            &correlator,
+        )]);
+        assert_eq!(replies[0].status, 202, "Exec {op} on {node}");
+        let code = self.server.outcome(&correlator, OP_TIMEOUT);
+        let alert = self.server.wait_alert(Duration::ZERO, |a| {
+            a.correlator.as_deref() == Some(&correlator)
+        });
+        assert_eq!(
+            alert.alert.alert_type,
+            "urn:oma:at:virmo:1.0:OperationComplete"
+        );
+        assert_eq!(
+            alert.alert.source.as_deref(),
+            Some(format!("{}/Operations/{op}", vm(node)).as_str())
+        );
+        code
+    }
+
+    fn value(&self, uri: &str) -> String {
+        let reply = &self.run(vec![get(uri)])[0];
+        assert_eq!(reply.status, 200, "Get {uri}");
+        reply.value().to_owned()
+    }
+
+    /// Adds VM `node` with the bundle at `url`/`hash`.
+    fn add(&self, node: &str, url: &str, hash: &str) {
+        let replies = self.run(vec![
+            add_node(&vm(node)),
+            replace(&format!("{}/Image/PkgURL", vm(node)), "chr", url),
+            replace(&format!("{}/Image/PkgHash", vm(node)), "chr", hash),
+        ]);
+        assert_eq!(
+            replies.iter().map(|r| r.status).collect::<Vec<_>>(),
+            [200, 200, 200],
+            "Add {node}"
+        );
+    }
+
+    fn vm_id(&self, node: &str) -> String {
+        self.value(&format!("{}/ID", vm(node)))
+    }
+
+    fn console_log(&self, id: &str) -> PathBuf {
+        self.data().join("vms").join(id).join("console.log")
+    }
+
+    fn vmm_client(&self, id: &str) -> vmm::api::client::VmmClient {
+        vmm::api::client::VmmClient::new(self.data().join("run").join(format!("{id}.sock")))
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- agent log ---\n{}\n---", self.agent.transcript());
+        }
+        self.agent.kill();
+        kill_vmms(&self.data());
+    }
+}
+
+/// A bundle of dummy files (nothing in it boots).
+fn dummy_bundle(dir: &Path, name: &str) -> (PathBuf, String) {
+    let kernel = dir.join(format!("{name}.kernel"));
+    std::fs::write(&kernel, vec![0x5a; 300_000]).unwrap();
+    let spec = virmo_agent::bundle::create::BundleSpec {
+        name: name.into(),
+        version: "0.1".into(),
+        kernel,
+        initramfs: None,
+        disk: None,
+        cmdline: "console=ttyS0".into(),
+        ready_marker: None,
+        vcpus: 1,
+        memory_mib: 64,
+        storage_mib: 4,
+        entropy: false,
+        removable_mib: 0,
+    };
+    let out = dir.join(format!("{name}.tar"));
+    let digest = virmo_agent::bundle::create::write_bundle(&spec, &out).unwrap();
+    (out, format!("sha256:{}", virmo_agent::bundle::hex(&digest)))
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn agent_refuses_bad_input_with_the_contract_codes_and_leaves_nothing_behind() {
+    let _ = agent_bin();
+    let w = World::new("agent-bad", PathBuf::from("/nonexistent/vmm"), "");
+    let (bundle, hash) = dummy_bundle(&w.files_dir(), "dummy");
+    let url = w.files.url(bundle.file_name().unwrap().to_str().unwrap());
+
+    // The tree's fixed part.
+    assert_eq!(w.value("./VirMO/Version"), "1.0");
+    let max_memory: u64 = w
+        .value("./VirMO/Capabilities/MaxMemoryMiB")
+        .parse()
+        .unwrap();
+    assert!(max_memory > 0);
+
+    // Unknown VM: 404 at the DM level, for Get, Replace and Exec.
+    let replies = w.run(vec![
+        get(&format!("{}/State", vm("nope"))),
+        replace(&format!("{}/Name", vm("nope")), "chr", "x"),
+        exec(&format!("{}/Operations/Start", vm("nope")), "c-nope"),
+    ]);
+    assert_eq!(
+        replies.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [404, 404, 404]
+    );
+
+    // A VM not provisioned: Start is refused with 1403 (after the Exec's 202).
+    let replies = w.run(vec![add_node(&vm("bad"))]);
+    assert_eq!(replies[0].status, 200);
+    assert_eq!(w.value(&format!("{}/State", vm("bad"))), "10");
+    assert_eq!(w.op("bad", "Start"), 1403);
+    assert_eq!(w.op("bad", "Suspend"), 1403);
+
+    // Read-only nodes: 405; the unlock code cannot be read back: 405.
+    let replies = w.run(vec![
+        replace(&format!("{}/State", vm("bad")), "int", "30"),
+        replace(&format!("{}/ID", vm("bad")), "chr", "x"),
+        replace("./VirMO/Version", "chr", "2.0"),
+        get(&format!("{}/Lock/UserUnlockCode", vm("bad"))),
+        replace(&format!("{}/Resources/VCPUs", vm("bad")), "int", "0"),
+    ]);
+    assert_eq!(
+        replies.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [405, 405, 405, 405, 400]
+    );
+
+    // Hash mismatch: 1402, nothing left in downloads, images or the VM's folder.
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let replies = w.run(vec![
+        replace(&format!("{}/Image/PkgURL", vm("bad")), "chr", &url),
+        replace(&format!("{}/Image/PkgHash", vm("bad")), "chr", &wrong),
+    ]);
+    assert!(replies.iter().all(|r| r.status == 200));
+    assert_eq!(w.op("bad", "Provision"), 1402);
+    assert_eq!(w.value(&format!("{}/State", vm("bad"))), "50");
+    assert!(entries(&w.data().join("downloads")).is_empty());
+    assert!(entries(&w.data().join("images")).is_empty());
+    assert!(entries(&w.data().join("vms")).is_empty());
+
+    // A corrupt bundle whose hash matches its (corrupt) bytes: 1402 as well.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let n = bytes.len();
+    bytes[n - 2048] ^= 0xff; // inside the kernel's content
+    let corrupt = w.files_dir().join("corrupt.tar");
+    std::fs::write(&corrupt, &bytes).unwrap();
+    let corrupt_hash = format!(
+        "sha256:{}",
+        virmo_agent::bundle::hex(&virmo_agent::bundle::sha256_file(&corrupt).unwrap())
+    );
+    w.run(vec![
+        replace(
+            &format!("{}/Image/PkgURL", vm("bad")),
+            "chr",
+            &w.files.url("corrupt.tar"),
+        ),
+        replace(
+            &format!("{}/Image/PkgHash", vm("bad")),
+            "chr",
+            &corrupt_hash,
+        ),
+    ]);
+    assert_eq!(w.op("bad", "Provision"), 1402);
+    assert!(entries(&w.data().join("downloads")).is_empty());
+    assert!(entries(&w.data().join("images")).is_empty());
+    assert!(entries(&w.data().join("vms")).is_empty());
+
+    // A download that cannot succeed: 1501.
+    w.run(vec![replace(
+        &format!("{}/Image/PkgURL", vm("bad")),
+        "chr",
+        &w.files.url("missing.tar"),
+    )]);
+    assert_eq!(w.op("bad", "Provision"), 1501);
+
+    // The good bundle provisions; not enough memory to start it: 1405.
+    w.run(vec![
+        replace(&format!("{}/Image/PkgURL", vm("bad")), "chr", &url),
+        replace(&format!("{}/Image/PkgHash", vm("bad")), "chr", &hash),
+    ]);
+    assert_eq!(w.op("bad", "Provision"), 1200);
+    assert_eq!(w.value(&format!("{}/State", vm("bad"))), "20");
+    assert_eq!(w.value(&format!("{}/Image/PkgVersion", vm("bad"))), "0.1");
+    let replies = w.run(vec![replace(
+        &format!("{}/Resources/MemoryMiB", vm("bad")),
+        "int",
+        &max_memory.to_string(),
+    )]);
+    assert_eq!(replies[0].status, 200);
+    assert_eq!(w.op("bad", "Start"), 1405);
+    assert_eq!(w.value(&format!("{}/State", vm("bad"))), "20");
+    // Storage only grows.
+    let replies = w.run(vec![
+        replace(&format!("{}/Resources/StorageMiB", vm("bad")), "int", "2"),
+        replace(&format!("{}/Resources/StorageMiB", vm("bad")), "int", "8"),
+    ]);
+    assert_eq!(replies[0].status, 403);
+    assert_eq!(replies[1].status, 200);
+
+    // A locked VM refuses local actions with 1407.
+    assert_eq!(w.op("bad", "PartiallyLock"), 1200);
+    assert_eq!(w.value(&format!("{}/Lock/State", vm("bad"))), "20");
+    let refused = w.agent.local(Request::Start { vm: "bad".into() });
+    assert_eq!((refused.ok, refused.code), (false, Some(1407)));
+    let refused = w.agent.local(Request::Console { vm: "bad".into() });
+    assert_eq!((refused.ok, refused.code), (false, Some(1407)));
+    // ... and the user cannot unlock it without the server's say-so.
+    let refused = w.agent.local(Request::Unlock {
+        vm: "bad".into(),
+        code: "1234".into(),
+    });
+    assert_eq!((refused.ok, refused.code), (false, Some(1407)));
+
+    // An Atomic that fails is rolled back: the VM added in it is gone again.
+    let replies = w.run(vec![atomic(vec![
+        add_node(&vm("temp")),
+        replace(&format!("{}/Name", vm("temp")), "chr", "Temporary"),
+        replace(&format!("{}/State", vm("temp")), "int", "30"),
+    ])]);
+    assert_eq!(replies[0].status, 507, "{replies:?}");
+    assert_eq!(w.run(vec![get(&vm("temp"))])[0].status, 404);
+
+    // DM Delete of the VM: 200, the node and every file gone.
+    let replies = w.run(vec![delete(&vm("bad"))]);
+    assert_eq!(replies[0].status, 200);
+    wait_until(Duration::from_secs(30), "the VM's files removed", || {
+        entries(&w.data().join("vms")).is_empty() && entries(&w.data().join("images")).is_empty()
+    });
+    assert_eq!(w.run(vec![get(&vm("bad"))])[0].status, 404);
+    let listed = w.agent.local(Request::List);
+    assert!(listed.vms.unwrap().is_empty());
+}
+
+/// The guest bundle (counter scenario), served by the test's file server.
+fn counter_bundle(w: &World, env: &TestEnv) -> (String, String) {
+    let (bundle, hash) = guest_bundle(env, &w.files_dir(), "counter", "1.0");
+    (
+        w.files.url(bundle.file_name().unwrap().to_str().unwrap()),
+        hash,
+    )
+}
+
+#[test]
+fn agent_drives_two_vms_through_their_whole_life() {
+    let env = TestEnv::get();
+    let w = World::new("agent-life", env.vmm.clone(), "");
+    let (url, hash) = counter_bundle(&w, &env);
+    w.add("a", &url, &hash);
+    // The second VM is added in one Atomic.
+    let replies = w.run(vec![atomic(vec![
+        add_node(&vm("b")),
+        replace(&format!("{}/Image/PkgURL", vm("b")), "chr", &url),
+        replace(&format!("{}/Image/PkgHash", vm("b")), "chr", &hash),
+        replace(&format!("{}/Name", vm("b")), "chr", "Work profile"),
+    ])]);
+    assert_eq!(replies[0].status, 200, "{replies:?}");
+    assert_eq!(w.value(&format!("{}/Name", vm("b"))), "Work profile");
+
+    // Provision both (one download serves both: the image is shared).
+    assert_eq!(w.op("a", "Provision"), 1200);
+    assert_eq!(w.op("b", "Provision"), 1200);
+    for node in ["a", "b"] {
+        assert_eq!(w.value(&format!("{}/State", vm(node))), "20");
+        assert_eq!(w.value(&format!("{}/Image/PkgVersion", vm(node))), "1.0");
+    }
+    assert_eq!(entries(&w.data().join("images")).len(), 1);
+    let (id_a, id_b) = (w.vm_id("a"), w.vm_id("b"));
+    assert_ne!(id_a, id_b);
+    assert_eq!(
+        w.value(&format!("{}/Peripherals", vm("a"))),
+        "disk0/usb0/rng0"
+    );
+
+    // Start both; read State and Resources.
+    assert_eq!(w.op("a", "Start"), 1200);
+    assert_eq!(w.op("b", "Start"), 1200);
+    let replies = w.run(vec![
+        get(&format!("{}/State", vm("a"))),
+        get(&format!("{}/Resources/VCPUs", vm("a"))),
+        get(&format!("{}/Resources/MemoryMiB", vm("a"))),
+        get(&format!("{}/Resources/StorageMiB", vm("a"))),
+        get(&format!("{}/State", vm("b"))),
+        get(&format!("{}/Ext/DevInfo/DevId", vm("b"))),
+    ]);
+    let values: Vec<&str> = replies.iter().map(|r| r.value()).collect();
+    assert_eq!(values, ["30", "1", "128", "16", "30", id_b.as_str()]);
+    let info = w.vmm_client(&id_a).info().expect("a's VMM answers");
+    assert_eq!((info.vcpus, info.memory_mib), (1, 128));
+    wait_until(Duration::from_secs(90), "a's guest counting", || {
+        last_counter(&w.console_log(&id_a)).is_some_and(|n| n >= 5)
+    });
+
+    // Gate a peripheral: the VMM's live policy changes.
+    let replies = w.run(vec![
+        replace(
+            &format!("{}/Peripherals/usb0/Allowed", vm("a")),
+            "bool",
+            "false",
+        ),
+        get(&format!("{}/Peripherals/usb0/Allowed", vm("a"))),
+        get(&format!("{}/Peripherals/usb0/Class", vm("a"))),
+    ]);
+    assert_eq!(replies[0].status, 200);
+    assert_eq!(
+        (replies[1].value(), replies[2].value()),
+        ("false", "removable-storage")
+    );
+    let devices = w.vmm_client(&id_a).devices().unwrap();
+    let usb = devices.iter().find(|d| d.id == "usb0").unwrap();
+    assert!(!usb.allowed, "{devices:?}");
+
+    // Suspend a: no VMM process left; resume: the guest's counter continues.
+    let pid_a = info.pid;
+    assert_eq!(w.op("a", "Suspend"), 1200);
+    assert_eq!(w.value(&format!("{}/State", vm("a"))), "40");
+    assert!(
+        !Path::new(&format!("/proc/{pid_a}")).exists(),
+        "the VMM is gone"
+    );
+    let before = last_counter(&w.console_log(&id_a)).unwrap();
+    assert_eq!(w.op("a", "Resume"), 1200);
+    assert_eq!(w.value(&format!("{}/State", vm("a"))), "30");
+    wait_until(Duration::from_secs(60), "the counter continuing", || {
+        last_counter(&w.console_log(&id_a)).is_some_and(|n| n > before + 3)
+    });
+    let log = std::fs::read_to_string(w.console_log(&id_a)).unwrap();
+    let after_resume: Vec<u64> = log
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("VIRMO-COUNTER=")?.parse().ok())
+        .skip_while(|n| *n <= before)
+        .collect();
+    assert!(
+        after_resume.first().is_some_and(|n| *n == before + 1),
+        "the counter continues where it stopped ({before}): {after_resume:?}"
+    );
+    // The restored VM kept its peripheral policy.
+    let devices = w.vmm_client(&id_a).devices().unwrap();
+    assert!(!devices.iter().find(|d| d.id == "usb0").unwrap().allowed);
+
+    // Lock a fully: paused, local access refused; the user unlocks with the code.
+    let replies = w.run(vec![
+        replace(
+            &format!("{}/Lock/UserUnlockAllowed", vm("a")),
+            "bool",
+            "true",
+        ),
+        replace(&format!("{}/Lock/UserUnlockCode", vm("a")), "chr", "2468"),
+    ]);
+    assert!(replies.iter().all(|r| r.status == 200), "{replies:?}");
+    assert_eq!(w.op("a", "FullyLock"), 1200);
+    assert_eq!(w.value(&format!("{}/Lock/State", vm("a"))), "30");
+    assert_eq!(
+        w.vmm_client(&id_a).info().unwrap().state,
+        vmm::api::types::RunState::Paused
+    );
+    let refused = w.agent.local(Request::Console { vm: "a".into() });
+    assert_eq!((refused.ok, refused.code), (false, Some(1407)));
+    let refused = w.agent.local(Request::Stop { vm: "a".into() });
+    assert_eq!((refused.ok, refused.code), (false, Some(1407)));
+    let wrong = w.agent.local(Request::Unlock {
+        vm: "a".into(),
+        code: "1111".into(),
+    });
+    assert_eq!((wrong.ok, wrong.code), (false, Some(1407)));
+    let unlocked = w.agent.local(Request::Unlock {
+        vm: "a".into(),
+        code: "2468".into(),
+    });
+    assert!(unlocked.ok, "{unlocked:?}");
+    let alert = w.server.wait_alert(OP_TIMEOUT, |a| {
+        a.alert_type == "urn:oma:at:virmo:1.0:UserUnlocked"
+    });
+    assert_eq!(
+        alert.alert.source.as_deref(),
+        Some(format!("{}/Lock/State", vm("a")).as_str())
+    );
+    assert_eq!(w.value(&format!("{}/Lock/State", vm("a"))), "10");
+    assert_eq!(
+        w.vmm_client(&id_a).info().unwrap().state,
+        vmm::api::types::RunState::Running
+    );
+    // Partially locked: runs, but the console is refused; the server unlocks.
+    assert_eq!(w.op("b", "PartiallyLock"), 1200);
+    let id_b_state = w.vmm_client(&id_b).info().unwrap().state;
+    assert_eq!(id_b_state, vmm::api::types::RunState::Running);
+    let refused = w.agent.local(Request::Console { vm: "b".into() });
+    assert_eq!((refused.ok, refused.code), (false, Some(1407)));
+    assert_eq!(w.op("b", "Unlock"), 1200);
+    let (attached, mut console) = virmo_agent::local::client::request(
+        &w.agent.local_socket,
+        &Request::Console { vm: "b".into() },
+    )
+    .unwrap();
+    assert!(attached.ok, "{attached:?}");
+    let mut buf = [0u8; 4096];
+    let n = std::io::Read::read(&mut console, &mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("VIRMO-COUNTER="));
+    drop(console);
+
+    // CPU share, applied live through the cgroup.
+    let replies = w.run(vec![
+        replace(&format!("{}/Resources/CPUQuota", vm("b")), "int", "50"),
+        get(&format!("{}/Resources/CPUQuota", vm("b"))),
+    ]);
+    assert_eq!(replies[0].status, 200, "{replies:?}");
+    assert_eq!(replies[1].value(), "50");
+    if let Some(mount) = cgroup_mount() {
+        let dir = mount.join("virmo-test").join(format!("vm-{id_b}"));
+        let pid_b = w.vmm_client(&id_b).info().unwrap().pid;
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        assert!(
+            procs.lines().any(|l| l.trim() == pid_b.to_string()),
+            "{procs}"
+        );
+        let quota = std::fs::read_to_string(dir.join("cpu.max"))
+            .or_else(|_| std::fs::read_to_string(dir.join("cpu.cfs_quota_us")))
+            .unwrap();
+        assert!(quota.starts_with("50000"), "{quota}");
+    }
+
+    // Stop b (graceful); delete a (Exec) and b (DM Delete).
+    let pid_b = w.vmm_client(&id_b).info().unwrap().pid;
+    assert_eq!(w.op("b", "Stop"), 1200);
+    assert_eq!(w.value(&format!("{}/State", vm("b"))), "20");
+    assert!(!Path::new(&format!("/proc/{pid_b}")).exists());
+    assert_eq!(w.op("a", "Delete"), 1200);
+    let replies = w.run(vec![delete(&vm("b"))]);
+    assert_eq!(replies[0].status, 200);
+    wait_until(Duration::from_secs(60), "every file removed", || {
+        entries(&w.data().join("vms")).is_empty()
+            && entries(&w.data().join("images")).is_empty()
+            && entries(&w.data().join("run")).is_empty()
+    });
+    let replies = w.run(vec![get(&vm("a")), get(&vm("b")), get("./VirMO/VM")]);
+    assert_eq!((replies[0].status, replies[1].status), (404, 404));
+    assert_eq!(replies[2].value(), "");
+
+    // Every OperationComplete carried its Exec's correlator and a success (but the refusals
+    // checked above).
+    for received in w.server.alerts() {
+        if received.alert.alert_type == "urn:oma:at:virmo:1.0:OperationComplete" {
+            assert!(received.alert.correlator.is_some());
+        }
+    }
+    assert!(
+        !w.server
+            .alerts()
+            .iter()
+            .any(|r| r.alert.alert_type == "urn:oma:at:virmo:1.0:StateChanged"),
+        "no VM changed state on its own"
+    );
+}
