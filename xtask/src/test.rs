@@ -120,7 +120,6 @@ fn build_agent() -> Result<std::path::PathBuf> {
 }
 
 /// The guest images, at `/virmo/images/` in the runner.
-
 pub fn image_files(images: &images::Images) -> Vec<RunnerFile> {
     [&images.bzimage, &images.vmlinux, &images.initramfs]
         .into_iter()
