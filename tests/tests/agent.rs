@@ -493,7 +493,8 @@ fn agent_drives_two_vms_through_their_whole_life() {
     ]);
     assert_eq!(replies[0].status, 200, "{replies:?}");
     assert_eq!(replies[1].value(), "50");
-    if let Some(mount) = cgroup_mount() {
+    {
+        let mount = cgroup_mount().expect("a cgroup file system (the test mounts cgroup2)");
         let dir = mount.join("virmo-test").join(format!("vm-{id_b}"));
         let pid_b = w.vmm_client(&id_b).info().unwrap().pid;
         let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
@@ -538,4 +539,142 @@ fn agent_drives_two_vms_through_their_whole_life() {
             .any(|r| r.alert.alert_type == "urn:oma:at:virmo:1.0:StateChanged"),
         "no VM changed state on its own"
     );
+}
+
+/// Execs `op` and kills the agent as soon as the Exec is accepted (the operation is running).
+fn exec_then_kill(w: &mut World, node: &str, op: &str, correlator: &str) {
+    let replies = w.run(vec![exec(
+        &format!("{}/Operations/{op}", vm(node)),
+        correlator,
+    )]);
+    assert_eq!(replies[0].status, 202);
+    w.agent.kill();
+}
+
+/// Starts the agent again on the same data directory.
+fn restart(w: &mut World) {
+    let setup = w.agent.setup.clone();
+    w.agent = AgentProcess::start(&setup);
+}
+
+#[test]
+fn agent_killed_mid_operation_leaves_every_vm_in_a_true_state() {
+    let env = TestEnv::get();
+    let mut w = World::new("agent-restart", env.vmm.clone(), "");
+    let (url, hash) = counter_bundle(&w, &env);
+    w.add("r", &url, &hash);
+
+    // Killed while downloading: the new agent resumes the download (a Range request) and
+    // reports the original Exec's outcome.
+    w.files.set_delay(Duration::from_millis(30));
+    let replies = w.run(vec![exec(
+        &format!("{}/Operations/Provision", vm("r")),
+        "prov",
+    )]);
+    assert_eq!(replies[0].status, 202);
+    let downloads = w.data().join("downloads");
+    wait_until(Duration::from_secs(60), "a partial download", || {
+        std::fs::read_dir(&downloads)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.metadata().is_ok_and(|m| m.len() > 256 * 1024))
+            })
+            .unwrap_or(false)
+    });
+    w.agent.kill();
+    w.files.set_delay(Duration::ZERO);
+    let ranged_before = w.files.ranged.load(std::sync::atomic::Ordering::SeqCst);
+    restart(&mut w);
+    assert_eq!(w.server.outcome("prov", OP_TIMEOUT), 1200);
+    assert!(
+        w.files.ranged.load(std::sync::atomic::Ordering::SeqCst) > ranged_before,
+        "the download was resumed, not restarted"
+    );
+    assert_eq!(w.value(&format!("{}/State", vm("r"))), "20");
+    assert!(entries(&downloads).is_empty());
+    let id = w.vm_id("r");
+
+    // Killed while the VM runs: the VMM outlives the agent and is re-adopted.
+    assert_eq!(w.op("r", "Start"), 1200);
+    let pid = w.vmm_client(&id).info().unwrap().pid;
+    wait_until(Duration::from_secs(90), "the guest counting", || {
+        last_counter(&w.console_log(&id)).is_some()
+    });
+    w.agent.kill();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the VMM outlived the agent"
+    );
+    restart(&mut w);
+    assert_eq!(w.value(&format!("{}/State", vm("r"))), "30");
+    assert_eq!(w.vmm_client(&id).info().unwrap().pid, pid, "the same VMM");
+    let seen = last_counter(&w.console_log(&id)).unwrap();
+    wait_until(Duration::from_secs(30), "the counter going on", || {
+        last_counter(&w.console_log(&id)).is_some_and(|n| n > seen)
+    });
+    // The re-adopted VMM is watched: Stop works on it.
+    assert_eq!(w.op("r", "Stop"), 1200);
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(w.op("r", "Start"), 1200);
+    wait_until(Duration::from_secs(90), "the guest counting again", || {
+        last_counter(&w.console_log(&id)).is_some()
+    });
+
+    // Killed in the middle of a suspend: the new agent finishes it and reports it.
+    exec_then_kill(&mut w, "r", "Suspend", "susp");
+    restart(&mut w);
+    assert_eq!(w.server.outcome("susp", OP_TIMEOUT), 1200);
+    assert_eq!(w.value(&format!("{}/State", vm("r"))), "40");
+    assert!(w.vmm_client(&id).info().is_err(), "no VMM while suspended");
+    let before = last_counter(&w.console_log(&id)).unwrap();
+
+    // Killed in the middle of a resume.
+    exec_then_kill(&mut w, "r", "Resume", "res");
+    restart(&mut w);
+    assert_eq!(w.server.outcome("res", OP_TIMEOUT), 1200);
+    assert_eq!(w.value(&format!("{}/State", vm("r"))), "30");
+    wait_until(Duration::from_secs(60), "the counter after resume", || {
+        last_counter(&w.console_log(&id)).is_some_and(|n| n > before)
+    });
+
+    // Killed in the middle of a delete.
+    exec_then_kill(&mut w, "r", "Delete", "del");
+    restart(&mut w);
+    assert_eq!(w.server.outcome("del", OP_TIMEOUT), 1200);
+    assert_eq!(w.run(vec![get(&vm("r"))])[0].status, 404);
+    assert!(entries(&w.data().join("vms")).is_empty());
+    assert!(entries(&w.data().join("images")).is_empty());
+    // Each correlator was reported exactly once.
+    for correlator in ["prov", "susp", "res", "del"] {
+        let n = w
+            .server
+            .alerts()
+            .iter()
+            .filter(|r| r.alert.correlator.as_deref() == Some(correlator))
+            .count();
+        assert_eq!(n, 1, "{correlator}");
+    }
+}
+
+#[test]
+fn agent_reports_guests_that_stop_on_their_own() {
+    let env = TestEnv::get();
+    let w = World::new("agent-events", env.vmm.clone(), "");
+    for (node, scenario, state) in [("off", "poweroff", "20"), ("crash", "panic", "50")] {
+        let (bundle, hash) = guest_bundle(&env, &w.files_dir(), scenario, "1");
+        let url = w.files.url(bundle.file_name().unwrap().to_str().unwrap());
+        w.add(node, &url, &hash);
+        assert_eq!(w.op(node, "Provision"), 1200);
+        assert_eq!(w.op(node, "Start"), 1200);
+        let source = format!("{}/State", vm(node));
+        let alert = w.server.wait_alert(OP_TIMEOUT, |a| {
+            a.alert_type == "urn:oma:at:virmo:1.0:StateChanged"
+                && a.source.as_deref() == Some(source.as_str())
+        });
+        assert_eq!(alert.data(), state, "{node}");
+        assert_eq!(w.value(&source), state);
+    }
+    // A VM that stopped can start again.
+    assert_eq!(w.op("off", "Start"), 1200);
 }
