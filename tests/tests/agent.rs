@@ -678,3 +678,134 @@ fn agent_reports_guests_that_stop_on_their_own() {
     // A VM that stopped can start again.
     assert_eq!(w.op("off", "Start"), 1200);
 }
+
+/// A firmware bundle: `kernel` and the test initramfs, version `version`.
+fn firmware_bundle(w: &World, env: &TestEnv, kernel: &Path, version: &str) -> String {
+    let spec = virmo_agent::bundle::create::BundleSpec {
+        name: "test-kernel".into(),
+        version: version.into(),
+        kernel: kernel.to_path_buf(),
+        initramfs: Some(env.initramfs()),
+        disk: None,
+        cmdline: String::new(),
+        ready_marker: Some("VIRMO-GUEST-READY".into()),
+        vcpus: 1,
+        memory_mib: 128,
+        storage_mib: 1,
+        entropy: false,
+        removable_mib: 0,
+    };
+    let name = format!("firmware-{version}.tar");
+    virmo_agent::bundle::create::write_bundle(&spec, &w.files_dir().join(&name)).unwrap();
+    w.files.url(&name)
+}
+
+#[test]
+fn agent_applies_vm_firmware_and_rolls_back_one_that_does_not_boot() {
+    let env = TestEnv::get();
+    let w = World::new("agent-firmware", env.vmm.clone(), "boot_check_secs = 60");
+    let (url, hash) = counter_bundle(&w, &env);
+    w.add("f", &url, &hash);
+    assert_eq!(w.op("f", "Provision"), 1200);
+    assert_eq!(w.op("f", "Start"), 1200);
+    let id = w.vm_id("f");
+    let fumo = "org.openmobilealliance.dm.firmwareupdate.downloadandupdate";
+    let fw = |leaf: &str| format!("{}/Firmware/{leaf}", vm("f"));
+
+    // A new kernel (the uncompressed vmlinux, booted through PVH) that boots: applied.
+    let good = firmware_bundle(&w, &env, &env.vmlinux(), "2.0");
+    let replies = w.run(vec![
+        replace(&fw("DownloadAndUpdate/PkgURL"), "chr", &good),
+        exec(&fw("DownloadAndUpdate"), "fw-good"),
+    ]);
+    assert_eq!((replies[0].status, replies[1].status), (200, 202));
+    let alert = w
+        .server
+        .wait_alert(OP_TIMEOUT, |a| a.correlator.as_deref() == Some("fw-good"));
+    assert_eq!(
+        (alert.alert.alert_type.as_str(), alert.data().as_str()),
+        (fumo, "200")
+    );
+    assert_eq!(w.value(&fw("State")), "100");
+    assert_eq!(w.value(&format!("{}/Ext/DevDetail/FwV", vm("f"))), "2.0");
+    assert_eq!(w.value(&format!("{}/State", vm("f"))), "30");
+    wait_until(
+        Duration::from_secs(90),
+        "the guest counting on the new kernel",
+        || last_counter(&w.console_log(&id)).is_some(),
+    );
+
+    // A kernel that does not boot: rolled back, the VM runs its previous kernel again.
+    let garbage = w.files_dir().join("garbage-kernel");
+    std::fs::write(&garbage, vec![0xcc; 4096]).unwrap();
+    let bad = firmware_bundle(&w, &env, &garbage, "3.0");
+    let replies = w.run(vec![
+        replace(&fw("DownloadAndUpdate/PkgURL"), "chr", &bad),
+        exec(&fw("DownloadAndUpdate"), "fw-bad"),
+    ]);
+    assert_eq!(replies[1].status, 202);
+    let alert = w
+        .server
+        .wait_alert(OP_TIMEOUT, |a| a.correlator.as_deref() == Some("fw-bad"));
+    assert_eq!(
+        (alert.alert.alert_type.as_str(), alert.data().as_str()),
+        (fumo, "410")
+    );
+    assert_eq!(w.value(&fw("State")), "70");
+    assert_eq!(w.value(&format!("{}/Ext/DevDetail/FwV", vm("f"))), "2.0");
+    assert_eq!(w.value(&format!("{}/State", vm("f"))), "30");
+    wait_until(
+        Duration::from_secs(90),
+        "the guest counting after the rollback",
+        || last_counter(&w.console_log(&id)).is_some(),
+    );
+
+    // Download alone, then Update: the same good kernel, version 2.1, on a stopped VM (booted
+    // for the check and stopped again).
+    assert_eq!(w.op("f", "Stop"), 1200);
+    let again = firmware_bundle(&w, &env, &env.vmlinux(), "2.1");
+    let replies = w.run(vec![
+        replace(&fw("Download/PkgURL"), "chr", &again),
+        exec(&fw("Download"), "fw-dl"),
+    ]);
+    assert_eq!(replies[1].status, 202);
+    let alert = w
+        .server
+        .wait_alert(OP_TIMEOUT, |a| a.correlator.as_deref() == Some("fw-dl"));
+    assert_eq!(alert.data(), "200");
+    assert_eq!(w.value(&fw("State")), "40");
+    assert_eq!(w.value(&fw("PkgVersion")), "2.1");
+    let replies = w.run(vec![exec(&fw("Update"), "fw-up")]);
+    assert_eq!(replies[0].status, 202);
+    let alert = w
+        .server
+        .wait_alert(OP_TIMEOUT, |a| a.correlator.as_deref() == Some("fw-up"));
+    assert_eq!(
+        (alert.alert.alert_type.as_str(), alert.data().as_str()),
+        ("org.openmobilealliance.dm.firmwareupdate.update", "200")
+    );
+    assert_eq!(w.value(&format!("{}/Ext/DevDetail/FwV", vm("f"))), "2.1");
+    assert_eq!(w.value(&format!("{}/State", vm("f"))), "20");
+}
+
+#[test]
+fn agent_recovers_from_a_nonce_lost_in_a_crash() {
+    use virmo_agent::store::Store;
+    let _ = agent_bin();
+    let mut w = World::new("agent-nonces", PathBuf::from("/nonexistent/vmm"), "");
+    assert_eq!(w.value("./VirMO/Version"), "1.0");
+    // The agent stores the nonces after each server message, before answering it: a crash
+    // can at worst lose the NextNonce the server just gave it (never the one it gave the
+    // server, which only travels in its answer). Simulate that loss.
+    w.agent.kill();
+    {
+        let store = virmo_agent::store::SqliteStore::open(&w.data().join("agent.db")).unwrap();
+        let mut account = store.account().unwrap().unwrap();
+        account.client_nonce = b"lost".to_vec();
+        store.save_account(&account).unwrap();
+    }
+    restart(&mut w);
+    // The server challenges the device once; the session goes on.
+    assert_eq!(w.value("./VirMO/Version"), "1.0");
+    assert_eq!(w.value("./VirMO/Capabilities/MaxVMs"), "256");
+}

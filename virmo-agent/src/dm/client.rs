@@ -202,13 +202,16 @@ impl DmClient {
                 }
             };
             match http.post(&transmit) {
-                Ok(reply) if reply.status == 200 => session.handle_bytes(
-                    &reply.body,
-                    reply.content_type.as_deref(),
-                    reply.hmac.as_deref(),
-                    &mut self.tree,
-                    Instant::now(),
-                ),
+                Ok(reply) if reply.status == 200 => {
+                    session.handle_bytes(
+                        &reply.body,
+                        reply.content_type.as_deref(),
+                        reply.hmac.as_deref(),
+                        &mut self.tree,
+                        Instant::now(),
+                    );
+                    self.persist_account(&auth);
+                }
                 Ok(reply) => {
                     tracing::warn!(
                         status = reply.status,
@@ -255,7 +258,7 @@ impl DmClient {
                 let _ = self.store.alert_failed(record.id, next);
             }
         }
-        self.persist_account(&auth, &account);
+        self.persist_account(&auth);
         *self.live.lock().unwrap_or_else(|p| p.into_inner()) = None;
 
         SessionReport {
@@ -266,7 +269,13 @@ impl DmClient {
     }
 
     /// Stores the nonces of the session and what the server changed in DMAcc.
-    fn persist_account(&mut self, auth: &DmAuth, before: &AccountRecord) {
+    ///
+    /// Called after every message from the server, before the answer goes out: the nonce the
+    /// device issues to the server travels in that answer, and the server's new nonce for us
+    /// arrived in the message. Stored before the answer is sent, a crash can never leave both
+    /// sides' nonces stale (which would make each side refuse the other's challenge).
+    fn persist_account(&mut self, auth: &DmAuth) {
+        let before = &self.account();
         let (client_nonce, server_nonce) = {
             let peer = auth.lock();
             (

@@ -10,7 +10,7 @@
 pub mod delete;
 pub mod firmware;
 pub mod lock;
-mod power;
+pub mod power;
 mod provision;
 mod snapshot;
 

@@ -267,6 +267,53 @@ fn failed_to_come_up(
     Outcome::failed(ResultCode::FAILED, format!("the VM did not start: {why}"))
 }
 
+/// Ends a VMM: the ACPI power button with the stop deadline, then a forced stop, then SIGKILL.
+pub fn shut_down(ctx: &JobCtx, p: &mut VmmProcess) {
+    let deadline = ctx.sup.config.stop_deadline();
+    let client = p.client();
+    match client.shutdown(deadline) {
+        Ok(outcome) => tracing::info!(?outcome, "guest shut down"),
+        Err(e) => {
+            tracing::warn!(error = %crate::error_chain(&e), "graceful shutdown failed; stopping");
+            let _ = client.stop();
+        }
+    }
+    if p.wait_exit(EXIT_GRACE).is_none() {
+        tracing::warn!("the VMM did not exit: killed");
+        let _ = p.kill(EXIT_GRACE);
+    }
+}
+
+/// Cold-boots the VM as its record says (its disk grown, its kernel), waits for its API and
+/// configures it; the process is recorded and the VM Running. The caller owns the process.
+pub fn boot_now(ctx: &JobCtx) -> Result<VmmProcess, Outcome> {
+    let record = ctx.record();
+    check_memory(&ctx.sup, record.memory_mib())?;
+    grow_disk(ctx, &record)
+        .map_err(|e| Outcome::failed(ResultCode::FAILED, format!("the disk: {e}")))?;
+    let peripherals = ctx.with_state(|s| s.peripherals.clone());
+    let launch = boot_launch(ctx, &record, &peripherals)?;
+    let mut p = VmmProcess::spawn(&ctx.sup.vmm_bin, &ctx.slot.id, &ctx.paths(), &launch)
+        .map_err(|e| Outcome::failed(ResultCode::FAILED, crate::error_chain(&e)))?;
+    let rec = p.record();
+    ctx.update(|r| r.process = Some(rec))?;
+    let timeout = Duration::from_secs(ctx.sup.config.limits.start_timeout_secs);
+    if let Err(e) = p.wait_ready(timeout) {
+        let _ = p.kill(EXIT_GRACE);
+        let _ = ctx.update(|r| r.process = None);
+        return Err(Outcome::failed(
+            ResultCode::FAILED,
+            format!("the VM did not start: {}", crate::error_chain(&e)),
+        ));
+    }
+    configure_running(ctx, &p, &record);
+    ctx.update(|r| {
+        r.state = VmState::Running;
+        r.process = Some(rec);
+    })?;
+    Ok(p)
+}
+
 pub fn stop(ctx: &mut JobCtx) -> Outcome {
     let record = ctx.record();
     let process = ctx.with_state(|s| s.process.take()).or_else(|| {
@@ -275,19 +322,7 @@ pub fn stop(ctx: &mut JobCtx) -> Outcome {
             .and_then(|r| VmmProcess::adopt(r, &ctx.paths()))
     });
     if let Some(mut p) = process {
-        let deadline = ctx.sup.config.stop_deadline();
-        let client = p.client();
-        match client.shutdown(deadline) {
-            Ok(outcome) => tracing::info!(?outcome, "guest shut down"),
-            Err(e) => {
-                tracing::warn!(error = %crate::error_chain(&e), "graceful shutdown failed; stopping");
-                let _ = client.stop();
-            }
-        }
-        if p.wait_exit(EXIT_GRACE).is_none() {
-            tracing::warn!("the VMM did not exit: killed");
-            let _ = p.kill(EXIT_GRACE);
-        }
+        shut_down(ctx, &mut p);
     }
     ctx.sup.cgroups.remove(&ctx.slot.id);
     ctx.with_state(|s| s.access_epoch += 1);
