@@ -97,7 +97,8 @@ mod tests {
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(text, r#"{"op":"unlock","vm":"work","code":"1234"}"#);
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), r);
-        assert!(serde_json::from_str::<Request>(r#"{"op":"list","x":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"op":"reboot"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"op":"start"}"#).is_err());
         let refused = serde_json::to_string(&Response::refused(1407, "locked")).unwrap();
         assert_eq!(refused, r#"{"ok":false,"code":1407,"error":"locked"}"#);
     }
