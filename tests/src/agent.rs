@@ -139,6 +139,12 @@ download_timeout_secs = 10
                 if let Some(rest) = line.strip_prefix("virmo-agent: ready; ") {
                     let _ = tx.send(rest.to_owned());
                 }
+                // Operations as they end, on the real stderr (not captured by the test
+                // harness): progress for whoever watches, and the runner's sign of life.
+                if line.contains("operation done") || line.contains("operation failed") {
+                    let plain = strip_ansi(&line);
+                    let _ = writeln!(std::io::stderr(), "[agent] {plain}");
+                }
                 lines.lock().unwrap().push(line);
             }
         });
@@ -169,6 +175,21 @@ download_timeout_secs = 10
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the agent process, in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// SIGKILL, as a crash or power loss would end it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -191,6 +212,24 @@ impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `text` without ANSI colour sequences.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Kills every VMM left under `data_dir` (the VMMs outlive the agent by design).

@@ -46,6 +46,8 @@ enum Attempt {
     /// Interrupted after progress: try again (does not count against the attempts).
     Progress,
     Failed(String),
+    /// Will not get better by trying again (e.g. 404).
+    Fatal(String),
 }
 
 impl Download<'_> {
@@ -70,6 +72,12 @@ impl Download<'_> {
                 Attempt::Progress => {
                     progress_rounds += 1;
                     tracing::info!(url = self.url, "download interrupted; resuming");
+                }
+                Attempt::Fatal(why) => {
+                    return Err(DownloadError::Failed {
+                        attempts: failures + 1,
+                        last: why,
+                    })
                 }
                 Attempt::Failed(why) => {
                     failures += 1;
@@ -134,6 +142,9 @@ impl Download<'_> {
             }
             // Everything is there already.
             416 if have > 0 => return Ok(Attempt::Complete),
+            400..=499 if status != 408 && status != 429 => {
+                return Ok(Attempt::Fatal(format!("HTTP status {status}")))
+            }
             _ => return Ok(Attempt::Failed(format!("HTTP status {status}"))),
         };
         if let Some(total) = header("content-length").and_then(|v| v.parse::<u64>().ok()) {

@@ -48,7 +48,9 @@ pub fn install(
         // A damaged install (cannot happen with the rename below, but be safe): redo it.
         remove_all(&target).map_err(ExtractError::Io)?;
     }
-    let staging = images.join(format!(".{digest}.staging.{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let staging = images.join(format!(".{digest}.staging.{}.{n}", std::process::id()));
     remove_all(&staging).map_err(ExtractError::Io)?;
     std::fs::create_dir_all(&staging).map_err(ExtractError::Io)?;
     let result = unpack(bundle, &staging, max_bytes).and_then(|manifest| {

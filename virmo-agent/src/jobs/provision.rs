@@ -30,71 +30,11 @@ pub fn run(ctx: &mut JobCtx) -> Outcome {
 }
 
 fn steps(ctx: &mut JobCtx) -> Outcome {
-    let limits = ctx.sup.config.limits.clone();
-    let max_bundle = limits.max_bundle_mib << 20;
-    let part = ctx.sup.layout.download(ctx.job.id);
     loop {
         match ctx.job.step.as_str() {
-            "download" => {
-                let record = ctx.record();
-                let url = record.image.pkg_url.trim().to_owned();
-                if url.is_empty() {
-                    return Outcome::failed(ResultCode::BAD_CONFIG, "Image/PkgURL is not set");
-                }
-                let Some(expected) = parse_pkg_hash(&record.image.pkg_hash) else {
-                    return Outcome::failed(
-                        ResultCode::BAD_CONFIG,
-                        "Image/PkgHash is not a sha256",
-                    );
-                };
-                let download = Download {
-                    url: &url,
-                    part: &part,
-                    expected: Some(expected),
-                    max_bytes: max_bundle,
-                    timeout: Duration::from_secs(limits.download_timeout_secs),
-                    attempts: limits.download_attempts,
-                };
-                let digest = match download.run() {
-                    Ok(digest) => hex(&digest),
-                    Err(e) => {
-                        let code = match &e {
-                            DownloadError::BadUrl(_) => ResultCode::BAD_CONFIG,
-                            DownloadError::Failed { .. } => ResultCode::DOWNLOAD_FAILED,
-                            DownloadError::HashMismatch { .. } => ResultCode::CORRUPT,
-                            DownloadError::TooLarge(_) => ResultCode::NO_RESOURCES,
-                            DownloadError::Io(_) => ResultCode::FAILED,
-                        };
-                        return Outcome::failed(code, crate::error_chain(&e));
-                    }
-                };
-                if let Err(e) = ctx.step("install", serde_json::json!({ "digest": digest })) {
-                    return e.into();
-                }
-            }
-            "install" => {
-                let Some(digest) = ctx.param_str("digest") else {
-                    return Outcome::failed(ResultCode::FAILED, "lost the bundle's digest");
-                };
-                let image_dir = ctx.sup.layout.image(&digest);
-                if !image_dir.join(MANIFEST_NAME).exists() {
-                    let bundle_len = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-                    let storage = ctx.record().storage_mib() << 20;
-                    if let Err(outcome) = check_space(ctx, bundle_len.saturating_add(storage)) {
-                        return outcome;
-                    }
-                    if let Err(e) = install(&part, &ctx.sup.layout.images(), &digest, max_bundle) {
-                        let code = match &e {
-                            ExtractError::Corrupt(_) => ResultCode::CORRUPT,
-                            ExtractError::TooLarge(_) => ResultCode::NO_RESOURCES,
-                            ExtractError::Io(_) => ResultCode::FAILED,
-                        };
-                        return Outcome::failed(code, crate::error_chain(&e));
-                    }
-                }
-                let _ = std::fs::remove_file(&part);
-                if let Err(e) = ctx.step("disk", serde_json::json!({ "digest": digest })) {
-                    return e.into();
+            "download" | "install" => {
+                if let Err(outcome) = fetch_and_install(ctx) {
+                    return outcome;
                 }
             }
             "disk" => {
@@ -106,6 +46,69 @@ fn steps(ctx: &mut JobCtx) -> Outcome {
             other => return Outcome::failed(ResultCode::FAILED, format!("unknown step `{other}`")),
         }
     }
+}
+
+/// Steps `download` and `install`, under the image's lock: VMs provisioned from one bundle at
+/// once download and install it once; an image already installed is not downloaded again.
+fn fetch_and_install(ctx: &mut JobCtx) -> Result<(), Outcome> {
+    let limits = ctx.sup.config.limits.clone();
+    let max_bundle = limits.max_bundle_mib << 20;
+    let part = ctx.sup.layout.download(ctx.job.id);
+    let record = ctx.record();
+    let url = record.image.pkg_url.trim().to_owned();
+    if url.is_empty() {
+        return Err(Outcome::failed(
+            ResultCode::BAD_CONFIG,
+            "Image/PkgURL is not set",
+        ));
+    }
+    let Some(expected) = parse_pkg_hash(&record.image.pkg_hash) else {
+        return Err(Outcome::failed(
+            ResultCode::BAD_CONFIG,
+            "Image/PkgHash is not a sha256",
+        ));
+    };
+    let digest = hex(&expected);
+    let lock = ctx.sup.image_lock(&digest);
+    let _installing = lock.lock().unwrap_or_else(|p| p.into_inner());
+    let image_dir = ctx.sup.layout.image(&digest);
+    if !image_dir.join(MANIFEST_NAME).exists() {
+        if ctx.job.step == "download" {
+            let download = Download {
+                url: &url,
+                part: &part,
+                expected: Some(expected),
+                max_bytes: max_bundle,
+                timeout: Duration::from_secs(limits.download_timeout_secs),
+                attempts: limits.download_attempts,
+            };
+            if let Err(e) = download.run() {
+                let code = match &e {
+                    DownloadError::BadUrl(_) => ResultCode::BAD_CONFIG,
+                    DownloadError::Failed { .. } => ResultCode::DOWNLOAD_FAILED,
+                    DownloadError::HashMismatch { .. } => ResultCode::CORRUPT,
+                    DownloadError::TooLarge(_) => ResultCode::NO_RESOURCES,
+                    DownloadError::Io(_) => ResultCode::FAILED,
+                };
+                return Err(Outcome::failed(code, crate::error_chain(&e)));
+            }
+            ctx.step("install", serde_json::json!({ "digest": digest }))?;
+        }
+        let bundle_len = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        let storage = ctx.record().storage_mib() << 20;
+        check_space(ctx, bundle_len.saturating_add(storage))?;
+        if let Err(e) = install(&part, &ctx.sup.layout.images(), &digest, max_bundle) {
+            let code = match &e {
+                ExtractError::Corrupt(_) => ResultCode::CORRUPT,
+                ExtractError::TooLarge(_) => ResultCode::NO_RESOURCES,
+                ExtractError::Io(_) => ResultCode::FAILED,
+            };
+            return Err(Outcome::failed(code, crate::error_chain(&e)));
+        }
+    }
+    let _ = std::fs::remove_file(&part);
+    ctx.step("disk", serde_json::json!({ "digest": digest }))?;
+    Ok(())
 }
 
 fn check_space(ctx: &JobCtx, needed: u64) -> Result<(), Outcome> {

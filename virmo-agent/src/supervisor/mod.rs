@@ -89,6 +89,9 @@ pub struct Supervisor {
     pub wakeup: Arc<Wakeup>,
     pub capabilities: Capabilities,
     slots: Mutex<BTreeMap<String, Arc<VmSlot>>>,
+    /// One lock per image digest: VMs provisioned from the same bundle at once download and
+    /// install it once.
+    image_locks: Mutex<BTreeMap<String, Arc<Mutex<()>>>>,
     stopping: AtomicBool,
 }
 
@@ -149,6 +152,7 @@ impl Supervisor {
             wakeup,
             capabilities,
             slots: Mutex::new(BTreeMap::new()),
+            image_locks: Mutex::new(BTreeMap::new()),
             stopping: AtomicBool::new(false),
         })
     }
@@ -172,6 +176,16 @@ impl Supervisor {
 
     pub(crate) fn slots(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<VmSlot>>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The lock of the image `digest` (held while it is downloaded and installed).
+    pub(crate) fn image_lock(&self, digest: &str) -> Arc<Mutex<()>> {
+        self.image_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(digest.to_owned())
+            .or_default()
+            .clone()
     }
 
     pub(crate) fn insert_slot(&self, slot: Arc<VmSlot>) {
