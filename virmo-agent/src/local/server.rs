@@ -1,7 +1,7 @@
 //! Serves the local API on a Unix socket, one thread per connection.
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
@@ -204,9 +204,10 @@ fn console(sup: &Arc<Supervisor>, vm: &str, mut stream: UnixStream) -> std::io::
     let mut log = std::fs::File::open(&paths.console_log)?;
     let len = log.metadata()?.len();
     log.seek(SeekFrom::Start(len.saturating_sub(4096)))?;
+    // Non-blocking: the VMM holds the FIFO open for reading, so the open succeeds at once.
     let fifo = std::fs::OpenOptions::new()
         .write(true)
-        .custom_flags_nonblock()
+        .custom_flags(libc::O_NONBLOCK)
         .open(&paths.console_in)?;
     send(&mut stream, &Response::ok("attached"))?;
     // Keystrokes → the console FIFO.
@@ -248,15 +249,4 @@ fn console(sup: &Arc<Supervisor>, vm: &str, mut stream: UnixStream) -> std::io::
     }
     let _ = stream.shutdown(std::net::Shutdown::Both);
     Ok(())
-}
-
-trait NonBlock {
-    fn custom_flags_nonblock(&mut self) -> &mut Self;
-}
-
-impl NonBlock for std::fs::OpenOptions {
-    fn custom_flags_nonblock(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.custom_flags(libc::O_NONBLOCK)
-    }
 }

@@ -211,7 +211,7 @@ impl Supervisor {
             .cloned()
     }
 
-    /// All VMs (not being deleted), in creation order of their IDs' map.
+    /// All VMs (not being deleted), by node name.
     pub fn views(&self) -> Vec<VmView> {
         let slots: Vec<_> = self.slots().values().cloned().collect();
         let mut views: Vec<VmView> = slots
