@@ -123,7 +123,11 @@ download_timeout_secs = 10
             .arg(&config)
             .arg("--data-dir")
             .arg(&setup.data_dir)
-            .env("RUST_LOG", "info,virmo_agent=debug")
+            .env(
+                "RUST_LOG",
+                std::env::var("VIRMO_TEST_AGENT_LOG")
+                    .unwrap_or_else(|_| "info,virmo_agent=debug".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -234,6 +234,13 @@ pub struct DmServer {
 impl DmServer {
     /// Serves on loopback HTTP.
     pub fn start(accounts: Accounts) -> Self {
+        // `VIRMO_TEST_LOG=debug` shows the server side's own log (sessions, refused bodies).
+        if let Ok(filter) = std::env::var("VIRMO_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
         let handler = Handler {
             state: Arc::default(),
             accounts: accounts.clone(),

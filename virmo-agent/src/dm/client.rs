@@ -178,7 +178,10 @@ impl DmClient {
         *self.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(auth.clone());
         let mut session = ClientSession::new(config, initiation, first, Instant::now())
             .with_credentials(Box::new(auth.clone()))
-            .with_server_verifier(Box::new(auth.clone()));
+            .with_server_verifier(Box::new(super::auth::TolerantCheck::new(
+                auth.clone(),
+                account.previous_server_nonces.clone(),
+            )));
         let http = DmHttpClient::new(Duration::from_secs(self.server.http_timeout_secs));
         loop {
             // Alerts raised while the session runs go with its next message.
@@ -201,8 +204,10 @@ impl DmClient {
                     break;
                 }
             };
+            tracing::trace!(url = %transmit.target_uri, body = %String::from_utf8_lossy(&transmit.body), "DM message out");
             match http.post(&transmit) {
                 Ok(reply) if reply.status == 200 => {
+                    tracing::trace!(body = %String::from_utf8_lossy(&reply.body), "DM message in");
                     session.handle_bytes(
                         &reply.body,
                         reply.content_type.as_deref(),
@@ -215,6 +220,8 @@ impl DmClient {
                 Ok(reply) => {
                     tracing::warn!(
                         status = reply.status,
+                        url = %transmit.target_uri,
+                        body = %String::from_utf8_lossy(&reply.body),
                         "the DM server answered with an HTTP error"
                     );
                     session.transport_failed(format!("HTTP {}", reply.status));

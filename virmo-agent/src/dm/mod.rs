@@ -2,6 +2,7 @@
 //! the client loop that opens sessions and delivers alerts ([`client`]), the Pkg#0 listener
 //! ([`notify`]).
 
+pub mod auth;
 pub mod client;
 pub mod notify;
 pub mod tree;
