@@ -6,6 +6,9 @@
 //! through `VIRMO_VMM_BIN` and `VIRMO_IMAGES_DIR`. Run any other way, they fail with a message saying
 //! so: never a silent pass without KVM.
 
+pub mod agent;
+pub mod dm_server;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};

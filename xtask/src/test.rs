@@ -27,6 +27,7 @@ pub fn run(opts: &TestOptions) -> Result<()> {
     }
     let images = images::build()?;
     let vmm = cargo::build_vmm("dev")?;
+    let agent = build_agent()?;
     let tests: Vec<_> = cargo::executables(&["test", "-p", "virmo-tests", "--no-run"])?
         .into_iter()
         .filter(|(name, _)| name != "virmo_tests")
@@ -46,6 +47,7 @@ pub fn run(opts: &TestOptions) -> Result<()> {
             let status = std::process::Command::new(exe)
                 .args(&args)
                 .env("VIRMO_VMM_BIN", &vmm)
+                .env("VIRMO_AGENT_BIN", &agent)
                 .env("VIRMO_IMAGES_DIR", &images.dir)
                 .status()?;
             if !status.success() {
@@ -59,14 +61,21 @@ pub fn run(opts: &TestOptions) -> Result<()> {
     }
 
     eprintln!("xtask: this host's KVM is not hardware-backed; integration tests run in the nested-KVM runner");
-    let mut files = vec![RunnerFile {
-        host: vmm,
-        guest: "/virmo/bin/vmm".into(),
-        program: true,
-    }];
+    let mut files = vec![
+        RunnerFile {
+            host: vmm,
+            guest: "/virmo/bin/vmm".into(),
+            program: true,
+        },
+        RunnerFile {
+            host: agent,
+            guest: "/virmo/bin/virmo-agent".into(),
+            program: true,
+        },
+    ];
     files.extend(image_files(&images));
     let mut script = String::from(
-        "export VIRMO_VMM_BIN=/virmo/bin/vmm VIRMO_IMAGES_DIR=/virmo/images RUST_BACKTRACE=1\nrc=0\n",
+        "export VIRMO_VMM_BIN=/virmo/bin/vmm VIRMO_AGENT_BIN=/virmo/bin/virmo-agent VIRMO_IMAGES_DIR=/virmo/images RUST_BACKTRACE=1\nrc=0\n",
     );
     for (name, exe) in &tests {
         let guest = format!("/virmo/tests/{name}");
@@ -99,6 +108,15 @@ pub fn run(opts: &TestOptions) -> Result<()> {
         bail!("integration tests failed in the runner (exit status {status})");
     }
     Ok(())
+}
+
+/// The `virmo-agent` binary (the agent tests start it as a process of its own).
+fn build_agent() -> Result<std::path::PathBuf> {
+    cargo::executables(&["build", "-p", "virmo-agent", "--bin", "virmo-agent"])?
+        .into_iter()
+        .find(|(name, _)| name == "virmo-agent")
+        .map(|(_, path)| path)
+        .ok_or_else(|| anyhow::anyhow!("cargo built no virmo-agent binary"))
 }
 
 /// The guest images, at `/virmo/images/` in the runner.

@@ -1,0 +1,126 @@
+//! Start-up: load every VM, find the VMMs that kept running while no agent was there, and
+//! carry on the operations that were in progress (each job replays from its stored step).
+//! A VM recorded as Running whose VMM is gone ended while the agent was away: it gets the
+//! state and alert the monitor would have given it.
+
+use std::sync::Arc;
+
+use super::{state_alert, Supervisor, VmSlot};
+use crate::model::{LockState, VmState};
+use crate::store::StoreError;
+use crate::vmm_proc::VmmProcess;
+
+pub(super) fn recover(supervisor: &Arc<Supervisor>) -> Result<(), StoreError> {
+    let layout = &supervisor.layout;
+    if let Err(e) = crate::bundle::extract::clean_staging(&layout.images()) {
+        tracing::warn!(error = %e, "cannot clean the image staging folders");
+    }
+    let jobs = supervisor.store.unfinished_jobs()?;
+    for (record, peripherals) in supervisor.store.vms()? {
+        let paths = layout.vm(&record.id);
+        let slot = Arc::new(VmSlot::new(record.clone(), peripherals));
+        let process = record
+            .process
+            .and_then(|p| VmmProcess::adopt(p, &paths))
+            .filter(|p| {
+                // The process is ours only if its API says it runs this VM.
+                p.client()
+                    .with_timeouts(
+                        std::time::Duration::from_millis(500),
+                        std::time::Duration::from_secs(2),
+                    )
+                    .info()
+                    .map(|info| info.id == record.id)
+                    .unwrap_or(false)
+            });
+        let has_job = jobs.iter().any(|j| j.vm_id == record.id);
+        {
+            let mut state = slot.lock();
+            if let Some(process) = &process {
+                tracing::info!(vm = %record.id, pid = process.pid, "VMM re-adopted");
+            }
+            state.process = process;
+            if !has_job {
+                reconcile(supervisor, &mut state);
+            }
+        }
+        supervisor.insert_slot(slot);
+    }
+    // Downloads of jobs that are over.
+    if let Ok(entries) = std::fs::read_dir(layout.downloads()) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let owned = jobs.iter().any(|j| name == format!("job-{}.part", j.id));
+            if !owned {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    for job in jobs {
+        let Some(slot) = supervisor.slot_by_id(&job.vm_id) else {
+            tracing::warn!(job = job.id, vm = %job.vm_id, "a job of an unknown VM: dropped");
+            let _ = supervisor
+                .store
+                .apply(vec![crate::store::Change::FinishJob {
+                    id: job.id,
+                    result: crate::model::ResultCode::NOT_FOUND,
+                }]);
+            continue;
+        };
+        slot.lock().busy = Some(job.op);
+        tracing::info!(vm = %job.vm_id, op = job.op.key(), step = %job.step, job = job.id, "resuming an interrupted operation");
+        crate::jobs::spawn(supervisor.clone(), slot, job);
+    }
+    Ok(())
+}
+
+/// Makes a VM without a job in progress agree with its VMM.
+fn reconcile(supervisor: &Supervisor, state: &mut super::SlotState) {
+    let mut record = state.record.clone();
+    match (record.state, state.process.is_some()) {
+        (VmState::Running, true) => {
+            // A fully locked VM stays paused (idempotent; a running one is paused again).
+            if record.lock.state == LockState::Full {
+                if let Some(p) = &state.process {
+                    let _ = p.client().pause();
+                }
+            }
+        }
+        (VmState::Running, false) => {
+            let reason = crate::vmm_proc::last_reason(&supervisor.layout.vm(&record.id).vmm_log);
+            let clean = crate::vmm_proc::ExitInfo {
+                code: None,
+                reason: reason.clone(),
+            }
+            .is_clean();
+            record.state = if clean {
+                VmState::Stopped
+            } else {
+                VmState::Failed
+            };
+            record.last_error = (!clean).then_some(reason);
+            record.process = None;
+            tracing::warn!(vm = %record.id, state = ?record.state, "the VMM ended while the agent was away");
+            let alert = state_alert(&record);
+            if let Err(e) = supervisor.save_record(state, record, vec![alert]) {
+                tracing::error!(error = %e, "cannot record the VM's end");
+            }
+        }
+        (_, true) => {
+            // A VMM for a VM that should have none (cannot happen without a job): end it.
+            if let Some(mut p) = state.process.take() {
+                tracing::warn!(vm = %record.id, "a stray VMM: stopped");
+                let _ = p.client().stop();
+                let _ = p.kill(std::time::Duration::from_secs(5));
+            }
+            if record.process.take().is_some() {
+                let _ = supervisor.save_record(state, record, Vec::new());
+            }
+        }
+        (_, false) => {
+            if record.process.take().is_some() {
+                let _ = supervisor.save_record(state, record, Vec::new());
+            }
+        }
+    }
+}

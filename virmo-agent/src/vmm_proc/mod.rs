@@ -1,0 +1,83 @@
+//! VMM processes: starting one (`vmm` command line, or `vmm --restore`), finding one again after
+//! an agent restart, and noticing when one ends. The agent talks to a running VMM only through
+//! its API socket ([`vmm::api::client::VmmClient`]).
+//!
+//! A VMM must outlive the agent: it runs in its own process group, its console goes to a file
+//! (`console.log`), its stderr to `vmm.log`, and its console input is a FIFO (`console.in`)
+//! that it holds open itself, so nothing it uses ends with the agent.
+
+mod proc_stat;
+mod spawn;
+
+pub use proc_stat::{process_start_time, ProcState};
+pub use spawn::{last_reason, Launch, VmmDevice, VmmProcess};
+
+use std::time::Duration;
+
+/// Why a VMM could not be started or reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("cannot prepare the VM's files")]
+    Files(#[source] std::io::Error),
+    #[error("cannot start {bin}")]
+    Spawn {
+        bin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the API socket path {0} is longer than a Unix socket allows")]
+    SocketPathTooLong(String),
+    #[error("the VMM exited before its API came up: {0}")]
+    ExitedEarly(String),
+    #[error("the VMM's API did not come up")]
+    NotReady(#[source] vmm::api::client::ClientError),
+}
+
+/// How a VMM process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// The exit status, when the agent is the VMM's parent (else unknown).
+    pub code: Option<i32>,
+    /// The VMM's last `vmm: …` line on stderr (why the VM stopped).
+    pub reason: String,
+}
+
+impl ExitInfo {
+    /// The guest stopped on its own or on request (powered off, rebooted, stopped, suspended),
+    /// not a crash.
+    pub fn is_clean(&self) -> bool {
+        match self.code {
+            Some(code) => code == 0,
+            None => [
+                "powered off",
+                "rebooted",
+                "stopped on request",
+                "stopped by force",
+                "suspended",
+            ]
+            .iter()
+            .any(|clean| self.reason.contains(clean)),
+        }
+    }
+}
+
+/// How often a VMM's liveness is polled while waiting for it to end.
+pub const POLL: Duration = Duration::from_millis(20);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_exits() {
+        let exit = |code, reason: &str| ExitInfo {
+            code,
+            reason: reason.into(),
+        };
+        assert!(exit(Some(0), "").is_clean());
+        assert!(!exit(Some(2), "the guest powered off").is_clean());
+        assert!(exit(None, "vmm: the guest powered off").is_clean());
+        assert!(!exit(None, "vmm: the guest kernel panicked").is_clean());
+        assert!(!exit(None, "").is_clean());
+    }
+}
