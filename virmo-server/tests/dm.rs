@@ -115,14 +115,11 @@ async fn a_devices_jobs_go_in_order_one_at_a_time() {
     let sim = test.device("dev-order").await;
     let first = test.queue("dev-order", provision("w")).await;
     let second = test.queue("dev-order", start("w")).await;
-    let (mut sim, _) = session(sim).await;
+    let (sim, _) = session(sim).await;
     assert_eq!(test.state(first.id).await, JobState::Accepted);
     assert_eq!(test.state(second.id).await, JobState::Queued);
     // A session without the first one's outcome does not send the second.
-    let (mut sim, _) = {
-        let (s, r) = session(sim).await;
-        (s, r)
-    };
+    let (mut sim, _) = session(sim).await;
     assert_eq!(test.state(second.id).await, JobState::Queued);
     sim.finish_operations();
     // The alert finishes the first; the same session sends the second.
@@ -324,4 +321,40 @@ async fn late_alerts_time_out_and_undelivered_jobs_expire() {
         .await
         .iter()
         .any(|e| e.kind == "late-alert"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_keep_both_nonces_in_step() {
+    // A session with nothing to do still gets the device's Status of our header (its 212 and
+    // the NextNonce our next credentials must use): otherwise the next session's credentials
+    // of the server would be stale, and a final reply would leave the device's challenge
+    // unanswered.
+    let test = TestServer::start().await;
+    let mut sim = test.device("dev-idle").await;
+    for _ in 0..3 {
+        let (next, report) = session(sim).await;
+        assert_eq!(report.reason, Some(EndReason::Completed), "{report:?}");
+        sim = next;
+    }
+    let device = test
+        .server
+        .store()
+        .device("dev-idle")
+        .await
+        .expect("read")
+        .expect("device");
+    let (for_verifying, for_sending) = {
+        let auth = sim.auth().lock();
+        (
+            auth.nonce_for_verifying().to_vec(),
+            auth.nonce_for_sending().to_vec(),
+        )
+    };
+    assert_eq!(device.nonce_server, for_verifying);
+    assert_eq!(device.nonce_client, for_sending);
+    assert!(test
+        .events(Some("dev-idle"))
+        .await
+        .iter()
+        .all(|e| e.kind != "auth-failed"));
 }

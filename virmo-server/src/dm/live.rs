@@ -19,6 +19,8 @@ pub enum Request {
     },
     /// The server's own read of `./VirMO` after a change.
     Refresh,
+    /// A read that keeps the session open for one more exchange (see [`Live::enqueued_any`]).
+    Probe,
 }
 
 /// How far a job sent in this session got.
@@ -51,6 +53,11 @@ pub struct Live {
     pub refresh_sent: bool,
     /// The device's queue had nothing for us (or is blocked) when last asked.
     pub queue_empty: bool,
+    /// Whether this session sent the device any command. The first reply always carries one:
+    /// the device answers our credentials (its 212 and the NextNonce we must use next time,
+    /// or its challenge) in the Status of our header, which it sends only when it has
+    /// something to answer; a reply of statuses only would end the session before it.
+    pub enqueued_any: bool,
 }
 
 impl Live {

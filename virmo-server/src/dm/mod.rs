@@ -292,6 +292,7 @@ impl DmService {
             tree_dirty: false,
             refresh_sent: false,
             queue_empty: false,
+            enqueued_any: false,
         }))
     }
 
@@ -408,6 +409,7 @@ impl DmService {
                             ..Progress::default()
                         },
                     );
+                    live.enqueued_any = true;
                     self.changed();
                     return Ok(());
                 }
@@ -425,6 +427,17 @@ impl DmService {
             ));
             let request = live.session.enqueue(get);
             live.requests.insert(request, Request::Refresh);
+            live.enqueued_any = true;
+        }
+        if !live.enqueued_any {
+            // Keeps the session to the device's next message (see `Live::enqueued_any`).
+            live.enqueued_any = true;
+            let probe = Command::Get(ItemCommand::new(
+                0,
+                vec![omadm::model::Item::target("./DevInfo/DmV")],
+            ));
+            let request = live.session.enqueue(probe);
+            live.requests.insert(request, Request::Probe);
         }
         Ok(())
     }
@@ -438,7 +451,7 @@ impl DmService {
         cmd: &str,
     ) -> Result<(), DmError> {
         let Some(Request::Job { job, index, .. }) = live.requests.get(&request).cloned() else {
-            if !status_ok(code) {
+            if !status_ok(code) && live.requests.get(&request) == Some(&Request::Refresh) {
                 let detail = format!("the read-back of the tree was answered {code}");
                 self.event(Some(live.device.id()), None, "refresh-failed", &detail)
                     .await;
@@ -527,6 +540,7 @@ impl DmService {
         let device = live.device.id().to_owned();
         let root = match live.requests.get(&request) {
             Some(Request::Refresh) => Some(jobs::VIRMO_ROOT.to_owned()),
+            Some(Request::Probe) => return Ok(()),
             Some(Request::Job {
                 job,
                 index,
