@@ -394,7 +394,7 @@ impl Store for SqlStore {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "DELETE FROM tree_nodes WHERE device_id = $1 \
-             AND (uri = $2 OR substr(uri, 1, $3) = $4)",
+             AND (uri = $2 OR substr(uri, 1, CAST($3 AS INTEGER)) = $4)",
         )
         .bind(device_id.to_owned())
         .bind(root.to_owned())

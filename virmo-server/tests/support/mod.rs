@@ -6,6 +6,8 @@
     reason = "each test binary uses its own part of the support"
 )]
 
+pub mod pg;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
