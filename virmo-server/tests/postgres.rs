@@ -8,7 +8,7 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 
-use support::pg::Postgres;
+use virmo_server::sim::postgres::Postgres;
 use support::TempDir;
 use virmo_server::admin::client::AdminClient;
 use virmo_server::admin::{AdminRequest, AdminResponse, EnrollRequest, JobRequest};

@@ -6,9 +6,8 @@
     reason = "each test binary uses its own part of the support"
 )]
 
-pub mod pg;
+pub use virmo_server::sim::TempDir;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use virmo_server::admin::client::{AdminClient, ClientError};
@@ -20,26 +19,6 @@ use virmo_server::server::{Server, ServerConfig};
 use virmo_server::sim::{SessionReport, SimConfig, SimDevice};
 
 pub const TOKEN: &str = "test-admin-token";
-
-/// A temporary directory, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(prefix: &str) -> Self {
-        let mut random = [0u8; 8];
-        getrandom::fill(&mut random).expect("random");
-        let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let dir = std::env::temp_dir().join(format!("{prefix}-{hex}"));
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 pub struct TestServer {
     pub server: Server,

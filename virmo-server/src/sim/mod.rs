@@ -28,6 +28,29 @@ use omadm::tree::{
 use crate::jobs;
 use crate::model::{AuthKind, Enrollment};
 
+pub mod postgres;
+
+/// A temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        let mut random = [0u8; 8];
+        let _ = getrandom::fill(&mut random);
+        let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = std::env::temp_dir().join(format!("{prefix}-{hex}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// VM states (`VIRMO-TREE.md`).
 pub mod state {
     pub const PROVISIONING: i64 = 10;
@@ -444,6 +467,16 @@ impl SimDevice {
             Credentials::new(config.server_name.clone(), config.server_secret.clone()),
         ));
         let client = DmHttpClient::new(config.http_timeout);
+        Self::with_client(config, tree, state, auth, client)
+    }
+
+    fn with_client(
+        config: SimConfig,
+        tree: DmTree,
+        state: Arc<Mutex<SimState>>,
+        auth: DmAuth,
+        client: DmHttpClient,
+    ) -> Self {
         Self {
             config,
             tree,
@@ -453,6 +486,11 @@ impl SimDevice {
             next_session: 0,
             client,
         }
+    }
+
+    /// Shares an HTTP client (and its kept-alive connections) with other devices.
+    pub fn use_client(&mut self, client: DmHttpClient) {
+        self.client = client;
     }
 
     pub fn lock(&self) -> MutexGuard<'_, SimState> {

@@ -1,4 +1,4 @@
-//! A throw-away PostgreSQL cluster for the tests: Debian's `postgresql` package (installed with
+//! A throw-away PostgreSQL cluster for the tests and the bench: Debian's `postgresql` package (installed with
 //! apt-get when missing, as root), `initdb` and `pg_ctl` from /usr/lib/postgresql/*/bin, run as
 //! the `postgres` user when we are root, listening only on a Unix socket in a temporary
 //! directory (no port to collide with). Stopped on drop.
