@@ -8,12 +8,12 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 
-use virmo_server::sim::postgres::Postgres;
 use support::TempDir;
 use virmo_server::admin::client::AdminClient;
 use virmo_server::admin::{AdminRequest, AdminResponse, EnrollRequest, JobRequest};
 use virmo_server::jobs::Operation;
 use virmo_server::model::{AuthKind, Filter, JobState};
+use virmo_server::sim::postgres::Postgres;
 use virmo_server::sim::{SimConfig, SimDevice};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
