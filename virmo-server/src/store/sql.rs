@@ -402,9 +402,7 @@ impl Store for SqlStore {
         .bind(prefix)
         .execute(&mut *tx)
         .await?;
-        for node in nodes {
-            upsert_node(&mut tx, device_id, node, now).await?;
-        }
+        upsert_nodes(&mut tx, device_id, nodes, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -416,9 +414,7 @@ impl Store for SqlStore {
         now: Millis,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for node in nodes {
-            upsert_node(&mut tx, device_id, node, now).await?;
-        }
+        upsert_nodes(&mut tx, device_id, nodes, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -539,14 +535,37 @@ impl Store for SqlStore {
         session: &str,
         now: Millis,
     ) -> Result<Option<Job>, StoreError> {
+        const EXPIRE: &str = "UPDATE jobs SET state = 'expired', \
+             error = 'not delivered before its deadline', finished_at = $2, updated_at = $2 \
+             WHERE device_id = $1 AND state = 'queued' AND expires_at <= $2";
+        if self.backend == Backend::Sqlite {
+            // One writer at a time: one statement takes the head job if it is queued.
+            sqlx::query(EXPIRE)
+                .bind(device_id.to_owned())
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+            let claim = format!(
+                "UPDATE jobs SET state = 'sent', attempts = attempts + 1, sent_at = $2, \
+                 lease_until = $2 + lease_ms, session = $3, updated_at = $2 \
+                 WHERE id = (SELECT id FROM jobs WHERE device_id = $1 AND state IN {OPEN_STATES} \
+                 ORDER BY id LIMIT 1) AND state = 'queued' AND expires_at > $2 \
+                 RETURNING {JOB_COLS}"
+            );
+            return sqlx::query(AssertSqlSafe(claim))
+                .bind(device_id.to_owned())
+                .bind(now)
+                .bind(session.to_owned())
+                .fetch_optional(&self.pool)
+                .await?
+                .as_ref()
+                .map(job_of)
+                .transpose();
+        }
         let mut tx = self.pool.begin().await?;
         // The device's row is the lock of its queue: a claim in another process skips it
         // rather than waiting (that session gets the job; this one gets nothing now).
-        let lock = match self.backend {
-            Backend::Postgres => "SELECT id FROM devices WHERE id = $1 FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "SELECT id FROM devices WHERE id = $1",
-        };
-        let locked = sqlx::query(lock)
+        let locked = sqlx::query("SELECT id FROM devices WHERE id = $1 FOR UPDATE SKIP LOCKED")
             .bind(device_id.to_owned())
             .fetch_optional(&mut *tx)
             .await?;
@@ -554,11 +573,7 @@ impl Store for SqlStore {
             tx.commit().await?;
             return Ok(None);
         }
-        sqlx::query(
-            "UPDATE jobs SET state = 'expired', error = 'not delivered before its deadline', \
-             finished_at = $2, updated_at = $2 \
-             WHERE device_id = $1 AND state = 'queued' AND expires_at <= $2",
-        )
+        sqlx::query(EXPIRE)
         .bind(device_id.to_owned())
         .bind(now)
         .execute(&mut *tx)
@@ -800,23 +815,41 @@ impl Store for SqlStore {
     }
 }
 
-async fn upsert_node(
+/// Inserts or replaces nodes, a few hundred rows per statement (the last of a repeated URI
+/// wins).
+async fn upsert_nodes(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     device_id: &str,
-    node: &TreeNode,
+    nodes: &[TreeNode],
     now: Millis,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO tree_nodes (device_id, uri, format, value, updated_at) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device_id, uri) DO UPDATE SET \
-         format = excluded.format, value = excluded.value, updated_at = excluded.updated_at",
-    )
-    .bind(device_id.to_owned())
-    .bind(node.uri.clone())
-    .bind(node.format.clone())
-    .bind(node.value.clone())
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    let mut unique: std::collections::BTreeMap<&str, &TreeNode> = Default::default();
+    for node in nodes {
+        unique.insert(node.uri.as_str(), node);
+    }
+    let unique: Vec<&TreeNode> = unique.into_values().collect();
+    for chunk in unique.chunks(500) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p = i * 4 + 2;
+                format!("($1, ${p}, ${}, ${}, ${})", p + 1, p + 2, p + 3)
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO tree_nodes (device_id, uri, format, value, updated_at) VALUES {} \
+             ON CONFLICT (device_id, uri) DO UPDATE SET format = excluded.format, \
+             value = excluded.value, updated_at = excluded.updated_at",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(device_id.to_owned());
+        for node in chunk {
+            query = query
+                .bind(node.uri.clone())
+                .bind(node.format.clone())
+                .bind(node.value.clone())
+                .bind(now);
+        }
+        query.execute(&mut **tx).await?;
+    }
     Ok(())
 }
