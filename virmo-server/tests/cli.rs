@@ -93,7 +93,7 @@ fn the_server_binary_and_virmoctl_manage_a_device() {
     let mut sim = SimDevice::new(sim_config);
 
     // `provision --watch` follows the job while the device takes it and finishes it.
-    let watcher = Command::new(env!("CARGO_BIN_EXE_virmoctl"))
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_virmoctl"))
         .args(["--server", &url, "--token-file"])
         .arg(&token)
         .args([
@@ -111,7 +111,7 @@ fn the_server_binary_and_virmoctl_manage_a_device() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("virmoctl runs");
-    let mut watched = BufReader::new(watcher.stdout.expect("stdout"));
+    let mut watched = BufReader::new(watcher.stdout.take().expect("stdout"));
     let mut first = String::new();
     watched.read_line(&mut first).expect("the queued line");
     assert!(first.contains("queued"), "{first}");
@@ -127,6 +127,7 @@ fn the_server_binary_and_virmoctl_manage_a_device() {
     std::io::Read::read_to_string(&mut watched, &mut rest).expect("the watch output");
     assert!(rest.contains(" accepted"), "{rest}");
     assert!(rest.trim_end().ends_with("done"), "{rest}");
+    assert!(watcher.wait().expect("virmoctl ends").success());
 
     let vms = text(&virmoctl(&url, &token, &["vms", "host-9"]));
     assert!(vms.contains("work") && vms.contains("stopped"), "{vms}");

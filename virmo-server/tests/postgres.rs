@@ -103,7 +103,7 @@ fn queue(admin: &AdminClient, device: &str, operation: Operation) -> virmo_serve
         },
     };
     match admin.send(&request) {
-        Ok(AdminResponse::Queued { job, .. }) => job,
+        Ok(AdminResponse::Queued { job, .. }) => *job,
         other => panic!("{other:?}"),
     }
 }

@@ -146,7 +146,7 @@ impl AdminRequest {
                 }
                 let queued: Queued = read(body)?;
                 AdminResponse::Queued {
-                    job: queued.job,
+                    job: Box::new(queued.job),
                     created: queued.created,
                 }
             }

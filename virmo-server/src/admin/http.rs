@@ -91,25 +91,27 @@ async fn run(state: &ApiState, request: AdminRequest) -> Response {
 }
 
 /// A list filter from the query (`device`, `state`, `after`, `limit`).
-fn filter(query: &HashMap<String, String>) -> Result<Filter, Response> {
-    let number = |name: &str| -> Result<Option<i64>, Response> {
+fn filter(query: &HashMap<String, String>) -> Result<Filter, Box<Response>> {
+    let number = |name: &str| -> Result<Option<i64>, Box<Response>> {
         query
             .get(name)
             .map(|v| {
                 v.parse().map_err(|_| {
-                    error(
+                    Box::new(error(
                         StatusCode::BAD_REQUEST,
                         &format!("`{name}` must be a number"),
-                    )
+                    ))
                 })
             })
             .transpose()
     };
     let state = match query.get("state") {
-        Some(s) => Some(
-            JobState::parse(s)
-                .ok_or_else(|| error(StatusCode::BAD_REQUEST, &format!("no job state `{s}`")))?,
-        ),
+        Some(s) => Some(JobState::parse(s).ok_or_else(|| {
+            Box::new(error(
+                StatusCode::BAD_REQUEST,
+                &format!("no job state `{s}`"),
+            ))
+        })?),
         None => None,
     };
     Ok(Filter {
@@ -167,7 +169,7 @@ async fn queue(
 async fn jobs(State(s): St, Query(query): Q) -> Response {
     match filter(&query) {
         Ok(filter) => run(&s, AdminRequest::Jobs { filter }).await,
-        Err(response) => response,
+        Err(response) => *response,
     }
 }
 
@@ -188,14 +190,14 @@ async fn job(State(s): St, Path(id): Path<i64>, Query(query): Q) -> Response {
 async fn alerts(State(s): St, Query(query): Q) -> Response {
     match filter(&query) {
         Ok(filter) => run(&s, AdminRequest::Alerts { filter }).await,
-        Err(response) => response,
+        Err(response) => *response,
     }
 }
 
 async fn events(State(s): St, Query(query): Q) -> Response {
     match filter(&query) {
         Ok(filter) => run(&s, AdminRequest::Events { filter }).await,
-        Err(response) => response,
+        Err(response) => *response,
     }
 }
 

@@ -132,7 +132,7 @@ pub enum AdminResponse {
     Tree(Vec<TreeNode>),
     /// `created` is false when the idempotency key named an existing job.
     Queued {
-        job: Job,
+        job: Box<Job>,
         created: bool,
     },
     Jobs(Vec<Job>),
@@ -340,7 +340,10 @@ impl Admin {
             tracing::info!(device = device_id, job = job.id, operation = %job.operation, "job queued");
             self.dm.notify(&device).await;
         }
-        Ok(AdminResponse::Queued { job, created })
+        Ok(AdminResponse::Queued {
+            job: Box::new(job),
+            created,
+        })
     }
 
     async fn job(

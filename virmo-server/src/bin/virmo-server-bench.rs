@@ -58,6 +58,9 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// What one client thread gives back: its devices, its timings, its failures.
+type ThreadResult = (Vec<(usize, SimDevice)>, Vec<Duration>, usize);
+
 struct Outcome {
     rate: f64,
     median: Duration,
@@ -79,38 +82,37 @@ fn spread(
     }
     let next = AtomicUsize::new(0);
     let started = Instant::now();
-    let results: Vec<(Vec<(usize, SimDevice)>, Vec<Duration>, usize)> =
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = slices
-                .into_iter()
-                .map(|mut slice| {
-                    let next = &next;
-                    let work = &work;
-                    scope.spawn(move || {
-                        let mut times = Vec::new();
-                        let mut failures = 0;
-                        let client = omadm::transport::DmHttpClient::new(Duration::from_secs(60));
-                        for (_, device) in slice.iter_mut() {
-                            device.use_client(client.clone());
-                        }
-                        let mut k = 0;
-                        while next.fetch_add(1, Ordering::Relaxed) < count {
-                            let len = slice.len();
-                            let (index, device) = &mut slice[k % len];
-                            let (took, ok) = work(device, *index);
-                            times.push(took);
-                            failures += usize::from(!ok);
-                            k += 1;
-                        }
-                        (slice, times, failures)
-                    })
+    let results: Vec<ThreadResult> = std::thread::scope(|scope| {
+        let handles: Vec<_> = slices
+            .into_iter()
+            .map(|mut slice| {
+                let next = &next;
+                let work = &work;
+                scope.spawn(move || {
+                    let mut times = Vec::new();
+                    let mut failures = 0;
+                    let client = omadm::transport::DmHttpClient::new(Duration::from_secs(60));
+                    for (_, device) in slice.iter_mut() {
+                        device.use_client(client.clone());
+                    }
+                    let mut k = 0;
+                    while next.fetch_add(1, Ordering::Relaxed) < count {
+                        let len = slice.len();
+                        let (index, device) = &mut slice[k % len];
+                        let (took, ok) = work(device, *index);
+                        times.push(took);
+                        failures += usize::from(!ok);
+                        k += 1;
+                    }
+                    (slice, times, failures)
                 })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("a client thread"))
-                .collect()
-        });
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a client thread"))
+            .collect()
+    });
     let elapsed = started.elapsed();
     let mut all: Vec<(usize, SimDevice)> = Vec::with_capacity(n);
     let mut times = Vec::new();

@@ -297,7 +297,7 @@ fn print_job_line(job: &Job) {
 }
 
 fn print_vms(vms: &[VmView]) {
-    println!("{:<20} {:<13} {:<6} {}", "VM", "STATE", "LOCK", "SETTINGS");
+    println!("{:<20} {:<13} {:<6} SETTINGS", "VM", "STATE", "LOCK");
     for vm in vms {
         let settings: Vec<String> = vm.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
@@ -314,10 +314,7 @@ fn print(response: &AdminResponse) {
     match response {
         AdminResponse::Enrolled(enrolled) => print!("{}", enrolled.agent_config),
         AdminResponse::Devices(devices) => {
-            println!(
-                "{:<24} {:<6} {:<21} {}",
-                "DEVICE", "AUTH", "LAST SEEN", "MODEL"
-            );
+            println!("{:<24} {:<6} {:<21} MODEL", "DEVICE", "AUTH", "LAST SEEN");
             for d in devices {
                 println!(
                     "{:<24} {:<6} {:<21} {}",
@@ -503,7 +500,7 @@ fn queue(
         let AdminResponse::Queued { job, .. } = response else {
             bail!("unexpected answer");
         };
-        if watch(client, job, cli.json)? != JobState::Done {
+        if watch(client, *job, cli.json)? != JobState::Done {
             std::process::exit(1);
         }
     }

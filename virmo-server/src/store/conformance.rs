@@ -587,8 +587,7 @@ pub async fn concurrent_claims_give_a_job_to_one_session_only(store: &dyn Store)
     let results = futures_join_all(claims).await;
     let winners: Vec<_> = results
         .into_iter()
-        .map(|r| r.expect("claim"))
-        .flatten()
+        .filter_map(|r| r.expect("claim"))
         .collect();
     assert_eq!(winners.len(), 1);
     assert_eq!(winners[0].id, job.id);

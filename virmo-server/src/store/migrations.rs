@@ -23,7 +23,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
 }];
 
 /// The advisory lock key of migrations ("virmo" in ASCII).
-const PG_LOCK: i64 = 0x7669_726d_6f;
+const PG_LOCK: i64 = 0x0076_6972_6d6f;
 
 /// The newest version this server knows.
 pub fn latest() -> i64 {

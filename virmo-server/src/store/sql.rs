@@ -574,10 +574,10 @@ impl Store for SqlStore {
             return Ok(None);
         }
         sqlx::query(EXPIRE)
-        .bind(device_id.to_owned())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+            .bind(device_id.to_owned())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         let head = format!(
             "SELECT id, state FROM jobs WHERE device_id = $1 AND state IN {OPEN_STATES} \
              ORDER BY id LIMIT 1"

@@ -108,7 +108,7 @@ impl TestServer {
             },
         };
         match self.request(request).await.expect("queued") {
-            AdminResponse::Queued { job, .. } => job,
+            AdminResponse::Queued { job, .. } => *job,
             other => panic!("unexpected answer {other:?}"),
         }
     }
