@@ -127,6 +127,20 @@ impl Server {
             return Err(ServerError::Config("the server ID is empty".into()));
         }
         let store = store::open(&config.database_url, config.max_connections).await?;
+        Self::start_with_store(config, store, clock).await
+    }
+
+    /// Serves with a store already open (`database_url` is then only shown in logs).
+    pub async fn start_with_store(
+        config: ServerConfig,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServerError> {
+        if config.admin_token.trim().len() < 8 {
+            return Err(ServerError::Config(
+                "the admin token must be at least 8 characters".into(),
+            ));
+        }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind {
