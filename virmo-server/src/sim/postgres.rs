@@ -128,9 +128,9 @@ impl Postgres {
             .args(["-l"])
             .arg(pg.dir.0.join("postgres.log"))
             .args(["-o", &options, "start"])
-            .status()
+            .output()
             .expect("pg_ctl runs");
-        if !status.success() {
+        if !status.status.success() {
             let log = std::fs::read_to_string(pg.dir.0.join("postgres.log")).unwrap_or_default();
             panic!("PostgreSQL did not start: {log}");
         }

@@ -273,8 +273,9 @@ pub async fn a_devices_jobs_go_one_at_a_time_in_order(store: &dyn Store) {
                 error: "not allowed in this state".into(),
             }
         } else {
+            // With and without a result code (a job of Replaces has none).
             JobTransition::Done {
-                result_code: Some(1200),
+                result_code: (n == 0).then_some(1200),
             }
         };
         store
