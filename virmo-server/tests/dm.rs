@@ -358,3 +358,36 @@ async fn idle_sessions_keep_both_nonces_in_step() {
         .iter()
         .all(|e| e.kind != "auth-failed"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_starts_over_under_the_same_session_id_gets_its_job_again() {
+    let test = TestServer::start().await;
+    let sim = test.device("dev-restart").await;
+    let config = sim.config.clone();
+    let job = test.queue("dev-restart", provision("w")).await;
+    let (sim, _) = with_device(sim, |sim| sim.abandon_session(1)).await;
+    assert_eq!(test.state(job.id).await, JobState::Sent);
+    // The device restarts: a new client whose first session has the same ID ("1"), with the
+    // nonces it had.
+    let restarted = virmo_server::sim::SimDevice::new(config);
+    {
+        let old = sim.auth().lock().clone();
+        *restarted.auth().lock() = old;
+    }
+    let (restarted, report) = session(restarted).await;
+    assert_eq!(report.reason, Some(EndReason::Completed), "{report:?}");
+    let again = test.job(job.id).await;
+    assert_eq!(
+        (again.state, again.attempts),
+        (JobState::Accepted, 2),
+        "{again:?}"
+    );
+    assert_eq!(restarted.lock().execs.len(), 1);
+    let kinds: Vec<String> = test
+        .events(Some("dev-restart"))
+        .await
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(kinds.iter().any(|k| k == "session-restarted"), "{kinds:?}");
+}

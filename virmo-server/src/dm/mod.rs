@@ -202,6 +202,23 @@ impl DmService {
             Some(token) => self.registry.take_by_token(token),
             None => self.registry.take_by_key(&device_id, &msg.hdr.session_id),
         };
+        let found = match found {
+            // Package 1 again under the SessionID of a running session: the device started
+            // over (it restarted, or lost our replies). The old session ends as if timed out.
+            Some(mut old) if token.is_none() && msg.hdr.msg_id == 1 => {
+                let later = Instant::now() + self.config.limits.idle_timeout * 2;
+                old.session.handle_timeout(later);
+                if let Err(err) = self.drain(&mut old).await {
+                    tracing::error!(error = %err, "cannot record the end of a replaced session");
+                    return DmReply::refused(503, "the server cannot reach its storage");
+                }
+                let detail = format!("session {} replaced by a new package 1", old.tag);
+                self.event(Some(&device_id), None, "session-restarted", &detail)
+                    .await;
+                None
+            }
+            found => found,
+        };
         let mut live = match (found, token) {
             (Some(live), _) => live,
             (None, Some(_)) => {
