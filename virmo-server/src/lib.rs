@@ -25,3 +25,21 @@ pub mod model;
 pub mod server;
 pub mod sim;
 pub mod store;
+
+/// `bytes` random bytes in hexadecimal: session tokens, correlators, instance names, test IDs.
+/// Should the system's random source fail, the bytes of the clock stand in (IDs stay unique;
+/// the tokens are then only unique, not unguessable).
+pub fn random_hex(bytes: usize) -> String {
+    let mut random = vec![0u8; bytes];
+    if getrandom::fill(&mut random).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+            .to_le_bytes();
+        for (byte, clock) in random.iter_mut().zip(nanos.iter().cycle()) {
+            *byte = *clock;
+        }
+    }
+    random.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -157,11 +157,10 @@ impl Server {
             .unwrap_or_else(|| format!("http://{addr}"))
             .trim_end_matches('/')
             .to_owned();
-        let instance = config.instance.clone().unwrap_or_else(|| {
-            let mut random = [0u8; 4];
-            let _ = getrandom::fill(&mut random);
-            random.iter().map(|b| format!("{b:02x}")).collect()
-        });
+        let instance = config
+            .instance
+            .clone()
+            .unwrap_or_else(|| crate::random_hex(4));
         let (changes, changes_rx) = tokio::sync::watch::channel(0u64);
         let dm = Arc::new(DmService::new(
             store.clone(),

@@ -87,6 +87,10 @@ async fn run(state: &ApiState, request: AdminRequest) -> Response {
             tracing::error!(error = %err, "admin request failed");
             error(StatusCode::SERVICE_UNAVAILABLE, "storage failed")
         }
+        Err(err @ AdminError::Random(_)) => {
+            tracing::error!(error = %err, "admin request failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string())
+        }
     }
 }
 

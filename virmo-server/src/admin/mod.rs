@@ -152,6 +152,8 @@ pub enum AdminError {
     Conflict(String),
     #[error("storage failed")]
     Store(#[source] StoreError),
+    #[error("no secret can be generated: the system random source failed")]
+    Random(#[source] getrandom::Error),
 }
 
 impl From<StoreError> for AdminError {
@@ -172,12 +174,12 @@ impl From<OperationError> for AdminError {
     }
 }
 
-/// A random secret (24 bytes, URL-safe base64).
-pub fn generate_secret() -> String {
+/// A random secret (24 bytes, URL-safe base64); none without the system's random source.
+pub fn generate_secret() -> Result<String, getrandom::Error> {
     use base64::Engine as _;
     let mut random = [0u8; 24];
-    let _ = getrandom::fill(&mut random);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
+    getrandom::fill(&mut random)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random))
 }
 
 /// Serves [`AdminRequest`]s.
@@ -288,9 +290,15 @@ impl Admin {
         let enrollment = Enrollment {
             auth: request.auth.unwrap_or_default(),
             client_name: request.client_name.unwrap_or_else(|| id.clone()),
-            client_secret: request.client_secret.unwrap_or_else(generate_secret),
+            client_secret: match request.client_secret {
+                Some(secret) => secret,
+                None => generate_secret().map_err(AdminError::Random)?,
+            },
             server_name: self.dm.config().server_id.clone(),
-            server_secret: request.server_secret.unwrap_or_else(generate_secret),
+            server_secret: match request.server_secret {
+                Some(secret) => secret,
+                None => generate_secret().map_err(AdminError::Random)?,
+            },
             notify_addr: request.notify_addr,
             id,
         };

@@ -75,7 +75,7 @@ fn admin_token(args: &Args) -> Result<String> {
             .with_context(|| format!("reading the admin token from {}", path.display()))?;
         return Ok(token.trim().to_owned());
     }
-    let token = virmo_server::admin::generate_secret();
+    let token = virmo_server::admin::generate_secret().context("generating an admin token")?;
     write_private(&path, &token)?;
     eprintln!("virmo-server: a new admin token is in {}", path.display());
     Ok(token)

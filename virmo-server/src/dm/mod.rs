@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use omadm::auth::{Credentials, PeerAuth};
-use omadm::model::{Command, ItemCommand, SyncMl};
+use omadm::model::SyncMl;
 use omadm::session::auth::DmAuth;
 use omadm::session::{
     Encoding, EndReason, GenericAlert, Limits, RequestId, ServerConfig, ServerEvent, ServerSession,
@@ -97,12 +97,6 @@ impl std::fmt::Debug for DmService {
             .field("live_sessions", &self.registry.len())
             .finish_non_exhaustive()
     }
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut random = vec![0u8; bytes];
-    let _ = getrandom::fill(&mut random);
-    random.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn status_ok(code: i64) -> bool {
@@ -284,7 +278,7 @@ impl DmService {
             )
             .with_nonces(device.nonce_server.clone(), device.nonce_client.clone()),
         );
-        let token = random_hex(12);
+        let token = crate::random_hex(12);
         let serial = self.sessions.fetch_add(1, Ordering::Relaxed);
         let config = ServerConfig {
             server_id: self.config.server_id.clone(),
@@ -435,25 +429,20 @@ impl DmService {
         }
         if self.config.refresh_after_change && live.tree_dirty && !live.refresh_sent {
             live.refresh_sent = true;
-            let get = Command::Get(ItemCommand::new(
-                0,
-                vec![omadm::model::Item::target(format!(
-                    "{}?list=StructData",
-                    jobs::VIRMO_ROOT
-                ))],
-            ));
-            let request = live.session.enqueue(get);
+            let get = DmCommand::Get {
+                uri: format!("{}?list=StructData", jobs::VIRMO_ROOT),
+            };
+            let request = live.session.enqueue(jobs::to_dm(&get, ""));
             live.requests.insert(request, Request::Refresh);
             live.enqueued_any = true;
         }
         if !live.enqueued_any {
             // Keeps the session to the device's next message (see `Live::enqueued_any`).
             live.enqueued_any = true;
-            let probe = Command::Get(ItemCommand::new(
-                0,
-                vec![omadm::model::Item::target("./DevInfo/DmV")],
-            ));
-            let request = live.session.enqueue(probe);
+            let probe = DmCommand::Get {
+                uri: "./DevInfo/DmV".to_owned(),
+            };
+            let request = live.session.enqueue(jobs::to_dm(&probe, ""));
             live.requests.insert(request, Request::Probe);
         }
         Ok(())

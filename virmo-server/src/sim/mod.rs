@@ -36,10 +36,11 @@ pub struct TempDir(pub std::path::PathBuf);
 
 impl TempDir {
     pub fn new(prefix: &str) -> Self {
-        let mut random = [0u8; 8];
-        let _ = getrandom::fill(&mut random);
-        let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let dir = std::env::temp_dir().join(format!("{prefix}-{hex}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "{prefix}-{}-{}",
+            crate::random_hex(8),
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         Self(dir)
     }

@@ -13,10 +13,7 @@ use crate::model::{
 const T0: i64 = 1_800_000_000_000;
 
 fn unique(name: &str) -> String {
-    let mut random = [0u8; 6];
-    getrandom::fill(&mut random).expect("random bytes");
-    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    format!("conf-{hex}-{name}")
+    format!("conf-{}-{name}", crate::random_hex(6))
 }
 
 fn enrollment(id: &str) -> Enrollment {

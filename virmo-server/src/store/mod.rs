@@ -234,23 +234,11 @@ mod tests {
 
 #[cfg(test)]
 mod sqlite_tests {
-    /// A fresh SQLite file in a temporary directory, removed on drop.
-    struct TempDb(std::path::PathBuf);
-
-    impl Drop for TempDb {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn temp_db() -> (TempDb, String) {
-        let mut random = [0u8; 8];
-        getrandom::fill(&mut random).expect("random");
-        let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let dir = std::env::temp_dir().join(format!("virmo-store-{hex}"));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let url = super::sqlite_url(&dir);
-        (TempDb(dir), url)
+    /// A fresh SQLite file in a temporary directory, removed with it.
+    fn temp_db() -> (crate::sim::TempDir, String) {
+        let dir = crate::sim::TempDir::new("virmo-store");
+        let url = super::sqlite_url(&dir.0);
+        (dir, url)
     }
 
     #[tokio::test]

@@ -144,19 +144,10 @@ fn response_of(row: &AnyRow) -> Result<Response, StoreError> {
     })
 }
 
-/// A fresh Correlator: random, so that a device cannot guess another job's.
+/// A fresh Correlator: random, so that a device cannot guess another job's (the UNIQUE index
+/// guards anyway).
 fn new_correlator() -> String {
-    let mut random = [0u8; 12];
-    // Without randomness the clock still makes it unique enough; the UNIQUE index guards.
-    if getrandom::fill(&mut random).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        random.copy_from_slice(&nanos.to_le_bytes()[..12]);
-    }
-    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    format!("virmo-{hex}")
+    format!("virmo-{}", crate::random_hex(12))
 }
 
 /// A list query's WHERE, ORDER and LIMIT from a filter, with its parameters in order.
