@@ -15,6 +15,8 @@ const NEEDED: &[(&str, &str)] = &[
     ("objcopy", "binutils"),
     ("xml2wbxml", "libwbxml2-utils"),
     ("ip", "iproute2"),
+    // virmo-server's PostgreSQL tests (initdb and pg_ctl come in /usr/lib/postgresql/*/bin).
+    ("pg_ctlcluster", "postgresql"),
 ];
 
 fn have(command: &str) -> bool {
