@@ -239,8 +239,9 @@ impl Vcpu {
         let _ = self.fd.kvmclock_ctrl();
     }
 
-    /// The vCPU's state after a triple fault, for the log: where it was, its stack, its control
-    /// and descriptor-table registers, and the events KVM held for it.
+    /// The vCPU's state after a triple fault, for the log. On AMD, KVM has already reset the
+    /// vCPU (the VMCB is undefined after a shutdown intercept), so the registers show the reset
+    /// state; the exception left in the events (vector, error code) is the informative part.
     fn shutdown_detail(&self) -> String {
         let regs = match self.fd.get_regs() {
             Ok(r) => format!(
