@@ -283,22 +283,29 @@ impl Guest {
         self.lines.try_iter().collect()
     }
 
-    /// Waits for the VMM process to end.
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+    /// Waits for the VMM process to end; `None` if it still runs after `timeout`.
+    pub fn try_wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for vmm") {
-                return status;
+                return Some(status);
             }
             if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "the vmm did not exit within {timeout:?}; output:\n{}",
-                    self.transcript()
-                );
+                return None;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits for the VMM process to end (kills it and fails the test after `timeout`).
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        self.try_wait_exit(timeout).unwrap_or_else(|| {
+            let _ = self.child.kill();
+            panic!(
+                "the vmm did not exit within {timeout:?}; output:\n{}",
+                self.transcript()
+            )
+        })
     }
 
     /// Types `text` on the guest's console (needs `with_console_input`).

@@ -301,16 +301,13 @@ fn parse(line: &str) -> Option<(usize, Result<u64, u64>)> {
 }
 
 fn wait_exit_ok(guest: &mut Guest) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while guest.is_running() {
-        if Instant::now() > deadline {
-            return Err("the VMM did not exit after the suspend".into());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    match guest.wait_exit(Duration::from_secs(1)).code() {
-        Some(0) => Ok(()),
-        other => Err(format!("the VMM ended with {other:?} after the suspend")),
+    match guest
+        .try_wait_exit(Duration::from_secs(30))
+        .map(|s| s.code())
+    {
+        Some(Some(0)) => Ok(()),
+        Some(other) => Err(format!("the VMM ended with {other:?} after the suspend")),
+        None => Err("the VMM did not exit after the suspend".into()),
     }
 }
 

@@ -38,25 +38,27 @@ pub fn ensure_packages() -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing {}", missing.join(" "));
-    let apt = |args: &[&str]| -> Result<()> {
-        let status = Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .context("running apt-get")?;
-        if !status.success() {
-            bail!(
-                "`apt-get {}` failed ({status}); install these packages by hand (as root): {}",
-                args.join(" "),
-                missing.join(" ")
-            );
-        }
-        Ok(())
-    };
-    apt(&["update", "-q"])?;
+    let by_hand = format!(
+        "install these packages by hand (as root): {}",
+        missing.join(" ")
+    );
+    apt_get(&["update", "-q"], &by_hand)?;
     let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
     args.extend(&missing);
-    apt(&args)
+    apt_get(&args, &by_hand)
+}
+
+/// Runs `apt-get ARGS` non-interactively; on failure the error ends with `hint`.
+fn apt_get(args: &[&str], hint: &str) -> Result<()> {
+    let status = Command::new("apt-get")
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get")?;
+    if !status.success() {
+        bail!("`apt-get {}` failed ({status}); {hint}", args.join(" "));
+    }
+    Ok(())
 }
 
 /// The oldest QEMU the nested-KVM runner is run with (docs/runner.md, "Which QEMU").
@@ -85,8 +87,9 @@ pub fn ensure_runner_qemu() -> Result<()> {
     }
     let suite = crate::backports::ensure()?;
     eprintln!("xtask: installing QEMU {RUNNER_QEMU_MAJOR} from {suite} for the nested-KVM runner");
-    for args in [
-        &["update", "-q"][..],
+    let hint = format!("the runner needs QEMU {RUNNER_QEMU_MAJOR} from {suite}");
+    apt_get(&["update", "-q"], &hint)?;
+    apt_get(
         &[
             "install",
             "-y",
@@ -95,17 +98,9 @@ pub fn ensure_runner_qemu() -> Result<()> {
             "-t",
             &suite,
             "qemu-system-x86",
-        ][..],
-    ] {
-        let status = Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .context("running apt-get")?;
-        if !status.success() {
-            bail!("`apt-get {}` failed ({status})", args.join(" "));
-        }
-    }
+        ],
+        &hint,
+    )?;
     match qemu_major() {
         Some(major) if major >= RUNNER_QEMU_MAJOR => Ok(()),
         other => bail!("QEMU {other:?} after installing from {suite}; the runner needs {RUNNER_QEMU_MAJOR} or later"),
