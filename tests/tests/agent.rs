@@ -1126,3 +1126,60 @@ fn agent_keeps_authenticating_through_a_storm_of_alerts() {
         assert!(w.run(gets).iter().all(|r| r.value() == "20"));
     }
 }
+
+#[test]
+fn agent_keeps_undelivered_alerts_across_restarts() {
+    let _ = agent_bin();
+    let mut w = World::new("agent-queue", PathBuf::from("/nonexistent/vmm"), "");
+    let (bundle, hash) = dummy_bundle(&w.files_dir(), "queue");
+    let url = w.files.url(bundle.file_name().unwrap().to_str().unwrap());
+    w.add("q", &url, &hash);
+    assert_eq!(w.op("q", "Provision"), 1200);
+    let replies = w.run(vec![
+        replace(
+            &format!("{}/Lock/UserUnlockAllowed", vm("q")),
+            "bool",
+            "true",
+        ),
+        replace(&format!("{}/Lock/UserUnlockCode", vm("q")), "chr", "1357"),
+    ]);
+    assert!(replies.iter().all(|r| r.status == 200));
+    assert_eq!(w.op("q", "PartiallyLock"), 1200);
+    // The server becomes unreachable (the agent is pointed at a closed port).
+    w.agent.kill();
+    let mut setup = w.agent.setup.clone();
+    let good_url = setup.server_url.clone();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    setup.server_url = format!("http://{}/dm", closed.local_addr().unwrap());
+    drop(closed);
+    w.agent = AgentProcess::start(&setup);
+    // The user unlocks: the UserUnlocked alert cannot be delivered; it waits in the database.
+    let unlocked = w.agent.local(Request::Unlock {
+        vm: "q".into(),
+        code: "1357".into(),
+    });
+    assert!(unlocked.ok, "{unlocked:?}");
+    wait_until(Duration::from_secs(30), "a failed delivery attempt", || {
+        w.agent
+            .local(Request::Alerts)
+            .alerts
+            .unwrap_or_default()
+            .iter()
+            .any(|a| a.alert_type.ends_with("UserUnlocked") && a.attempts >= 1)
+    });
+    // Killed with the alert undelivered; started again with the server reachable: delivered.
+    w.agent.kill();
+    setup.server_url = good_url;
+    w.agent = AgentProcess::start(&setup);
+    let alert = w.server.wait_alert(OP_TIMEOUT, |a| {
+        a.alert_type == "urn:oma:at:virmo:1.0:UserUnlocked"
+    });
+    assert_eq!(alert.data(), "10");
+    wait_until(Duration::from_secs(30), "the queue emptied", || {
+        w.agent
+            .local(Request::Alerts)
+            .alerts
+            .is_some_and(|a| a.is_empty())
+    });
+    assert_eq!(w.value(&format!("{}/Lock/State", vm("q"))), "10");
+}
