@@ -9,7 +9,7 @@
 mod proc_stat;
 mod spawn;
 
-pub use proc_stat::{process_start_time, ProcState};
+pub use proc_stat::{find_by_api_socket, process_start_time, ProcState};
 pub use spawn::{last_reason, Launch, VmmDevice, VmmProcess};
 
 use std::time::Duration;
