@@ -93,12 +93,9 @@ fn reconcile(supervisor: &Supervisor, state: &mut super::SlotState) {
             }
         }
         (VmState::Running, false) => {
-            let reason = crate::vmm_proc::last_reason(&supervisor.layout.vm(&record.id).vmm_log);
-            let clean = crate::vmm_proc::ExitInfo {
-                code: None,
-                reason: reason.clone(),
-            }
-            .is_clean();
+            let exit =
+                crate::vmm_proc::ExitInfo::from_log(&supervisor.layout.vm(&record.id).vmm_log);
+            let (clean, reason) = (exit.is_clean(), exit.reason);
             record.state = if clean {
                 VmState::Stopped
             } else {
