@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use virmo_agent::local::protocol::Request;
 use virmo_tests::agent::{
-    agent_bin, cgroup_mount, guest_bundle, kill_vmms, last_counter, wait_until, AgentProcess,
-    AgentSetup, FileServer, DEVICE_ID,
+    agent_bin, alive, cgroup_mount, guest_bundle, guest_spec, kill_vmms, last_counter,
+    vmm_processes, wait_until, write_spec, AgentProcess, AgentSetup, FileServer, DEVICE_ID,
 };
 use virmo_tests::dm_server::{add_node, atomic, delete, exec, get, replace, Accounts, DmServer};
 use virmo_tests::{TempDir, TestEnv};
@@ -557,42 +557,6 @@ fn agent_drives_two_vms_through_their_whole_life() {
     );
 }
 
-/// Whether process `pid` runs (a zombie does not: a VMM whose agent died is reaped by init,
-/// which in the runner may take its time).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
-}
-
-/// The pids of the VMM processes whose command line names `data_dir`.
-fn vmm_processes(data_dir: &Path) -> Vec<u32> {
-    let needle = data_dir.display().to_string();
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| {
-                    let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
-                    let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-                    let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
-                    let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-                    let zombie = stat
-                        .rsplit(')')
-                        .next()
-                        .is_some_and(|r| r.trim_start().starts_with('Z'));
-                    (cmdline.contains(&needle) && cmdline.contains("--api-socket") && !zombie)
-                        .then_some(pid)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Execs `op` and kills the agent as soon as the Exec is accepted (the operation is running).
 fn exec_then_kill(w: &mut World, node: &str, op: &str, correlator: &str) {
     let replies = w.run(vec![exec(
@@ -738,20 +702,12 @@ fn agent_reports_guests_that_stop_on_their_own() {
 fn firmware_bundle(w: &World, env: &TestEnv, kernel: &Path, version: &str) -> String {
     let spec = virmo_agent::bundle::create::BundleSpec {
         name: "test-kernel".into(),
-        version: version.into(),
         kernel: kernel.to_path_buf(),
-        initramfs: Some(env.initramfs()),
-        disk: None,
         cmdline: String::new(),
-        ready_marker: Some("VIRMO-GUEST-READY".into()),
-        vcpus: 1,
-        memory_mib: 128,
-        storage_mib: 1,
-        entropy: false,
-        removable_mib: 0,
+        ..guest_spec(env, "counter", version)
     };
     let name = format!("firmware-{version}.tar");
-    virmo_agent::bundle::create::write_bundle(&spec, &w.files_dir().join(&name)).unwrap();
+    write_spec(&spec, &w.files_dir(), &name);
     w.files.url(&name)
 }
 
@@ -963,23 +919,13 @@ fn agent_bench() {
     // Many VMs at once: the idle guest, 128 MiB each (64 MiB is too little for the test
     // kernel: it reboots), one shared image.
     let spec = virmo_agent::bundle::create::BundleSpec {
-        name: "idle".into(),
-        version: "1".into(),
-        kernel: env.bzimage(),
-        initramfs: Some(env.initramfs()),
-        disk: None,
-        cmdline: "console=ttyS0 quiet panic=-1 virmo.scenario=idle".into(),
-        ready_marker: Some("VIRMO-GUEST-READY".into()),
-        vcpus: 1,
-        memory_mib: 128,
         storage_mib: 1,
         entropy: false,
         removable_mib: 0,
+        ..guest_spec(&env, "idle", "1")
     };
-    let bundle = w.files_dir().join("idle.tar");
-    let digest = virmo_agent::bundle::create::write_bundle(&spec, &bundle).unwrap();
+    let (_, idle_hash) = write_spec(&spec, &w.files_dir(), "idle.tar");
     let idle_url = w.files.url("idle.tar");
-    let idle_hash = format!("sha256:{}", virmo_agent::bundle::hex(&digest));
     let rss_empty = w.agent.rss_kib();
     let nodes: Vec<String> = (0..vms).map(|i| format!("vm{i:03}")).collect();
     let mut adds = Vec::new();
