@@ -236,28 +236,49 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
+/// Whether process `pid` runs (a zombie does not: a VMM whose agent died is reaped by init,
+/// which in the runner may take its time).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// The running VMM processes of the agent on `data_dir` (their command line names it and an
+/// API socket).
+pub fn vmm_processes(data_dir: &Path) -> Vec<u32> {
+    let needle = data_dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
+                    let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+                    let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
+                    (cmdline.contains(&needle) && cmdline.contains("--api-socket") && alive(pid))
+                        .then_some(pid)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Kills every VMM left under `data_dir` (the VMMs outlive the agent by design).
 pub fn kill_vmms(data_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    let needle = data_dir.display().to_string();
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains(&needle) && !cmdline.contains("virmo-agent") {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
+    for pid in vmm_processes(data_dir) {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     }
 }
 
-/// A bundle of the test guest running `scenario`; its path and `sha256:` hash.
-pub fn guest_bundle(env: &TestEnv, dir: &Path, scenario: &str, version: &str) -> (PathBuf, String) {
-    let out = dir.join(format!("{scenario}-{version}.tar"));
-    let spec = BundleSpec {
+/// The test guest running `scenario` (bzImage, test initramfs, 1 vCPU, 128 MiB, a 16 MiB
+/// disk, an entropy device and an 8 MiB removable disk).
+pub fn guest_spec(env: &TestEnv, scenario: &str, version: &str) -> BundleSpec {
+    BundleSpec {
         name: format!("test-{scenario}"),
         version: version.into(),
         kernel: env.bzimage(),
@@ -270,9 +291,23 @@ pub fn guest_bundle(env: &TestEnv, dir: &Path, scenario: &str, version: &str) ->
         storage_mib: 16,
         entropy: true,
         removable_mib: 8,
-    };
-    let digest = write_bundle(&spec, &out).expect("write a bundle");
+    }
+}
+
+/// Writes `spec` as `dir/name`; its path and `sha256:` hash.
+pub fn write_spec(spec: &BundleSpec, dir: &Path, name: &str) -> (PathBuf, String) {
+    let out = dir.join(name);
+    let digest = write_bundle(spec, &out).expect("write a bundle");
     (out, format!("sha256:{}", virmo_agent::bundle::hex(&digest)))
+}
+
+/// A bundle of the test guest running `scenario`; its path and `sha256:` hash.
+pub fn guest_bundle(env: &TestEnv, dir: &Path, scenario: &str, version: &str) -> (PathBuf, String) {
+    write_spec(
+        &guest_spec(env, scenario, version),
+        dir,
+        &format!("{scenario}-{version}.tar"),
+    )
 }
 
 /// An HTTP file server with `Range` support. `cut` first responses stop halfway; `delay`

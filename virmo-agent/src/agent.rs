@@ -115,9 +115,25 @@ impl Agent {
             let seeded = crate::dm::tree::seed_account(server);
             let account = match store.account()? {
                 Some(stored) if stored.seed == seeded.seed => stored,
-                _ => {
-                    store.save_account(&seeded)?;
-                    seeded
+                stored => {
+                    // A changed configuration wins; the nonces stay while the credentials they
+                    // go with are the same (a new URL does not make the server a stranger).
+                    let mut account = seeded;
+                    if let Some(stored) = stored.filter(|s| {
+                        s.server_id == account.server_id
+                            && s.auth_type == account.auth_type
+                            && s.client_name == account.client_name
+                            && s.client_secret == account.client_secret
+                            && s.server_name == account.server_name
+                            && s.server_secret == account.server_secret
+                    }) {
+                        account.client_nonce = stored.client_nonce;
+                        account.server_nonce = stored.server_nonce;
+                        account.previous_server_nonces = stored.previous_server_nonces;
+                    }
+                    tracing::info!("DM account (re)seeded from the configuration");
+                    store.save_account(&account)?;
+                    account
                 }
             };
             let tree =

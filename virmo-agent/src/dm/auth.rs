@@ -32,6 +32,13 @@ impl TolerantCheck {
     }
 }
 
+impl TolerantCheck {
+    /// The earlier nonces still accepted, newest first (to store with the account).
+    pub fn previous(&self) -> Arc<Mutex<Vec<Vec<u8>>>> {
+        self.previous.clone()
+    }
+}
+
 impl CredentialCheck for TolerantCheck {
     fn verify(&mut self, presented: Presented<'_>) -> Verdict {
         let base = self.inner.lock().clone();
@@ -48,11 +55,23 @@ impl CredentialCheck for TolerantCheck {
                 if nonce != current {
                     tracing::info!("the server used an earlier nonce: accepted");
                 }
+                // The nonce the server used stays accepted (first in the list) until it shows
+                // it knows a newer one; the one just replaced follows.
                 let issued = trial.lock().nonce_for_verifying().to_vec();
+                let mut kept = vec![nonce.clone()];
                 if issued != current {
-                    previous.insert(0, current);
-                    previous.truncate(KEPT_NONCES);
+                    kept.push(current.clone());
                 }
+                kept.extend(previous.iter().cloned());
+                kept.retain(|n| *n != issued);
+                let mut unique = Vec::new();
+                for n in kept {
+                    if !unique.contains(&n) {
+                        unique.push(n);
+                    }
+                }
+                unique.truncate(KEPT_NONCES);
+                *previous = unique;
                 *self.inner.lock() = trial.lock().clone();
                 return verdict;
             }
@@ -129,5 +148,21 @@ mod tests {
             check(&mut device, &mut server),
             Verdict::Invalid { .. }
         ));
+    }
+
+    #[test]
+    fn a_server_stuck_on_an_old_nonce_stays_accepted() {
+        // Each session ends before the server learns the nonce issued in it.
+        let (mut device, mut server) = pair(b"current", b"older");
+        for _ in 0..10 {
+            assert!(matches!(
+                check(&mut device, &mut server),
+                Verdict::Accepted { .. }
+            ));
+        }
+        let previous = device.previous();
+        let previous = previous.lock().unwrap();
+        assert!(previous.contains(&b"older".to_vec()));
+        assert!(previous.len() <= KEPT_NONCES);
     }
 }

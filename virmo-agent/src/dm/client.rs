@@ -175,13 +175,13 @@ impl DmClient {
         }
         let span = tracing::info_span!("dm_session", server = %account.server_id);
         let _entered = span.enter();
+        let check =
+            super::auth::TolerantCheck::new(auth.clone(), account.previous_server_nonces.clone());
+        let previous = check.previous();
         *self.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(auth.clone());
         let mut session = ClientSession::new(config, initiation, first, Instant::now())
             .with_credentials(Box::new(auth.clone()))
-            .with_server_verifier(Box::new(super::auth::TolerantCheck::new(
-                auth.clone(),
-                account.previous_server_nonces.clone(),
-            )));
+            .with_server_verifier(Box::new(check));
         let http = DmHttpClient::new(Duration::from_secs(self.server.http_timeout_secs));
         loop {
             // Alerts raised while the session runs go with its next message.
@@ -215,7 +215,7 @@ impl DmClient {
                         &mut self.tree,
                         Instant::now(),
                     );
-                    self.persist_account(&auth);
+                    self.persist_account(&auth, &previous);
                 }
                 Ok(reply) => {
                     tracing::warn!(
@@ -265,7 +265,7 @@ impl DmClient {
                 let _ = self.store.alert_failed(record.id, next);
             }
         }
-        self.persist_account(&auth);
+        self.persist_account(&auth, &previous);
         *self.live.lock().unwrap_or_else(|p| p.into_inner()) = None;
 
         SessionReport {
@@ -281,7 +281,7 @@ impl DmClient {
     /// device issues to the server travels in that answer, and the server's new nonce for us
     /// arrived in the message. Stored before the answer is sent, a crash can never leave both
     /// sides' nonces stale (which would make each side refuse the other's challenge).
-    fn persist_account(&mut self, auth: &DmAuth) {
+    fn persist_account(&mut self, auth: &DmAuth, previous: &Mutex<Vec<Vec<u8>>>) {
         let before = &self.account();
         let (client_nonce, server_nonce) = {
             let peer = auth.lock();
@@ -292,11 +292,8 @@ impl DmClient {
         };
         let mut account = super::tree::account_from_tree(&self.tree, before);
         account.client_nonce = client_nonce.clone();
-        if account.server_nonce != server_nonce {
-            let old = std::mem::replace(&mut account.server_nonce, server_nonce.clone());
-            account.previous_server_nonces.insert(0, old);
-            account.previous_server_nonces.truncate(3);
-        }
+        account.server_nonce = server_nonce.clone();
+        account.previous_server_nonces = previous.lock().unwrap_or_else(|p| p.into_inner()).clone();
         set_account_nonce(
             &mut self.tree,
             &account.server_id,

@@ -19,11 +19,14 @@ pub fn run(ctx: &mut JobCtx) -> Outcome {
         match ctx.job.step.as_str() {
             "stop" => {
                 let record = ctx.record();
-                let process = ctx.with_state(|s| s.process.take()).or_else(|| {
-                    record
-                        .process
-                        .and_then(|r| VmmProcess::adopt(r, &ctx.paths()))
-                });
+                let process = ctx
+                    .with_state(|s| s.process.take())
+                    .or_else(|| {
+                        record
+                            .process
+                            .and_then(|r| VmmProcess::adopt(r, &ctx.paths()))
+                    })
+                    .or_else(|| super::power::find_running(ctx));
                 if let Some(mut p) = process {
                     let _ = p.client().stop();
                     if p.wait_exit(Duration::from_secs(5)).is_none() {

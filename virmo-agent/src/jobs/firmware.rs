@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use super::power::{boot_now, shut_down};
 use super::{JobCtx, Outcome};
 use crate::alerts;
-use crate::bundle::download::{Download, DownloadError};
-use crate::bundle::extract::{install, ExtractError};
+use crate::bundle::download::Download;
+use crate::bundle::extract::install;
 use crate::bundle::{hex, Manifest, MANIFEST_NAME};
 use crate::model::{Operation, ResultCode, VmState};
 use crate::store::FirmwareImage;
@@ -117,27 +117,13 @@ fn download(ctx: &mut JobCtx) -> Result<(), Outcome> {
     let digest = match result {
         Ok(d) => hex(&d),
         Err(e) => {
-            let code = match &e {
-                DownloadError::BadUrl(_) => ResultCode::BAD_CONFIG,
-                DownloadError::Failed { .. } => ResultCode::DOWNLOAD_FAILED,
-                DownloadError::HashMismatch { .. } => ResultCode::CORRUPT,
-                DownloadError::TooLarge(_) => ResultCode::NO_RESOURCES,
-                DownloadError::Io(_) => ResultCode::FAILED,
-            };
             let _ = std::fs::remove_file(&part);
-            return Err(Outcome::failed(code, crate::error_chain(&e)));
+            return Err(e.into());
         }
     };
     let installed = install(&part, &ctx.sup.layout.images(), &digest, max);
     let _ = std::fs::remove_file(&part);
-    let manifest = installed.map_err(|e| {
-        let code = match &e {
-            ExtractError::Corrupt(_) => ResultCode::CORRUPT,
-            ExtractError::TooLarge(_) => ResultCode::NO_RESOURCES,
-            ExtractError::Io(_) => ResultCode::FAILED,
-        };
-        Outcome::failed(code, crate::error_chain(&e))
-    })?;
+    let manifest = installed?;
     let ready = if ctx.job.op == Operation::FirmwareDownload {
         fumo_state::DOWNLOAD_COMPLETE
     } else {

@@ -81,6 +81,35 @@ impl Outcome {
     }
 }
 
+/// A download's failure as a result code: 1406 bad URL, 1501 unreachable, 1402 hash mismatch,
+/// 1405 too large.
+impl From<crate::bundle::download::DownloadError> for Outcome {
+    fn from(e: crate::bundle::download::DownloadError) -> Self {
+        use crate::bundle::download::DownloadError as E;
+        let code = match &e {
+            E::BadUrl(_) => ResultCode::BAD_CONFIG,
+            E::Failed { .. } => ResultCode::DOWNLOAD_FAILED,
+            E::HashMismatch { .. } => ResultCode::CORRUPT,
+            E::TooLarge(_) => ResultCode::NO_RESOURCES,
+            E::Io(_) => ResultCode::FAILED,
+        };
+        Self::failed(code, crate::error_chain(&e))
+    }
+}
+
+/// An install's failure as a result code: 1402 corrupt, 1405 too large.
+impl From<crate::bundle::extract::ExtractError> for Outcome {
+    fn from(e: crate::bundle::extract::ExtractError) -> Self {
+        use crate::bundle::extract::ExtractError as E;
+        let code = match &e {
+            E::Corrupt(_) => ResultCode::CORRUPT,
+            E::TooLarge(_) => ResultCode::NO_RESOURCES,
+            E::Io(_) => ResultCode::FAILED,
+        };
+        Self::failed(code, crate::error_chain(&e))
+    }
+}
+
 impl From<StoreError> for Outcome {
     fn from(e: StoreError) -> Self {
         Self::failed(ResultCode::FAILED, crate::error_chain(&e))

@@ -45,9 +45,13 @@ pub fn check_memory(sup: &Supervisor, memory_mib: u64) -> Result<(), Outcome> {
     Ok(())
 }
 
-/// A VMM already serving this VM on its socket (a replay after a crash right after spawning).
-fn find_running(ctx: &JobCtx) -> Option<VmmProcess> {
+/// A VMM already running this VM (a replay after a crash right after spawning): one whose API
+/// says so, or one started with this VM's API socket that has not bound it yet.
+pub fn find_running(ctx: &JobCtx) -> Option<VmmProcess> {
     let paths = ctx.paths();
+    if let Some((pid, start_time)) = crate::vmm_proc::find_by_api_socket(&paths.socket) {
+        return VmmProcess::adopt(ProcessRecord { pid, start_time }, &paths);
+    }
     let info = VmmClient::new(&paths.socket)
         .with_timeouts(Duration::from_millis(300), Duration::from_secs(2))
         .info()

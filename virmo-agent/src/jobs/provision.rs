@@ -8,8 +8,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use super::{JobCtx, Outcome};
-use crate::bundle::download::{Download, DownloadError};
-use crate::bundle::extract::{install, ExtractError};
+use crate::bundle::download::Download;
+use crate::bundle::extract::install;
 use crate::bundle::{hex, parse_pkg_hash, Manifest, MANIFEST_NAME};
 use crate::layout::{remove_all, sync_dir};
 use crate::model::{ResultCode, VmState};
@@ -82,29 +82,13 @@ fn fetch_and_install(ctx: &mut JobCtx) -> Result<(), Outcome> {
                 timeout: Duration::from_secs(limits.download_timeout_secs),
                 attempts: limits.download_attempts,
             };
-            if let Err(e) = download.run() {
-                let code = match &e {
-                    DownloadError::BadUrl(_) => ResultCode::BAD_CONFIG,
-                    DownloadError::Failed { .. } => ResultCode::DOWNLOAD_FAILED,
-                    DownloadError::HashMismatch { .. } => ResultCode::CORRUPT,
-                    DownloadError::TooLarge(_) => ResultCode::NO_RESOURCES,
-                    DownloadError::Io(_) => ResultCode::FAILED,
-                };
-                return Err(Outcome::failed(code, crate::error_chain(&e)));
-            }
+            download.run()?;
             ctx.step("install", serde_json::json!({ "digest": digest }))?;
         }
         let bundle_len = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
         let storage = ctx.record().storage_mib() << 20;
         check_space(ctx, bundle_len.saturating_add(storage))?;
-        if let Err(e) = install(&part, &ctx.sup.layout.images(), &digest, max_bundle) {
-            let code = match &e {
-                ExtractError::Corrupt(_) => ResultCode::CORRUPT,
-                ExtractError::TooLarge(_) => ResultCode::NO_RESOURCES,
-                ExtractError::Io(_) => ResultCode::FAILED,
-            };
-            return Err(Outcome::failed(code, crate::error_chain(&e)));
-        }
+        install(&part, &ctx.sup.layout.images(), &digest, max_bundle)?;
     }
     let _ = std::fs::remove_file(&part);
     ctx.step("disk", serde_json::json!({ "digest": digest }))?;

@@ -146,13 +146,9 @@ fn suspended(ctx: &JobCtx) -> Outcome {
 /// The VMM ended without a snapshot: the VM stopped or crashed meanwhile.
 fn ended(ctx: &JobCtx) -> Outcome {
     let paths = ctx.paths();
-    let reason = crate::vmm_proc::last_reason(&paths.vmm_log);
+    let exit = crate::vmm_proc::ExitInfo::from_log(&paths.vmm_log);
     ctx.sup.cgroups.remove(&ctx.slot.id);
-    let clean = crate::vmm_proc::ExitInfo {
-        code: None,
-        reason: reason.clone(),
-    }
-    .is_clean();
+    let (clean, reason) = (exit.is_clean(), exit.reason);
     let _ = ctx.update(|r| {
         r.state = if clean {
             VmState::Stopped

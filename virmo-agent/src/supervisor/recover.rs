@@ -19,9 +19,15 @@ pub(super) fn recover(supervisor: &Arc<Supervisor>) -> Result<(), StoreError> {
     for (record, peripherals) in supervisor.store.vms()? {
         let paths = layout.vm(&record.id);
         let slot = Arc::new(VmSlot::new(record.clone(), peripherals));
+        // The recorded VMM, or one started for this VM whose pid was never stored.
         let process = record
             .process
             .and_then(|p| VmmProcess::adopt(p, &paths))
+            .or_else(|| {
+                crate::vmm_proc::find_by_api_socket(&paths.socket).and_then(|(pid, start_time)| {
+                    VmmProcess::adopt(crate::store::ProcessRecord { pid, start_time }, &paths)
+                })
+            })
             .filter(|p| {
                 // The process is ours only if its API says it runs this VM.
                 p.client()
@@ -87,12 +93,9 @@ fn reconcile(supervisor: &Supervisor, state: &mut super::SlotState) {
             }
         }
         (VmState::Running, false) => {
-            let reason = crate::vmm_proc::last_reason(&supervisor.layout.vm(&record.id).vmm_log);
-            let clean = crate::vmm_proc::ExitInfo {
-                code: None,
-                reason: reason.clone(),
-            }
-            .is_clean();
+            let exit =
+                crate::vmm_proc::ExitInfo::from_log(&supervisor.layout.vm(&record.id).vmm_log);
+            let (clean, reason) = (exit.is_clean(), exit.reason);
             record.state = if clean {
                 VmState::Stopped
             } else {

@@ -9,7 +9,7 @@
 mod proc_stat;
 mod spawn;
 
-pub use proc_stat::{process_start_time, ProcState};
+pub use proc_stat::{find_by_api_socket, process_start_time, ProcState};
 pub use spawn::{last_reason, Launch, VmmDevice, VmmProcess};
 
 use std::time::Duration;
@@ -43,6 +43,14 @@ pub struct ExitInfo {
 }
 
 impl ExitInfo {
+    /// How a VMM that is not the agent's child ended, as far as its log tells.
+    pub fn from_log(vmm_log: &std::path::Path) -> Self {
+        Self {
+            code: None,
+            reason: last_reason(vmm_log),
+        }
+    }
+
     /// The guest stopped on its own or on request (powered off, rebooted, stopped, suspended),
     /// not a crash.
     pub fn is_clean(&self) -> bool {

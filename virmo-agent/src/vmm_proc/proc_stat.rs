@@ -29,6 +29,34 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     parse(&stat).map(|(_, start)| start)
 }
 
+/// A running process whose command line has `--api-socket <socket>`: a VMM of this VM the
+/// agent may not have recorded (it was killed between starting it and storing its pid).
+pub fn find_by_api_socket(socket: &std::path::Path) -> Option<(u32, u64)> {
+    let wanted = socket.as_os_str().as_encoded_bytes();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let mut args = cmdline.split(|b| *b == 0);
+        let found = std::iter::from_fn(|| args.next())
+            .collect::<Vec<_>>()
+            .windows(2)
+            .any(|w| w[0] == b"--api-socket" && w[1] == wanted);
+        if !found {
+            continue;
+        }
+        if let Some(start) = process_start_time(pid) {
+            if state(pid, start) == ProcState::Alive {
+                return Some((pid, start));
+            }
+        }
+    }
+    None
+}
+
 /// The state of the process `pid` that started at `start_time`.
 pub fn state(pid: u32, start_time: u64) -> ProcState {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -52,6 +80,27 @@ mod tests {
             "4242 (vmm (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 9 0 123456 1000 50";
         assert_eq!(parse(line), Some(('S', 123456)));
         assert_eq!(parse("garbage"), None);
+    }
+
+    #[test]
+    fn a_process_is_found_by_its_api_socket_argument() {
+        let socket = std::env::temp_dir().join(format!("virmo-find-{}.sock", std::process::id()));
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("sleep 30")
+            .arg("--api-socket")
+            .arg(&socket)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let found = find_by_api_socket(&socket).map(|(pid, _)| pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found, Some(child.id()));
+        assert_eq!(
+            find_by_api_socket(std::path::Path::new("/nonexistent.sock")),
+            None
+        );
     }
 
     #[test]
