@@ -11,8 +11,8 @@ use crate::memory::{CMDLINE_MAX_LEN, MIB};
 mod device_args;
 
 pub use device_args::{
-    default_mac, parse_class, parse_disk, parse_net, parse_rng, prohibit_classes, DeviceArgError,
-    KNOWN_CLASSES,
+    default_mac, parse_class, parse_disk, parse_net, parse_rng, parse_vsock, prohibit_classes,
+    DeviceArgError, KNOWN_CLASSES,
 };
 
 /// The smallest guest memory accepted, in MiB.

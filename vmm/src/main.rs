@@ -5,7 +5,8 @@
 //!     [--console stdout|none|file:PATH] [--bzimage-boot pvh|linux] [--api-socket PATH] [--id ID]
 //!     [--seccomp on|off|log]
 //!     [--disk id=ID,path=P[,class=storage|removable-storage][,read-only]]…
-//!     [--net id=ID,tap=NAME[,mac=M]]… [--rng id=ID]… [--prohibit CLASS]…
+//!     [--net id=ID,tap=NAME[,mac=M]]… [--rng id=ID]… [--vsock [id=ID,]cid=N,uds=PATH]
+//!     [--prohibit CLASS]…
 //! vmm --config vm.json [--prohibit CLASS]…
 //! vmm --restore DIR [--memory-restore lazy|eager] [--api-socket PATH] [--console C]
 //!     [--vcpus N] [--memory-mib M]
@@ -29,8 +30,8 @@ use clap::Parser;
 
 use vmm::api::server::ApiServer;
 use vmm::config::{
-    parse_class, parse_disk, parse_net, parse_rng, prohibit_classes, BzImageBoot, ConsoleConfig,
-    VmConfig, DEFAULT_CMDLINE,
+    parse_class, parse_disk, parse_net, parse_rng, parse_vsock, prohibit_classes, BzImageBoot,
+    ConsoleConfig, VmConfig, DEFAULT_CMDLINE,
 };
 use vmm::devices::virtio::{DeviceClass, DeviceConfig};
 use vmm::exit_status;
@@ -44,11 +45,11 @@ use vmm::vmm::{Launch, Vmm};
 #[command(version, about)]
 struct Cli {
     /// A JSON VM config; excludes the other VM options.
-    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline", "vcpus", "memory_mib", "console", "bzimage_boot", "id", "disks", "nets", "rngs", "restore"])]
+    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline", "vcpus", "memory_mib", "console", "bzimage_boot", "id", "disks", "nets", "rngs", "vsock", "restore"])]
     config: Option<PathBuf>,
     /// Continue the VM saved in this snapshot folder (no kernel is loaded; the devices are the
     /// saved VM's).
-    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline", "id", "disks", "nets", "rngs", "prohibit"])]
+    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "cmdline", "id", "disks", "nets", "rngs", "vsock", "prohibit"])]
     restore: Option<PathBuf>,
     /// With --restore: map the memory file and load pages on first touch (lazy), or read it all
     /// before the guest runs (eager).
@@ -92,8 +93,13 @@ struct Cli {
     /// A virtio entropy device: id=ID (repeatable).
     #[arg(long = "rng", value_parser = parse_rng)]
     rngs: Vec<DeviceConfig>,
+    /// A virtio-vsock host channel: [id=ID,]cid=N,uds=PATH (guest port P reaches PATH_P; host
+    /// processes reach the guest by connecting to PATH and writing `CONNECT <port>\n`).
+    #[arg(long = "vsock", value_parser = parse_vsock)]
+    vsock: Option<DeviceConfig>,
     /// Boot-time policy: devices of this class are not created (still listed, not allowed).
-    /// storage, removable-storage, network or entropy; repeatable; also applies to --config.
+    /// storage, removable-storage, network, entropy or host-channel; repeatable; also applies
+    /// to --config.
     #[arg(long = "prohibit", value_parser = parse_class)]
     prohibit: Vec<DeviceClass>,
     /// Seccomp filters per thread: on (a syscall outside a thread's allow-list kills the
@@ -122,6 +128,7 @@ impl Cli {
                     .into_iter()
                     .chain(self.nets)
                     .chain(self.rngs)
+                    .chain(self.vsock)
                     .collect(),
             },
         };

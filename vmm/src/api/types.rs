@@ -150,6 +150,8 @@ pub mod device_kind {
     pub const NET: &str = "net";
     /// virtio-rng.
     pub const RNG: &str = "rng";
+    /// virtio-vsock.
+    pub const VSOCK: &str = "vsock";
 }
 
 /// Body of `PUT /v1/devices/{id}/policy`.

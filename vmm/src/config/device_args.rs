@@ -4,6 +4,7 @@
 //! --disk id=ID,path=P[,class=storage|removable-storage][,read-only]   (class default: storage)
 //! --net  id=ID,tap=NAME[,mac=aa:bb:cc:dd:ee:ff]                        (class: network)
 //! --rng  id=ID                                                         (class: entropy)
+//! --vsock [id=ID,]cid=N,uds=PATH                                       (class: host-channel)
 //! --prohibit CLASS                                                     (repeatable)
 //! ```
 //!
@@ -16,11 +17,12 @@ use crate::devices::virtio::config::MacParseError;
 use crate::devices::virtio::{DeviceClass, DeviceConfig, DeviceKind, MacAddr};
 
 /// Every class a policy can name.
-pub const KNOWN_CLASSES: [DeviceClass; 4] = [
+pub const KNOWN_CLASSES: [DeviceClass; 5] = [
     DeviceClass::Storage,
     DeviceClass::RemovableStorage,
     DeviceClass::Network,
     DeviceClass::Entropy,
+    DeviceClass::HostChannel,
 ];
 
 /// What is wrong with a device argument.
@@ -38,10 +40,14 @@ pub enum DeviceArgError {
     MissingKey { arg: String, key: &'static str },
     #[error("{arg:?}: {key}= needs a value")]
     EmptyValue { arg: String, key: String },
-    #[error("{0:?} is not a device class (storage, removable-storage, network, entropy)")]
+    #[error(
+        "{0:?} is not a device class (storage, removable-storage, network, entropy, host-channel)"
+    )]
     UnknownClass(String),
     #[error("{arg:?}: a disk's class is storage or removable-storage, not {class}")]
     DiskClass { arg: String, class: DeviceClass },
+    #[error("{arg:?}: cid={value:?} is not a number")]
+    Cid { arg: String, value: String },
     #[error("{arg:?}")]
     Mac {
         arg: String,
@@ -182,6 +188,25 @@ pub fn parse_rng(arg: &str) -> Result<DeviceConfig, DeviceArgError> {
     })
 }
 
+/// `--vsock [id=ID,]cid=N,uds=PATH` (id default `vsock0`).
+pub fn parse_vsock(arg: &str) -> Result<DeviceConfig, DeviceArgError> {
+    let p = Pairs::parse(arg, "id, cid, uds", &["id", "cid", "uds"])?;
+    let cid_text = p.required("cid")?;
+    let cid = cid_text.parse().map_err(|_| DeviceArgError::Cid {
+        arg: arg.to_string(),
+        value: cid_text.to_string(),
+    })?;
+    Ok(DeviceConfig {
+        id: p.value("id").unwrap_or("vsock0").to_string(),
+        class: DeviceClass::HostChannel,
+        kind: DeviceKind::Vsock {
+            cid,
+            uds_path: PathBuf::from(p.required("uds")?),
+        },
+        allowed: true,
+    })
+}
+
 /// Marks every device of a prohibited class as not allowed: it will not be created.
 pub fn prohibit_classes(devices: &mut [DeviceConfig], prohibited: &[DeviceClass]) {
     for device in devices {
@@ -292,6 +317,31 @@ mod tests {
         let allowed: Vec<bool> = devices.iter().map(|d| d.allowed).collect();
         assert_eq!(allowed, [true, false, true]);
         assert!(parse_rng("id=r,tap=x").is_err());
+        let v = parse_vsock("cid=5,uds=/run/vm.vsock").unwrap();
+        assert_eq!(
+            (v.id.as_str(), v.class),
+            ("vsock0", DeviceClass::HostChannel)
+        );
+        assert_eq!(
+            v.kind,
+            DeviceKind::Vsock {
+                cid: 5,
+                uds_path: "/run/vm.vsock".into()
+            }
+        );
+        assert_eq!(parse_vsock("id=v1,cid=9,uds=/v").unwrap().id, "v1");
+        assert!(matches!(
+            parse_vsock("cid=x,uds=/v"),
+            Err(DeviceArgError::Cid { .. })
+        ));
+        assert!(matches!(
+            parse_vsock("cid=3"),
+            Err(DeviceArgError::MissingKey { key: "uds", .. })
+        ));
+        assert_eq!(
+            parse_class("host-channel").unwrap(),
+            DeviceClass::HostChannel
+        );
         assert!(parse_class("wifi").is_err());
     }
 }

@@ -120,6 +120,48 @@ fn every_class_compiles_and_none_allows_dangerous_syscalls() {
 }
 
 #[test]
+fn only_event_loop_threads_make_sockets_and_only_unix_ones() {
+    const NAME: &str = "seccomp::tests::only_event_loop_threads_make_sockets_and_only_unix_ones";
+    if in_child(NAME) {
+        // The vsock device's syscalls on a confined event loop thread: socket(AF_UNIX) and
+        // connect (to nothing here) are allowed; an AF_INET socket is killed
+        // (`every_class_kills_a_forbidden_syscall`).
+        let filters = SeccompFilters::build(SeccompMode::On).unwrap();
+        let made = std::thread::spawn(move || {
+            filters.apply(ThreadClass::VirtioEvents).unwrap();
+            let err = std::os::unix::net::UnixStream::connect("/nonexistent/virmo.sock")
+                .expect_err("nobody listens there");
+            err.kind() == std::io::ErrorKind::NotFound
+        })
+        .join()
+        .unwrap();
+        assert!(made);
+        println!("{SURVIVED}");
+        return;
+    }
+    let output = run_child(NAME);
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains(SURVIVED));
+    for class in ThreadClass::ALL {
+        let list = classes::allow_list(class);
+        // The API thread starts a new event loop after a checkpoint: it inherits its filter.
+        let expected = matches!(class, ThreadClass::VirtioEvents | ThreadClass::Api);
+        assert_eq!(
+            list.contains(libc::SYS_socket),
+            expected,
+            "{}",
+            class.name()
+        );
+        assert_eq!(
+            list.contains(libc::SYS_connect),
+            expected,
+            "{}",
+            class.name()
+        );
+    }
+}
+
+#[test]
 fn only_the_api_thread_opens_files() {
     // The API's connection threads write snapshots; no other thread opens anything.
     for class in ThreadClass::ALL {

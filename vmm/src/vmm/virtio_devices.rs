@@ -37,6 +37,8 @@ pub enum VirtioSetupError {
     TooMany(usize),
     #[error("device id {0} is used twice")]
     DuplicateId(String),
+    #[error("device {0} is a second vsock device; a VM has one at most")]
+    SecondVsock(String),
     #[error("cannot create device {id}")]
     Build {
         id: String,
@@ -126,6 +128,10 @@ impl VirtioDevices {
         for (i, config) in configs.iter().enumerate() {
             if configs[..i].iter().any(|c| c.id == config.id) {
                 return Err(VirtioSetupError::DuplicateId(config.id.clone()));
+            }
+            let is_vsock = |c: &DeviceConfig| matches!(c.kind, DeviceKind::Vsock { .. });
+            if is_vsock(config) && configs[..i].iter().any(is_vsock) {
+                return Err(VirtioSetupError::SecondVsock(config.id.clone()));
             }
         }
         let mut placed = Vec::new();
@@ -303,6 +309,7 @@ fn kind_name(kind: &DeviceKind) -> &'static str {
         DeviceKind::Block { .. } => device_kind::BLOCK,
         DeviceKind::Net { .. } => device_kind::NET,
         DeviceKind::Rng => device_kind::RNG,
+        DeviceKind::Vsock { .. } => device_kind::VSOCK,
     }
 }
 

@@ -8,6 +8,7 @@ use super::device::VirtioDevice;
 use super::mmio::{TransportError, VirtioMmioTransport};
 use super::net::{Net, Tap, TapError};
 use super::rng::Rng;
+use super::vsock::{Vsock, VsockError};
 
 /// Why a device could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,12 @@ pub enum BuildError {
         id: String,
         #[source]
         source: TapError,
+    },
+    #[error("device {id}")]
+    Vsock {
+        id: String,
+        #[source]
+        source: VsockError,
     },
     #[error("device {id}: transport")]
     Transport {
@@ -65,6 +72,12 @@ impl VirtioMmioTransport {
                 Box::new(Net::new(tap, *mac, true))
             }
             DeviceKind::Rng => Box::new(Rng::new(true)),
+            DeviceKind::Vsock { cid, uds_path } => Box::new(
+                Vsock::new(*cid, uds_path, true).map_err(|source| BuildError::Vsock {
+                    id: id.clone(),
+                    source,
+                })?,
+            ),
         };
         VirtioMmioTransport::new(id.clone(), device, mem)
             .map_err(|source| BuildError::Transport { id, source })

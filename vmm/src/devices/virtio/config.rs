@@ -23,6 +23,8 @@ pub enum DeviceClass {
     Network,
     /// A hardware random number generator.
     Entropy,
+    /// A stream channel between the VM and host processes (virtio-vsock).
+    HostChannel,
 }
 
 impl DeviceClass {
@@ -33,6 +35,7 @@ impl DeviceClass {
             DeviceClass::RemovableStorage => "removable-storage",
             DeviceClass::Network => "network",
             DeviceClass::Entropy => "entropy",
+            DeviceClass::HostChannel => "host-channel",
         }
     }
 }
@@ -57,6 +60,9 @@ pub enum DeviceKind {
     Net { tap_name: String, mac: MacAddr },
     /// virtio-rng fed by the host's `getrandom`.
     Rng,
+    /// virtio-vsock: the guest has CID `cid`; host processes reach it through the Unix socket
+    /// `uds_path` (`CONNECT <port>`), and its connections to host port P reach `<uds_path>_P`.
+    Vsock { cid: u64, uds_path: PathBuf },
 }
 
 /// One virtio device of a VM.
@@ -90,7 +96,19 @@ pub enum ConfigError {
     BadTapName { id: String, name: String },
     #[error("device {id}: MAC address {mac} is multicast; a NIC needs a unicast address")]
     MulticastMac { id: String, mac: MacAddr },
+    #[error("device {id}: guest CID {cid} is reserved (a guest's CID is 3 to 4294967294)")]
+    BadCid { id: String, cid: u64 },
+    #[error("device {id}: socket path {path:?} is empty or too long ({max} bytes at most, leaving room for _<port>)")]
+    BadUdsPath {
+        id: String,
+        path: PathBuf,
+        max: usize,
+    },
 }
+
+/// Longest vsock `uds_path`: `sockaddr_un` holds 107 bytes and a NUL, and `_4294967295`
+/// must still fit behind it.
+pub const MAX_UDS_PATH: usize = 107 - 11;
 
 impl DeviceConfig {
     /// Checks the config is coherent, before anything is created.
@@ -114,6 +132,7 @@ impl DeviceConfig {
             ),
             DeviceKind::Net { .. } => ("net", self.class == DeviceClass::Network),
             DeviceKind::Rng => ("rng", self.class == DeviceClass::Entropy),
+            DeviceKind::Vsock { .. } => ("vsock", self.class == DeviceClass::HostChannel),
         };
         if !class_ok {
             return Err(ConfigError::ClassKindMismatch {
@@ -138,6 +157,22 @@ impl DeviceConfig {
                 return Err(ConfigError::MulticastMac {
                     id: self.id.clone(),
                     mac: *mac,
+                });
+            }
+        }
+        if let DeviceKind::Vsock { cid, uds_path } = &self.kind {
+            if *cid < 3 || *cid >= u64::from(u32::MAX) {
+                return Err(ConfigError::BadCid {
+                    id: self.id.clone(),
+                    cid: *cid,
+                });
+            }
+            let len = uds_path.as_os_str().len();
+            if len == 0 || len > MAX_UDS_PATH {
+                return Err(ConfigError::BadUdsPath {
+                    id: self.id.clone(),
+                    path: uds_path.clone(),
+                    max: MAX_UDS_PATH,
                 });
             }
         }
@@ -266,6 +301,35 @@ mod tests {
             cfg.validate(),
             Err(ConfigError::BadTapName { .. })
         ));
+        let vsock = |cid: u64, path: &str| DeviceConfig {
+            id: "vsock0".into(),
+            class: DeviceClass::HostChannel,
+            kind: DeviceKind::Vsock {
+                cid,
+                uds_path: path.into(),
+            },
+            allowed: true,
+        };
+        vsock(3, "/run/vm.vsock").validate().unwrap();
+        assert!(matches!(
+            vsock(2, "/run/vm.vsock").validate(),
+            Err(ConfigError::BadCid { cid: 2, .. })
+        ));
+        assert!(matches!(
+            vsock(u64::from(u32::MAX), "/v").validate(),
+            Err(ConfigError::BadCid { .. })
+        ));
+        assert!(matches!(
+            vsock(3, &"/x".repeat(60)).validate(),
+            Err(ConfigError::BadUdsPath { .. })
+        ));
+        assert!(matches!(
+            vsock(3, "").validate(),
+            Err(ConfigError::BadUdsPath { .. })
+        ));
+        let json = r#"{"id":"vsock0","class":"host-channel","kind":{"type":"vsock","cid":7,"uds_path":"/run/v.sock"}}"#;
+        let cfg: DeviceConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(cfg, vsock(7, "/run/v.sock"));
         assert!("52:54:00:00:00".parse::<MacAddr>().is_err());
         assert!("52:54:00:00:00:zz".parse::<MacAddr>().is_err());
         assert!("52:54:00:00:00:01:02".parse::<MacAddr>().is_err());

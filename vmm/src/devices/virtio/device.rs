@@ -18,6 +18,7 @@ use super::config::DeviceClass;
 use super::net::NetState;
 use super::rng::RngState;
 use super::stats::{bump, DeviceStats};
+use super::vsock::VsockState;
 
 /// Everything a device may touch while it handles an event.
 pub struct QueueContext<'a> {
@@ -78,6 +79,16 @@ impl<'a> QueueContext<'a> {
         }
     }
 
+    /// Puts the chain the last [`QueueContext::pop`] of `queue` returned back at the front of
+    /// the queue, untouched (the device found nothing to put in it).
+    pub fn undo_pop(&mut self, queue: usize) {
+        if self.usable(queue) {
+            let q = &mut self.queues[queue];
+            let next = q.next_avail().wrapping_sub(1);
+            q.set_next_avail(next);
+        }
+    }
+
     /// Returns chain `head` to the guest with `len` bytes written.
     pub fn complete(&mut self, queue: usize, head: u16, len: u32) {
         if !self.usable(queue) {
@@ -131,6 +142,7 @@ pub enum DeviceState {
     Block(BlockState),
     Net(NetState),
     Rng(RngState),
+    Vsock(VsockState),
 }
 
 /// Why a saved device state could not be applied.
@@ -155,6 +167,7 @@ impl DeviceState {
             DeviceState::Block(_) => "block",
             DeviceState::Net(_) => "net",
             DeviceState::Rng(_) => "rng",
+            DeviceState::Vsock(_) => "vsock",
         }
     }
 }

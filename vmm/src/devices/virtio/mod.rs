@@ -1,4 +1,4 @@
-//! virtio-mmio devices: block, net and entropy, each with a peripheral class and a live
+//! virtio-mmio devices: block, net, entropy and vsock (host channel), each with a peripheral class and a live
 //! `allowed` gate.
 //!
 //! - [`mmio::VirtioMmioTransport`]: the virtio 1.x MMIO register interface of one device; the
@@ -6,7 +6,7 @@
 //!   eventfds as ioeventfds and its interrupt eventfd as an irqfd, and adds it to the event
 //!   loop (it is an `event_manager::MutEventSubscriber`).
 //! - [`device::VirtioDevice`]: what a device type implements ([`block::Block`], [`net::Net`],
-//!   [`rng::Rng`]).
+//!   [`rng::Rng`], [`vsock::Vsock`]).
 //! - [`config::DeviceConfig`]: the pure-data description a VM config carries.
 //! - [`acpi::MmioDeviceInfo`]: the DSDT entry of a placed device.
 //!
@@ -27,6 +27,7 @@ pub mod spec;
 pub mod stats;
 #[cfg(test)]
 mod test_utils;
+pub mod vsock;
 
 pub use acpi::MmioDeviceInfo;
 pub use build::BuildError;

@@ -4,6 +4,7 @@
 pub const DEVICE_ID_NET: u32 = 1;
 pub const DEVICE_ID_BLOCK: u32 = 2;
 pub const DEVICE_ID_RNG: u32 = 4;
+pub const DEVICE_ID_VSOCK: u32 = 19;
 
 /// Device status bits (virtio 1.2, 2.1).
 pub mod status {
