@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod stress;
+pub mod vsock;
 
 /// Exit statuses of the `vmm` process (docs/vmm.md).
 pub mod exit_status {

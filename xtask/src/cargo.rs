@@ -72,6 +72,17 @@ pub const VMM_RUSTFLAGS: &str = "-C target-feature=+crt-static -C relocation-mod
 /// Builds the `vmm` binary with `profile` ("dev" or "release"), linked as [`VMM_RUSTFLAGS`]
 /// says, and returns its path.
 pub fn build_vmm(profile: &str) -> Result<PathBuf> {
+    build_static("vmm", "vmm", profile)
+}
+
+/// Builds the guest's `vsock-tool` (release, static: the guest has no C library) and returns
+/// its path.
+pub fn build_vsock_tool() -> Result<PathBuf> {
+    build_static("vsock-tool", "vsock-tool", "release")
+}
+
+/// Builds binary `bin` of `package`, linked as [`VMM_RUSTFLAGS`] says, and returns its path.
+fn build_static(package: &str, bin: &str, profile: &str) -> Result<PathBuf> {
     let mut cmd = cargo();
     cmd.env(
         format!(
@@ -87,9 +98,9 @@ pub fn build_vmm(profile: &str) -> Result<PathBuf> {
         &[
             "build",
             "-p",
-            "vmm",
+            package,
             "--bin",
-            "vmm",
+            bin,
             "--profile",
             profile,
             "--target",
@@ -97,7 +108,7 @@ pub fn build_vmm(profile: &str) -> Result<PathBuf> {
         ],
     )?;
     exes.into_iter()
-        .find(|(name, _)| name == "vmm")
+        .find(|(name, _)| name == bin)
         .map(|(_, path)| path)
-        .context("cargo built no vmm binary")
+        .with_context(|| format!("cargo built no {bin} binary"))
 }

@@ -1,8 +1,8 @@
 //! `cargo xtask images`: the test guests, built from Debian packages.
 //!
 //! Output in `build/images/`: `bzImage` (the cloud kernel), `vmlinux` (its uncompressed ELF, for
-//! PVH boot), `initramfs.cpio.gz` (busybox, the virtio/vsock/ACPI modules, `/init` and the
-//! scenarios of `guest-images/`). Rebuilt only when an input changes (package versions, recipe files).
+//! PVH boot), `initramfs.cpio.gz` (busybox, the virtio/vsock/ACPI modules, `/init`, the
+//! scenarios of `guest-images/` and the static `vsock-tool` at `/bin/vsock-tool`). Rebuilt only when an input changes (package versions, recipe files).
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -57,7 +57,10 @@ pub fn build() -> Result<Images> {
     };
 
     let recipe = paths::workspace_root().join("guest-images");
+    let vsock_tool =
+        std::fs::read(crate::cargo::build_vsock_tool()?).context("reading vsock-tool")?;
     let mut hasher = DefaultHasher::new();
+    vsock_tool.hash(&mut hasher);
     (
         RECIPE_VERSION,
         &kernel_pkg,
@@ -84,7 +87,7 @@ pub fn build() -> Result<Images> {
     std::fs::copy(&vmlinuz, &images.bzimage)
         .with_context(|| format!("copying {}", vmlinuz.display()))?;
     kernel::extract_vmlinux(&images.bzimage, &images.vmlinux)?;
-    let initramfs = guest_initramfs(&images, &recipe)?;
+    let initramfs = guest_initramfs(&images, &recipe, &vsock_tool)?;
     write_atomically(&images.initramfs, &initramfs)?;
     std::fs::write(dir.join("kernel-release"), &images.kernel_release)?;
     write_atomically(&stamp_path, stamp.as_bytes())?;
@@ -100,7 +103,7 @@ pub fn module_tree(images: &Images) -> Result<ModuleTree> {
     )
 }
 
-fn guest_initramfs(images: &Images, recipe: &Path) -> Result<Vec<u8>> {
+fn guest_initramfs(images: &Images, recipe: &Path, vsock_tool: &[u8]) -> Result<Vec<u8>> {
     let mut cpio = CpioWriter::new();
     for dir in [
         "bin",
@@ -117,6 +120,7 @@ fn guest_initramfs(images: &Images, recipe: &Path) -> Result<Vec<u8>> {
         cpio.dir(dir);
     }
     add_busybox(&mut cpio, &images.busybox_root)?;
+    cpio.file("bin/vsock-tool", 0o755, vsock_tool);
     cpio.file(
         "init",
         0o755,

@@ -183,14 +183,16 @@ fn virtio_events() -> AllowList {
 
 /// The vsock device's host sockets, served on the event loop (`devices::virtio::vsock`):
 /// accepting host connections on its listener, connecting to `<uds>_<port>` for the guest
-/// (a Unix socket only: `socket` is allowed with `AF_UNIX` alone), reading (`recvfrom`) and
-/// half-closing (`shutdown`) the streams.
+/// (a Unix socket only: `socket` is allowed with `AF_UNIX` alone), reading (`recvfrom`),
+/// writing (`sendto`: std writes sockets with `send(MSG_NOSIGNAL)`) and half-closing
+/// (`shutdown`) the streams.
 fn vsock() -> AllowList {
     let mut list = AllowList::new();
     list.always(&[
         libc::SYS_accept4,
         libc::SYS_connect,
         libc::SYS_recvfrom,
+        libc::SYS_sendto,
         libc::SYS_shutdown,
     ]);
     list.when_arg_is(libc::SYS_socket, 0, &[libc::AF_UNIX as u64]);

@@ -126,12 +126,23 @@ fn only_event_loop_threads_make_sockets_and_only_unix_ones() {
         // The vsock device's syscalls on a confined event loop thread: socket(AF_UNIX) and
         // connect (to nothing here) are allowed; an AF_INET socket is killed
         // (`every_class_kills_a_forbidden_syscall`).
+        // The stream calls the device makes: connect, accept4, read, write, shutdown.
+        use std::io::{Read, Write};
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+        let path = dir.as_path().join("s");
+        let listener = UnixListener::bind(&path).unwrap();
         let filters = SeccompFilters::build(SeccompMode::On).unwrap();
         let made = std::thread::spawn(move || {
             filters.apply(ThreadClass::VirtioEvents).unwrap();
-            let err = std::os::unix::net::UnixStream::connect("/nonexistent/virmo.sock")
-                .expect_err("nobody listens there");
-            err.kind() == std::io::ErrorKind::NotFound
+            let err = UnixStream::connect("/nonexistent/virmo.sock").expect_err("nobody there");
+            let mut ours = UnixStream::connect(&path).unwrap();
+            let (mut theirs, _) = listener.accept().unwrap();
+            ours.write_all(b"ping").unwrap();
+            ours.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut got = Vec::new();
+            theirs.read_to_end(&mut got).unwrap();
+            err.kind() == std::io::ErrorKind::NotFound && got == b"ping"
         })
         .join()
         .unwrap();
