@@ -26,6 +26,7 @@ pub mod jobs;
 pub mod layout;
 pub mod local;
 pub mod model;
+pub mod sharing;
 pub mod store;
 pub mod supervisor;
 mod sys;

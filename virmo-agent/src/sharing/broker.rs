@@ -1,0 +1,326 @@
+//! The sharing broker: routes a stream from VM A to port P of VM B over the VMs' vsock host
+//! channels, only while the policy allows A and B to share.
+//!
+//! For each VM the broker listens on `<uds>_1024` ([`SHARING_PORT`]), the host port its guest
+//! reaches with `connect(2, 1024)`. The guest writes `CONNECT <vm-id> <port>\n`; the caller is
+//! known by the socket the stream arrived on (a guest can reach only its own `<uds>_*`), so it
+//! cannot pass for another VM. Allowed: the broker connects to B's `<uds>` with
+//! `CONNECT <port>`, answers A `OK\n` once B accepted, and copies both ways. Prohibited (or B
+//! unknown): `DENIED\n` and closed at once; B refusing: `REFUSED\n`. A policy change cuts every
+//! open route it no longer allows (both streams shut down: each guest reads end of file, a
+//! writer's next write fails). Every decision is logged with both VM IDs and kept in
+//! [`Broker::decisions`].
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use super::policy::{SharingPolicy, VmSharing};
+
+/// Host port (on each VM's vsock) where the guest asks the broker for another VM.
+pub const SHARING_PORT: u32 = 1024;
+/// Longest request line.
+const MAX_LINE: usize = 128;
+/// Time a guest gets to send its request line, and the peer VM to accept.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the broker decided about a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Routed to the peer.
+    Allowed,
+    /// The policy does not allow these two VMs to share (or the peer is unknown).
+    Prohibited,
+    /// Allowed, but the peer VM did not accept (nobody listens on the port).
+    Refused,
+    /// An open route cut because the policy no longer allows it.
+    Revoked,
+}
+
+/// One logged decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub from: String,
+    pub to: String,
+    pub port: u32,
+    pub verdict: Verdict,
+}
+
+/// Why a VM could not be added to the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum SharingError {
+    #[error("VM {0} is already served by the broker")]
+    Duplicate(String),
+    #[error("cannot listen on {path}")]
+    Listen {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// An open route: who to whom, and the two streams (clones the broker can shut down).
+struct Route {
+    from: String,
+    to: String,
+    port: u32,
+    streams: [UnixStream; 2],
+}
+
+#[derive(Default)]
+struct State {
+    policy: SharingPolicy,
+    /// VM ID -> its vsock socket path.
+    vms: HashMap<String, PathBuf>,
+    routes: HashMap<u64, Route>,
+    next_route: u64,
+    decisions: Vec<Decision>,
+}
+
+/// The broker; cheap to clone (shared state).
+#[derive(Clone, Default)]
+pub struct Broker {
+    state: Arc<Mutex<State>>,
+    /// Bytes copied through all routes.
+    bytes: Arc<AtomicU64>,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Broker {
+    pub fn new(policy: SharingPolicy) -> Self {
+        let broker = Broker::default();
+        lock(&broker.state).policy = policy;
+        broker
+    }
+
+    /// Serves VM `vm` whose vsock device listens at `uds`: listens on `<uds>_1024` in a thread
+    /// of its own for as long as the process lives.
+    pub fn add_vm(&self, vm: &str, uds: &Path) -> Result<(), SharingError> {
+        let mut name = uds.as_os_str().to_owned();
+        name.push(format!("_{SHARING_PORT}"));
+        let path = PathBuf::from(name);
+        {
+            let mut state = lock(&self.state);
+            if state.vms.contains_key(vm) {
+                return Err(SharingError::Duplicate(vm.to_string()));
+            }
+            let _ = std::fs::remove_file(&path);
+            let listener = UnixListener::bind(&path).map_err(|source| SharingError::Listen {
+                path: path.clone(),
+                source,
+            })?;
+            state.vms.insert(vm.to_string(), uds.to_owned());
+            let broker = self.clone();
+            let vm = vm.to_string();
+            std::thread::spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let broker = broker.clone();
+                    let vm = vm.clone();
+                    std::thread::spawn(move || broker.serve(&vm, stream));
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Replaces VM `vm`'s settings and cuts the routes the policy no longer allows.
+    pub fn set_policy(&self, vm: &str, sharing: VmSharing) {
+        let mut state = lock(&self.state);
+        state.policy.set(vm, sharing);
+        let cut: Vec<u64> = state
+            .routes
+            .iter()
+            .filter(|(_, r)| !state.policy.allows(&r.from, &r.to))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in cut {
+            if let Some(route) = state.routes.remove(&id) {
+                for s in &route.streams {
+                    let _ = s.shutdown(Shutdown::Both);
+                }
+                record(
+                    &mut state,
+                    &route.from,
+                    &route.to,
+                    route.port,
+                    Verdict::Revoked,
+                );
+            }
+        }
+    }
+
+    /// Every decision so far, in order.
+    pub fn decisions(&self) -> Vec<Decision> {
+        lock(&self.state).decisions.clone()
+    }
+
+    pub fn open_routes(&self) -> usize {
+        lock(&self.state).routes.len()
+    }
+
+    /// Bytes copied through all routes so far.
+    pub fn bytes_routed(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// One stream from VM `from`'s guest.
+    fn serve(&self, from: &str, mut a: UnixStream) {
+        let _ = a.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+        let Some((to, port)) = read_request(&mut a) else {
+            tracing::info!(from, "sharing: bad request line; closed");
+            return;
+        };
+        let target = {
+            let mut state = lock(&self.state);
+            let target = state.vms.get(&to).cloned();
+            if target.is_none() || !state.policy.allows(from, &to) {
+                record(&mut state, from, &to, port, Verdict::Prohibited);
+                drop(state);
+                let _ = a.write_all(b"DENIED\n");
+                return;
+            }
+            target.expect("checked")
+        };
+        let Some(b) = connect_guest(&target, port) else {
+            record(&mut lock(&self.state), from, &to, port, Verdict::Refused);
+            let _ = a.write_all(b"REFUSED\n");
+            return;
+        };
+        let _ = a.set_read_timeout(None);
+        // Registered and checked under the lock: a revocation cannot slip in between.
+        let id = {
+            let mut state = lock(&self.state);
+            if !state.policy.allows(from, &to) {
+                record(&mut state, from, &to, port, Verdict::Prohibited);
+                drop(state);
+                let _ = a.write_all(b"DENIED\n");
+                return;
+            }
+            let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+                return;
+            };
+            let id = state.next_route;
+            state.next_route += 1;
+            state.routes.insert(
+                id,
+                Route {
+                    from: from.to_string(),
+                    to: to.clone(),
+                    port,
+                    streams: [a2, b2],
+                },
+            );
+            record(&mut state, from, &to, port, Verdict::Allowed);
+            id
+        };
+        if a.write_all(b"OK\n").is_ok() {
+            self.splice(a, b);
+        }
+        if let Some(route) = lock(&self.state).routes.remove(&id) {
+            tracing::info!(from = %route.from, to = %route.to, port, "sharing: route closed");
+        }
+    }
+
+    /// Copies both ways until both directions ended (or the route was cut).
+    fn splice(&self, a: UnixStream, b: UnixStream) {
+        let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+            return;
+        };
+        let bytes = self.bytes.clone();
+        let back = std::thread::spawn(move || pump(b2, a2, &bytes));
+        pump(a, b, &self.bytes);
+        let _ = back.join();
+    }
+}
+
+/// Copies `from` to `to` until end of file or an error, then half-closes `to`.
+fn pump(mut from: UnixStream, mut to: UnixStream, bytes: &AtomicU64) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                bytes.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+    let _ = from.shutdown(Shutdown::Read);
+}
+
+fn record(state: &mut State, from: &str, to: &str, port: u32, verdict: Verdict) {
+    tracing::info!(from, to, port, ?verdict, "sharing decision");
+    state.decisions.push(Decision {
+        from: from.to_string(),
+        to: to.to_string(),
+        port,
+        verdict,
+    });
+}
+
+/// Reads `CONNECT <vm-id> <port>\n` byte by byte (nothing after it is taken).
+fn read_request(stream: &mut UnixStream) -> Option<(String, u32)> {
+    let line = read_line(stream)?;
+    let mut parts = line.strip_prefix("CONNECT ")?.split(' ');
+    let vm = parts.next().filter(|v| !v.is_empty())?.to_string();
+    let port = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((vm, port))
+}
+
+fn read_line(stream: &mut UnixStream) -> Option<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match stream.read(&mut byte) {
+            Ok(1) if byte[0] == b'\n' => return String::from_utf8(line).ok(),
+            Ok(1) if line.len() < MAX_LINE => line.push(byte[0]),
+            _ => return None,
+        }
+    }
+}
+
+/// Connects to guest port `port` through a VM's vsock socket (`CONNECT port` → `OK …`).
+fn connect_guest(uds: &Path, port: u32) -> Option<UnixStream> {
+    let mut stream = UnixStream::connect(uds).ok()?;
+    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).ok()?;
+    stream
+        .write_all(format!("CONNECT {port}\n").as_bytes())
+        .ok()?;
+    let line = read_line(&mut stream)?;
+    line.starts_with("OK ").then_some(())?;
+    stream.set_read_timeout(None).ok()?;
+    Some(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines_are_parsed_strictly() {
+        let parse = |text: &[u8]| {
+            let (mut a, mut b) = UnixStream::pair().unwrap();
+            b.write_all(text).unwrap();
+            drop(b);
+            read_request(&mut a)
+        };
+        assert_eq!(parse(b"CONNECT vm-b 5000\n"), Some(("vm-b".into(), 5000)));
+        assert_eq!(parse(b"CONNECT vm-b 5000"), None, "no newline");
+        assert_eq!(parse(b"CONNECT  5000\n"), None);
+        assert_eq!(parse(b"CONNECT vm-b 5000 x\n"), None);
+        assert_eq!(parse(b"CONNECT vm-b x\n"), None);
+        assert_eq!(parse(b"HELLO\n"), None);
+        assert_eq!(parse(&[b'x'; 200]), None);
+    }
+}
