@@ -7,6 +7,7 @@
 //! The tests live in `mod sharing` so that `cargo xtask test sharing` selects them.
 
 mod sharing {
+    use std::io::Write;
     use std::time::{Duration, Instant};
 
     use virmo_agent::sharing::{Broker, Decision, Peers, SharingPolicy, Verdict, VmSharing};
@@ -95,7 +96,8 @@ mod sharing {
                 Verdict::Allowed
             ));
         }
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "BENCH sharing: connection set-up through the broker median {:.1} ms {setups:?}; \
              VM-to-VM 1 MiB median {:.2} MiB/s {rates:?}",
             median(setups.clone()),

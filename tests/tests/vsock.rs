@@ -54,7 +54,11 @@ mod vsock {
             .strip_prefix("sent ")
             .unwrap_or_else(|| panic!("guest: {rest}\n{}", guest.transcript()));
         let got = receiver.join().expect("receiver thread");
-        eprintln!("guest -> host: 1 MiB in {:?}", started.elapsed());
+        let _ = writeln!(
+            std::io::stderr(),
+            "guest -> host: 1 MiB in {:?}",
+            started.elapsed()
+        );
         assert_eq!(tool_result(rest), (MIB, sha.clone()));
         assert_eq!(got.len(), MIB);
         assert_eq!(sha256_hex(&got), sha, "the host got what the guest sent");
@@ -73,7 +77,11 @@ mod vsock {
         let mut rest = Vec::new();
         stream.read_to_end(&mut rest).expect("the guest closes");
         let line = guest.wait_for("VSOCK-TOOL ", STEP);
-        eprintln!("host -> guest: 1 MiB in {:?}", started.elapsed());
+        let _ = writeln!(
+            std::io::stderr(),
+            "host -> guest: 1 MiB in {:?}",
+            started.elapsed()
+        );
         let line = line
             .strip_prefix("received ")
             .unwrap_or_else(|| panic!("guest: {line}\n{}", guest.transcript()));
