@@ -12,8 +12,9 @@
 //! Resuming:
 //! 1. [`Snapshot::open`] (validates), [`Snapshot::check_fits`] against the VM to build;
 //! 2. [`Snapshot::load_memory`] (lazy or eager), register the regions with KVM;
-//! 3. create the irqchip, PIT and vCPUs; [`restore_vcpu`] each vCPU, restore devices, then
-//!    [`restore_vm`] last; resume.
+//! 3. create the irqchip, PIT and vCPUs; [`restore_vcpu`] each vCPU (LAPICs included), then
+//!    [`restore_interrupt_controllers`], then the devices (which raise again the interrupts
+//!    they still have pending), then [`restore_timers`] last; resume.
 //!
 //! The on-disk format is described in `docs/snapshot.md`.
 
@@ -41,4 +42,7 @@ pub use store::{Snapshot, SnapshotWriter, StepHook, StoreError, WriteStep, Write
 pub use vcpu_state::{
     complete_pending_io, restore_vcpu, save_vcpu, VcpuSaveContext, VcpuState, VcpuStateError,
 };
-pub use vm_state::{restore_vm, save_vm, DeviceState, VmState, VmStateError};
+pub use vm_state::{
+    restore_interrupt_controllers, restore_timers, restore_vm, save_vm, DeviceState, VmState,
+    VmStateError,
+};
