@@ -248,11 +248,7 @@ fn writer_killed_at_random_times_leaves_a_valid_snapshot() {
     let mut killed_mid_write = 0;
     for round in 0..12u32 {
         let first = (round + 1) * 1000;
-        let mut child = spawn_child(
-            &snap,
-            first,
-            &format!("loop|{}", markers.path().display()),
-        );
+        let mut child = spawn_child(&snap, first, &format!("loop|{}", markers.path().display()));
         // The first generation committed, however loaded the machine: from then on the child
         // writes the next one at once, so the kill below lands in a write or between two.
         let committed = markers.path().join(first.to_string());
