@@ -29,6 +29,8 @@ pub mod vcpu_state;
 pub mod vm_state;
 
 #[cfg(test)]
+mod irq_order_tests;
+#[cfg(test)]
 mod kvm_tests;
 #[cfg(test)]
 pub(crate) mod test_support;
