@@ -110,6 +110,21 @@ enum BenchKind {
         #[arg(long)]
         timeline: bool,
     },
+    /// Many cold boots of our VMM and of QEMU microvm, alternating, each checked for the guest's
+    /// CPU report; prints boots and failures per VMM (an intermittent boot failure of ours, or
+    /// of the nested runner's, which QEMU's guests would share).
+    BootLoop {
+        #[arg(long, default_value_t = 100)]
+        boots: u32,
+        #[arg(long, default_value_t = 2)]
+        vcpus: u8,
+        #[arg(long, default_value_t = 1024)]
+        memory_mib: u64,
+        /// Trace the runner's KVM (exits, nested page faults, injected exceptions) and print the
+        /// trace's last lines after a failed boot.
+        #[arg(long)]
+        trace_kvm: bool,
+    },
     /// Suspend and resume (lazy and eager) of 256 MiB and 1 GiB guests with 64 MiB and with all
     /// memory touched, beside the floor (plain write + fsync of the same bytes) and a cold boot.
     Snapshot {
@@ -257,6 +272,25 @@ fn bench_inner(
             memory_mib,
             timeline,
         }),
+        BenchKind::BootLoop {
+            boots,
+            vcpus,
+            memory_mib,
+            trace_kvm,
+        } => bench::boot_loop::run_here(&bench::boot_loop::BootLoop {
+            boot: bench::boot::BootBench {
+                vmm,
+                qemu,
+                bzimage: images.join("bzImage"),
+                initramfs: images.join("initramfs.cpio.gz"),
+                runs: 0,
+                vcpus,
+                memory_mib,
+                timeline: false,
+            },
+            boots,
+            trace_kvm,
+        }),
         BenchKind::Snapshot { runs, work } => {
             bench::snapshot::run_here(&bench::snapshot::SnapshotBench {
                 vmm,
@@ -309,6 +343,15 @@ fn bench(which: BenchKind) -> Result<()> {
             "boot --runs {runs} --vcpus {vcpus} --memory-mib {memory_mib}{}",
             if *timeline { " --timeline" } else { "" }
         ),
+        BenchKind::BootLoop {
+            boots,
+            vcpus,
+            memory_mib,
+            trace_kvm,
+        } => format!(
+            "boot-loop --boots {boots} --vcpus {vcpus} --memory-mib {memory_mib}{}",
+            if *trace_kvm { " --trace-kvm" } else { "" }
+        ),
         BenchKind::Snapshot { runs, work } => {
             format!("snapshot --runs {runs} --work {}", work.display())
         }
@@ -334,7 +377,7 @@ fn bench(which: BenchKind) -> Result<()> {
     // The 1 GiB snapshot cases hold a fully touched guest, its snapshot and the floor file in
     // the runner's RAM at once.
     let runner_memory_mib = match &which {
-        BenchKind::Boot { .. } | BenchKind::Io { .. } => 4096,
+        BenchKind::Boot { .. } | BenchKind::Io { .. } | BenchKind::BootLoop { .. } => 4096,
         BenchKind::Snapshot { .. } | BenchKind::Stress { .. } => 6144,
     };
     // A stress cycle takes a few seconds; the other benches finish well within 30 minutes.
@@ -342,6 +385,7 @@ fn bench(which: BenchKind) -> Result<()> {
         BenchKind::Stress { cycles, vcpus, .. } => {
             Duration::from_secs(600 + 15 * u64::from(*cycles) * vcpus.len() as u64)
         }
+        BenchKind::BootLoop { boots, .. } => Duration::from_secs(600 + 60 * u64::from(*boots)),
         _ => Duration::from_secs(1800),
     };
     if runner::host_has_hardware_kvm() {
@@ -365,9 +409,13 @@ fn bench(which: BenchKind) -> Result<()> {
             program: true,
         },
     ];
+    // QEMU looks for its firmware in both folders (7.2 had links in the first, 10 does not).
     for firmware in ["bios-microvm.bin", "linuxboot_dma.bin"] {
-        let path = PathBuf::from("/usr/share/qemu").join(firmware);
-        if path.exists() {
+        let found = ["/usr/share/qemu", "/usr/share/seabios"]
+            .iter()
+            .map(|dir| PathBuf::from(dir).join(firmware))
+            .find(|path| path.exists());
+        if let Some(path) = found {
             files.push(runner::RunnerFile {
                 guest: path.to_string_lossy().into(),
                 host: path,

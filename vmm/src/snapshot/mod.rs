@@ -12,8 +12,9 @@
 //! Resuming:
 //! 1. [`Snapshot::open`] (validates), [`Snapshot::check_fits`] against the VM to build;
 //! 2. [`Snapshot::load_memory`] (lazy or eager), register the regions with KVM;
-//! 3. create the irqchip, PIT and vCPUs; [`restore_vcpu`] each vCPU, restore devices, then
-//!    [`restore_vm`] last; resume.
+//! 3. create the irqchip, PIT and vCPUs; [`restore_vcpu`] each vCPU (LAPICs included), then
+//!    [`restore_interrupt_controllers`], then the devices (which raise again the interrupts
+//!    they still have pending), then [`restore_timers`] last; resume.
 //!
 //! The on-disk format is described in `docs/snapshot.md`.
 
@@ -28,6 +29,8 @@ pub mod vcpu_state;
 pub mod vm_state;
 
 #[cfg(test)]
+mod irq_order_tests;
+#[cfg(test)]
 mod kvm_tests;
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -41,4 +44,7 @@ pub use store::{Snapshot, SnapshotWriter, StepHook, StoreError, WriteStep, Write
 pub use vcpu_state::{
     complete_pending_io, restore_vcpu, save_vcpu, VcpuSaveContext, VcpuState, VcpuStateError,
 };
-pub use vm_state::{restore_vm, save_vm, DeviceState, VmState, VmStateError};
+pub use vm_state::{
+    restore_interrupt_controllers, restore_timers, restore_vm, save_vm, DeviceState, VmState,
+    VmStateError,
+};

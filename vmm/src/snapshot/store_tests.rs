@@ -151,7 +151,8 @@ fn abort_at_each_step_leaves_previous_or_new_snapshot() {
 }
 
 /// Entry point of the writer child process (run by the kill tests, skipped otherwise).
-/// `VIRMO_SNAPSHOT_TEST_CHILD=<dir>|<first generation>|loop` writes generations forever;
+/// `VIRMO_SNAPSHOT_TEST_CHILD=<dir>|<first generation>|loop|<marker folder>` writes generations
+/// forever, creating `<marker folder>/<generation>` after each commit;
 /// `...|<step index>|<marker file>` writes one generation, and before that step creates the
 /// marker and waits to be killed.
 #[test]
@@ -166,8 +167,10 @@ fn child_writer() {
         .expect("generation");
     match parts.next().expect("mode") {
         "loop" => {
+            let markers = PathBuf::from(parts.next().expect("marker folder"));
             for gen in first.. {
                 write_generation(&dir, gen, 32 << 20);
+                fs::write(markers.join(gen.to_string()), b"").expect("commit marker");
             }
         }
         step => {
@@ -240,13 +243,29 @@ fn writer_killed_at_random_times_leaves_a_valid_snapshot() {
     let dir = tempfile::tempdir().expect("tempdir");
     let snap = dir.path().join("vm");
     write_generation(&snap, 1, 32 << 20);
+    let markers = tempfile::tempdir().expect("marker folder");
     let mut last_gen = 1;
     let mut killed_mid_write = 0;
     for round in 0..12u32 {
         let first = (round + 1) * 1000;
-        let mut child = spawn_child(&snap, first, "loop");
-        // Spread the kill over the child's start-up and several writes.
-        std::thread::sleep(Duration::from_millis(20 + u64::from(round) * 37));
+        let mut child = spawn_child(&snap, first, &format!("loop|{}", markers.path().display()));
+        // The first generation committed, however loaded the machine: from then on the child
+        // writes the next one at once, so the kill below lands in a write or between two.
+        let committed = markers.path().join(first.to_string());
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !committed.exists() {
+            assert!(
+                child.try_wait().expect("poll child").is_none(),
+                "writer child died"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer child committed nothing in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Spread the kill over several writes.
+        std::thread::sleep(Duration::from_millis(u64::from(round) * 37));
         child.kill().expect("SIGKILL the writer");
         child.wait().expect("reap the writer");
         if siblings(dir.path()).len() > 1 {

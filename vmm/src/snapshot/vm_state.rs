@@ -115,14 +115,28 @@ pub fn save_vm(vm: &VmFd) -> Result<VmState> {
 }
 
 /// Writes VM-wide state into a VM with an irqchip and a PIT. Devices are not touched: the core
-/// restores `state.devices` itself.
+/// restores `state.devices` itself, between the two halves ([`restore_interrupt_controllers`],
+/// then the devices, then [`restore_timers`]).
 pub fn restore_vm(vm: &VmFd, state: &VmState) -> Result<()> {
+    restore_interrupt_controllers(vm, state)?;
+    restore_timers(vm, state)
+}
+
+/// The PICs and the IOAPIC. Must come before any device may raise an interrupt again: an edge
+/// that reaches the IOAPIC before its saved state (with every pin still masked, as KVM creates
+/// it) is dropped, and `KVM_SET_IRQCHIP` would overwrite it anyway.
+pub fn restore_interrupt_controllers(vm: &VmFd, state: &VmState) -> Result<()> {
     vm.set_irqchip(&state.pic_master)
         .map_err(ioctl("KVM_SET_IRQCHIP (PIC master)"))?;
     vm.set_irqchip(&state.pic_slave)
         .map_err(ioctl("KVM_SET_IRQCHIP (PIC slave)"))?;
     vm.set_irqchip(&state.ioapic)
         .map_err(ioctl("KVM_SET_IRQCHIP (IOAPIC)"))?;
+    Ok(())
+}
+
+/// The PIT, then kvmclock, as late as possible before the vCPUs start.
+pub fn restore_timers(vm: &VmFd, state: &VmState) -> Result<()> {
     vm.set_pit2(&state.pit).map_err(ioctl("KVM_SET_PIT2"))?;
     vm.set_clock(&clock_for_restore(state.clock))
         .map_err(ioctl("KVM_SET_CLOCK"))?;

@@ -15,8 +15,14 @@
 //!    `extra_devices` hook) so ports, interrupt lines and MMIO windows are the same, the vCPUs.
 //! 5. Each vCPU restored ([`restore_vcpu`]: CPUID first, events last, `KVM_KVMCLOCK_CTRL` so
 //!    the guest's lockup detectors ignore the time it spent suspended).
-//! 6. Every device from its saved state: the snapshot must list exactly this VM's devices.
-//! 7. [`restore_vm`] last (PIC, IOAPIC, PIT, then kvmclock), right before the vCPUs start.
+//! 6. The PICs and the IOAPIC ([`restore_interrupt_controllers`]): every interrupt controller
+//!    holds its saved state before any device can raise an interrupt.
+//! 7. Every device from its saved state: the snapshot must list exactly this VM's devices. A
+//!    device with an interrupt still pending (the UART's IIR, a virtio InterruptStatus) raises
+//!    it again, because its edge may not have reached the saved irqchip: KVM injects an irqfd
+//!    routed to the IOAPIC from a kernel worker, after the eventfd write, so an interrupt raised
+//!    right before the pause can still be in flight when the irqchip is saved.
+//! 8. [`restore_timers`] last (PIT, then kvmclock), right before the vCPUs start.
 
 use std::path::PathBuf;
 
@@ -25,8 +31,8 @@ use crate::config::{ConsoleConfig, VmConfig};
 use crate::devices::persist::DeviceStatesError;
 use crate::memory::{self, MIB};
 use crate::snapshot::{
-    restore_vcpu, restore_vm, MachineState, MemoryRestore, Snapshot, StoreError, TargetLayout,
-    VcpuStateError, VmStateError,
+    restore_interrupt_controllers, restore_timers, restore_vcpu, MachineState, MemoryRestore,
+    Snapshot, StoreError, TargetLayout, VcpuStateError, VmStateError,
 };
 
 /// What `vmm --restore` was given.
@@ -169,10 +175,12 @@ impl Vmm {
                     })
                 })
         })?;
+        // Before the devices: see steps 6 and 7 of the module documentation.
+        restore_interrupt_controllers(vmm.vm.fd(), &state.vm).map_err(RestoreError::Vm)?;
         vmm.persist
             .restore_all(&state.vm.devices)
             .map_err(RestoreError::Devices)?;
-        restore_vm(vmm.vm.fd(), &state.vm).map_err(RestoreError::Vm)?;
+        restore_timers(vmm.vm.fd(), &state.vm).map_err(RestoreError::Vm)?;
         tracing::info!(
             id = %vmm.config.id,
             dir = %options.dir.display(),

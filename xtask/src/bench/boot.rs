@@ -37,7 +37,7 @@ fn ours(b: &BootBench) -> Command {
     ours_with(b, CMDLINE)
 }
 
-fn ours_with(b: &BootBench, cmdline: &str) -> Command {
+pub fn ours_with(b: &BootBench, cmdline: &str) -> Command {
     let mut cmd = Command::new(&b.vmm);
     cmd.arg("--kernel")
         .arg(&b.bzimage)
@@ -53,7 +53,7 @@ fn qemu(b: &BootBench, qemu: &Path) -> Command {
     qemu_with(b, qemu, CMDLINE)
 }
 
-fn qemu_with(b: &BootBench, qemu: &Path, cmdline: &str) -> Command {
+pub fn qemu_with(b: &BootBench, qemu: &Path, cmdline: &str) -> Command {
     let mut cmd = Command::new(qemu);
     cmd.args(["-M", "microvm,rtc=on", "-enable-kvm", "-cpu", "host"])
         .args([
