@@ -434,10 +434,14 @@ pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// The last `VIRMO-COUNTER=n` in a console log.
+/// The last `VIRMO-COUNTER=n` in a console log, on a line the guest finished: a suspend may
+/// stop the guest in the middle of a line (`VIRMO-COUNTER=4` of what becomes `…=42` once it
+/// goes on).
 pub fn last_counter(console_log: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(console_log).ok()?;
-    text.lines()
+    let finished = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+    finished
+        .lines()
         .rev()
         .find_map(|l| l.trim().strip_prefix("VIRMO-COUNTER=")?.trim().parse().ok())
 }

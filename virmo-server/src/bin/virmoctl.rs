@@ -296,16 +296,30 @@ fn print_job_line(job: &Job) {
     );
 }
 
+/// One line per VM: what an administrator looks at first (every setting: `tree`, `--json`).
 fn print_vms(vms: &[VmView]) {
-    println!("{:<20} {:<13} {:<6} SETTINGS", "VM", "STATE", "LOCK");
+    println!(
+        "{:<16} {:<12} {:<10} {:>5} {:>8}  {:<16} ID",
+        "VM", "STATE", "LOCK", "VCPUS", "MEM(MiB)", "IMAGE"
+    );
     for vm in vms {
-        let settings: Vec<String> = vm.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let value = |key: &str| vm.values.get(key).map_or("", String::as_str);
+        let lock = match vm.lock_state {
+            Some(10) => "unlocked",
+            Some(20) => "partial",
+            Some(30) => "full",
+            _ => "?",
+        };
+        let image = format!("{} {}", value("Ext/DevInfo/Mod"), value("Image/PkgVersion"));
         println!(
-            "{:<20} {:<13} {:<6} {}",
+            "{:<16} {:<12} {:<10} {:>5} {:>8}  {:<16} {}",
             vm.name,
             vm.state_name.as_deref().unwrap_or("?"),
-            vm.lock_state.map_or("?".to_owned(), |l| l.to_string()),
-            settings.join(" ")
+            lock,
+            value("Resources/VCPUs"),
+            value("Resources/MemoryMiB"),
+            image.trim(),
+            vm.id.as_deref().unwrap_or("")
         );
     }
 }
@@ -449,13 +463,14 @@ fn watch(client: &AdminClient, mut job: Job, json: bool) -> Result<JobState> {
             bail!("unexpected answer");
         };
         if view.job.updated_at != job.updated_at || view.job.state != job.state {
-            let detail = view.job.error.clone().unwrap_or_default();
-            println!(
-                "{}  job {} {}  {detail}",
+            let line = format!(
+                "{}  job {} {}  {}",
                 time(view.job.updated_at),
                 view.job.id,
-                view.job.state
+                view.job.state,
+                view.job.error.as_deref().unwrap_or_default()
             );
+            println!("{}", line.trim_end());
         }
         job = view.job;
         if json && job.state.is_terminal() {
