@@ -302,6 +302,7 @@ pub fn guest_spec(env: &TestEnv, scenario: &str, version: &str) -> BundleSpec {
         storage_mib: 16,
         entropy: true,
         removable_mib: 8,
+        network: false,
     }
 }
 

@@ -151,6 +151,7 @@ fn dummy_bundle(dir: &Path, name: &str) -> (PathBuf, String) {
         storage_mib: 4,
         entropy: false,
         removable_mib: 0,
+        network: false,
     };
     let out = dir.join(format!("{name}.tar"));
     let digest = virmo_agent::bundle::create::write_bundle(&spec, &out).unwrap();
@@ -921,6 +922,7 @@ fn agent_bench() {
         storage_mib: 1,
         entropy: false,
         removable_mib: 0,
+        network: false,
         ..guest_spec(&env, "idle", "1")
     };
     let (_, idle_hash) = write_spec(&spec, &w.files_dir(), "idle.tar");

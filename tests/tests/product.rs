@@ -4,17 +4,19 @@
 //!
 //! Every step checks what the server recorded: the job's state (an Exec is `accepted`, then
 //! `done` by its OperationComplete), the statuses of its commands, the alert with its result
-//! code, and the VM as the server last read it. Runs in the nested-KVM runner here:
+//! code, and the VM as the server last read it. The VM has a removable disk, an entropy source
+//! and a network device (a tap the VMM creates, left unconnected). Runs in the nested-KVM runner here:
 //! `cargo xtask test --skip-unit product`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use virmo_agent::bundle::create::BundleSpec;
 use virmo_server::admin::{JobView, VmView};
 use virmo_server::model::DmCommand;
 use virmo_tests::agent::{
-    cgroup_mount, guest_bundle, kill_vmms, last_counter, vmm_processes, wait_until, AgentProcess,
-    AgentSetup, FileServer,
+    cgroup_mount, guest_spec, kill_vmms, last_counter, vmm_processes, wait_until, write_spec,
+    AgentProcess, AgentSetup, FileServer,
 };
 use virmo_tests::product::{free_udp_port, virmo, with_test_timing, ServerProcess, Virmoctl};
 use virmo_tests::{TempDir, TestEnv};
@@ -204,8 +206,13 @@ fn counters_after(log: &std::path::Path, after: u64) -> Vec<u64> {
 fn product_work_vm_from_enrolment_to_deletion() {
     let env = TestEnv::get();
     let p = Product::new(&env);
-    let (bundle, hash) = guest_bundle(&env, &p.dir.path().join("files"), "counter", "1.0");
-    let url = p.files.url(bundle.file_name().unwrap().to_str().unwrap());
+    // The counter guest with a removable disk, an entropy source and a network device.
+    let spec = BundleSpec {
+        network: true,
+        ..guest_spec(&env, "counter", "1.0")
+    };
+    let (_, hash) = write_spec(&spec, &p.dir.path().join("files"), "work.tar");
+    let url = p.files.url("work.tar");
 
     // (a) Provision the work VM from the bundle the company serves, then start it.
     let view = p.exec(
@@ -252,9 +259,13 @@ fn product_work_vm_from_enrolment_to_deletion() {
     });
     let vmm = vmm::api::client::VmmClient::new(p.data().join("run").join(format!("{id}.sock")));
 
-    // (b) Gate the peripherals: the removable disk and the entropy source, live.
+    // Its network device is a tap on the device, named after the VM.
+    let tap = PathBuf::from("/sys/class/net").join(format!("virmo{}", &id.replace('-', "")[..8]));
+    assert!(tap.exists(), "no tap {}", tap.display());
+
+    // (b) Gate the peripherals: the removable disk and the network, live.
     let listed = p.ctl.ok(&["peripherals", DEVICE, "work"]);
-    for name in ["disk0", "usb0", "rng0"] {
+    for name in ["disk0", "usb0", "rng0", "net0"] {
         assert!(
             listed
                 .lines()
@@ -262,28 +273,29 @@ fn product_work_vm_from_enrolment_to_deletion() {
             "{listed}"
         );
     }
+    let allowed = |id: &str| {
+        let devices = vmm.devices().expect("the VMM's devices");
+        let device = devices.iter().find(|d| d.id == id);
+        device
+            .unwrap_or_else(|| panic!("no {id}: {devices:?}"))
+            .allowed
+    };
+    assert!(allowed("usb0") && allowed("net0"));
     p.replace(&["peripherals", DEVICE, "work", "usb0", "--deny"]);
-    p.replace(&["peripherals", DEVICE, "work", "rng0", "--deny"]);
-    let devices = vmm.devices().expect("the VMM's devices");
-    let allowed = |id: &str| devices.iter().find(|d| d.id == id).unwrap().allowed;
-    assert!(
-        !allowed("usb0") && !allowed("rng0") && allowed("disk0"),
-        "{devices:?}"
-    );
+    p.replace(&["peripherals", DEVICE, "work", "net0", "--deny"]);
+    assert!(!allowed("usb0") && !allowed("net0") && allowed("disk0") && allowed("rng0"));
     p.ctl.ok(&["refresh", DEVICE, "--watch"]);
     let listed = p.ctl.ok(&["peripherals", DEVICE, "work"]);
-    assert!(
-        listed
-            .lines()
-            .any(|l| l.starts_with("usb0") && l.contains("denied")),
-        "{listed}"
-    );
-    p.replace(&["peripherals", DEVICE, "work", "rng0", "--allow"]);
-    assert!(vmm
-        .devices()
-        .unwrap()
-        .iter()
-        .any(|d| d.id == "rng0" && d.allowed));
+    for name in ["usb0", "net0"] {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.starts_with(name) && l.contains("denied")),
+            "{listed}"
+        );
+    }
+    p.replace(&["peripherals", DEVICE, "work", "net0", "--allow"]);
+    assert!(allowed("net0"));
 
     // (c) Suspend for diagnostics: no VMM left; resume: the guest's counter goes on.
     let pid = vmm.info().expect("the VMM answers").pid;
@@ -303,11 +315,10 @@ fn product_work_vm_from_enrolment_to_deletion() {
     });
     let after = counters_after(&p.console_log(&id), before);
     assert_eq!(after[0], before + 1, "the counter continues: {after:?}");
-    assert!(!vmm
-        .devices()
-        .unwrap()
-        .iter()
-        .any(|d| d.id == "usb0" && d.allowed));
+    assert!(
+        !allowed("usb0") && allowed("net0"),
+        "the policy survives the suspend"
+    );
 
     // (d) Lock the VM with a code the employee may use; the employee unlocks with `virmo`.
     let socket = p.agent.local_socket.clone();
@@ -385,6 +396,7 @@ fn product_work_vm_from_enrolment_to_deletion() {
     let tree = p.ctl.ok(&["tree", DEVICE]);
     assert!(!tree.contains("./VirMO/VM/work"), "{tree}");
     assert!(vmm_processes(&p.data()).is_empty());
+    assert!(!tap.exists(), "the tap is gone");
     for folder in ["vms", "images", "run", "downloads"] {
         assert!(
             entries(&p.data().join(folder)).is_empty(),
