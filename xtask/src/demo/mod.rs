@@ -18,7 +18,7 @@ use crate::paths;
 use crate::runner::{self, RunnerFile, RunnerJob};
 use crate::test::{build_programs, image_files};
 
-/// The demo's script (busybox sh or any POSIX sh with `pipefail`).
+/// The demo's script (busybox sh, or bash).
 const SCRIPT: &str = include_str!("product.sh");
 
 /// What `cargo xtask demo` runs.
@@ -62,7 +62,7 @@ fn product() -> Result<()> {
         for program in &programs {
             link(&program.path, &bin.join(program.name))?;
         }
-        let status = std::process::Command::new("sh")
+        let status = std::process::Command::new("bash")
             .args(["-c", SCRIPT])
             .env("VIRMO_DEMO_BIN", &bin)
             .env("VIRMO_DEMO_IMAGES", &images.dir)
@@ -71,7 +71,7 @@ fn product() -> Result<()> {
                 paths::build_dir().join("demo").join("work"),
             )
             .status()
-            .context("running sh")?;
+            .context("running bash")?;
         status.code().unwrap_or(1)
     } else {
         eprintln!(

@@ -2,7 +2,7 @@
 # work VM provisioned, started, looked at, suspended and resumed, then deleted — every step
 # through the same commands an administrator (virmoctl) and a device user (virmo) type.
 #
-# xtask runs it with busybox sh in the nested-KVM runner (or with sh where the host's KVM is
+# xtask runs it with busybox sh in the nested-KVM runner (with bash where the host's KVM is
 # hardware-backed). BIN: the programs; IMAGES: the test guest's kernel and initramfs; WORK: a
 # scratch folder (emptied first).
 set -eu
@@ -90,13 +90,14 @@ HASH=$(virmo-agent bundle --kernel "$IMAGES/bzImage" --initramfs "$IMAGES/initra
     --cmdline "console=ttyS0 quiet panic=-1 virmo.scenario=counter" --ready-marker VIRMO-GUEST-READY \
     --name counter --version 1.0 --memory-mib 128 --storage-mib 16 --entropy --removable-mib 8 \
     --output "$WORK/files/counter.tar" 2>/dev/null)
-if command -v httpd >/dev/null; then
-    httpd -f -p 127.0.0.1:8000 -h "$WORK/files" >"$WORK/httpd.log" 2>&1 &
-else
+if command -v busybox >/dev/null; then
     busybox httpd -f -p 127.0.0.1:8000 -h "$WORK/files" >"$WORK/httpd.log" 2>&1 &
+else
+    python3 -m http.server 8000 --bind 127.0.0.1 --directory "$WORK/files" >"$WORK/httpd.log" 2>&1 &
 fi
 pids="$pids $!"
 URL=http://127.0.0.1:8000/counter.tar
+if command -v wget >/dev/null; then wait_for 10 wget -q -O /dev/null "$URL"; else sleep 1; fi
 echo "      $URL  $(du -h "$WORK/files/counter.tar" | cut -f1)  $HASH"
 
 step "provisioning VM work from $URL"
