@@ -45,12 +45,50 @@ pub fn cgroup_mount() -> Option<PathBuf> {
 pub struct AgentSetup {
     pub data_dir: PathBuf,
     pub vmm: PathBuf,
-    pub server_url: String,
-    pub accounts: Accounts,
+    /// The configuration's `[server]`, `[device]` and `[listen]` tables: [`dm_account`] for the
+    /// tests' DM server, or what `virmoctl enroll` printed.
+    pub account: String,
     pub cgroup_mount: Option<PathBuf>,
     /// Extra TOML under `[limits]`.
     pub limits: String,
 }
+
+/// The `[server]`, `[device]` and `[listen]` tables for the tests' DM server at `url`: device
+/// [`DEVICE_ID`], Pkg#0 on a free loopback port, short retries.
+pub fn dm_account(url: &str, a: &Accounts) -> String {
+    format!(
+        r#"[server]
+url = {url:?}
+server_id = {sid:?}
+auth = "{auth}"
+client_name = {cn:?}
+client_secret = {cs:?}
+server_name = {sn:?}
+server_secret = {ss:?}
+{timing}
+[device]
+dev_id = {dev:?}
+[listen]
+notification = "127.0.0.1:0"
+"#,
+        sid = a.server_id,
+        auth = match a.scheme {
+            omadm::auth::AuthScheme::Hmac => "hmac",
+            omadm::auth::AuthScheme::Basic => "basic",
+            omadm::auth::AuthScheme::Md5 => "md5",
+        },
+        cn = a.device_user,
+        cs = a.device_password,
+        sn = a.server_user,
+        ss = a.server_password,
+        dev = DEVICE_ID,
+        timing = SERVER_TIMING,
+    )
+}
+
+/// `[server]` keys of the agents under test: no periodic session, quick alert retries.
+pub const SERVER_TIMING: &str =
+    "poll_interval_secs = 3600\nretry_min_secs = 1\nretry_max_secs = 4\nhttp_timeout_secs = 30\n";
 
 /// A running `virmo-agent` process.
 pub struct AgentProcess {
@@ -66,7 +104,6 @@ impl AgentProcess {
     pub fn start(setup: &AgentSetup) -> Self {
         std::fs::create_dir_all(&setup.data_dir).expect("data dir");
         let config = setup.data_dir.with_extension("toml");
-        let a = &setup.accounts;
         let cgroup = setup
             .cgroup_mount
             .as_ref()
@@ -79,22 +116,7 @@ impl AgentProcess {
             .unwrap_or_default();
         let text = format!(
             r#"vmm_bin = {vmm:?}
-[server]
-url = {url:?}
-server_id = {sid:?}
-auth = "{auth}"
-client_name = {cn:?}
-client_secret = {cs:?}
-server_name = {sn:?}
-server_secret = {ss:?}
-poll_interval_secs = 3600
-retry_min_secs = 1
-retry_max_secs = 4
-http_timeout_secs = 30
-[device]
-dev_id = {dev:?}
-[listen]
-notification = "127.0.0.1:0"
+{account}
 [limits]
 stop_deadline_secs = 20
 unlock_hash_iterations = 2000
@@ -103,18 +125,7 @@ download_timeout_secs = 10
 {limits}
 {cgroup}"#,
             vmm = setup.vmm.display().to_string(),
-            url = setup.server_url,
-            sid = a.server_id,
-            auth = match a.scheme {
-                omadm::auth::AuthScheme::Hmac => "hmac",
-                omadm::auth::AuthScheme::Basic => "basic",
-                omadm::auth::AuthScheme::Md5 => "md5",
-            },
-            cn = a.device_user,
-            cs = a.device_password,
-            sn = a.server_user,
-            ss = a.server_password,
-            dev = DEVICE_ID,
+            account = setup.account,
             limits = setup.limits,
         );
         std::fs::write(&config, text).expect("agent config");
@@ -291,6 +302,7 @@ pub fn guest_spec(env: &TestEnv, scenario: &str, version: &str) -> BundleSpec {
         storage_mib: 16,
         entropy: true,
         removable_mib: 8,
+        network: false,
     }
 }
 
@@ -423,10 +435,14 @@ pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// The last `VIRMO-COUNTER=n` in a console log.
+/// The last `VIRMO-COUNTER=n` in a console log, on a line the guest finished: a suspend may
+/// stop the guest in the middle of a line (`VIRMO-COUNTER=4` of what becomes `…=42` once it
+/// goes on).
 pub fn last_counter(console_log: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(console_log).ok()?;
-    text.lines()
+    let finished = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+    finished
+        .lines()
         .rev()
         .find_map(|l| l.trim().strip_prefix("VIRMO-COUNTER=")?.trim().parse().ok())
 }

@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod dm_server;
+pub mod product;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use virmo_agent::local::protocol::Request;
 use virmo_tests::agent::{
-    agent_bin, alive, cgroup_mount, guest_bundle, guest_spec, kill_vmms, last_counter,
+    agent_bin, alive, cgroup_mount, dm_account, guest_bundle, guest_spec, kill_vmms, last_counter,
     vmm_processes, wait_until, write_spec, AgentProcess, AgentSetup, FileServer, DEVICE_ID,
 };
 use virmo_tests::dm_server::{add_node, atomic, delete, exec, get, replace, Accounts, DmServer};
@@ -39,8 +39,7 @@ impl World {
         let setup = AgentSetup {
             data_dir: dir.path().join("data"),
             vmm,
-            server_url: server.url(),
-            accounts: server.accounts.clone(),
+            account: dm_account(&server.url(), &server.accounts),
             cgroup_mount: cgroup_mount(),
             limits: limits.to_owned(),
         };
@@ -152,6 +151,7 @@ fn dummy_bundle(dir: &Path, name: &str) -> (PathBuf, String) {
         storage_mib: 4,
         entropy: false,
         removable_mib: 0,
+        network: false,
     };
     let out = dir.join(format!("{name}.tar"));
     let digest = virmo_agent::bundle::create::write_bundle(&spec, &out).unwrap();
@@ -922,6 +922,7 @@ fn agent_bench() {
         storage_mib: 1,
         entropy: false,
         removable_mib: 0,
+        network: false,
         ..guest_spec(&env, "idle", "1")
     };
     let (_, idle_hash) = write_spec(&spec, &w.files_dir(), "idle.tar");
@@ -1094,9 +1095,12 @@ fn agent_keeps_undelivered_alerts_across_restarts() {
     // The server becomes unreachable (the agent is pointed at a closed port).
     w.agent.kill();
     let mut setup = w.agent.setup.clone();
-    let good_url = setup.server_url.clone();
+    let good_account = setup.account.clone();
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    setup.server_url = format!("http://{}/dm", closed.local_addr().unwrap());
+    setup.account = dm_account(
+        &format!("http://{}/dm", closed.local_addr().unwrap()),
+        &w.server.accounts,
+    );
     drop(closed);
     w.agent = AgentProcess::start(&setup);
     // The user unlocks: the UserUnlocked alert cannot be delivered; it waits in the database.
@@ -1115,7 +1119,7 @@ fn agent_keeps_undelivered_alerts_across_restarts() {
     });
     // Killed with the alert undelivered; started again with the server reachable: delivered.
     w.agent.kill();
-    setup.server_url = good_url;
+    setup.account = good_account;
     w.agent = AgentProcess::start(&setup);
     let alert = w.server.wait_alert(OP_TIMEOUT, |a| {
         a.alert_type == "urn:oma:at:virmo:1.0:UserUnlocked"

@@ -44,11 +44,16 @@ enum Task {
         #[arg(long, default_value_t = 1)]
         test_threads: u32,
     },
-    /// Boot the demo guest with its console shown.
+    /// The product's demo: a server and an agent, a VM provisioned, started, shown, suspended,
+    /// resumed and deleted through virmoctl (--vm-only: just boot the demo guest, console shown).
     Demo {
-        /// Scenario of the guest (guest-images/scenarios/NAME.sh); default: report its CPUs and memory.
-        #[arg(long, default_value = "report")]
-        scenario: String,
+        /// Only boot one guest under our VMM with its console shown.
+        #[arg(long)]
+        vm_only: bool,
+        /// With --vm-only (implied): the guest's scenario (guest-images/scenarios/NAME.sh);
+        /// default: report its CPUs and memory.
+        #[arg(long)]
+        scenario: Option<String>,
         #[arg(long, default_value_t = 2)]
         vcpus: u8,
         #[arg(long, default_value_t = 256)]
@@ -194,10 +199,19 @@ fn main() -> Result<()> {
             test_threads,
         }),
         Task::Demo {
+            vm_only,
             scenario,
             vcpus,
             memory_mib,
-        } => demo::run(&scenario, vcpus, memory_mib),
+        } => demo::run(&if vm_only || scenario.is_some() {
+            demo::Demo::VmOnly {
+                scenario: scenario.unwrap_or_else(|| "report".into()),
+                vcpus,
+                memory_mib,
+            }
+        } else {
+            demo::Demo::Product
+        }),
         Task::Runner {
             programs,
             files,

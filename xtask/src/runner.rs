@@ -164,8 +164,12 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
     let started = Instant::now();
     let mut last_output = Instant::now();
     let mut status = None;
+    // The firmware's and the runner kernel's lines before our /init speaks (`runner: …`) are
+    // held back, and shown only if the runner never gets that far.
+    let mut boot_lines = Some(Vec::new());
     loop {
         if last_output.elapsed() > SILENT_FOR {
+            show_boot_lines(boot_lines.take());
             eprintln!(
                 "runner: silent for {SILENT_FOR:?}; its CPUs:\n{}\nQEMU's threads:\n{}",
                 monitor_report(&monitor),
@@ -179,6 +183,7 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
         }
         let left = job.timeout.saturating_sub(started.elapsed());
         if left.is_zero() {
+            show_boot_lines(boot_lines.take());
             let _ = child.kill();
             let _ = child.wait();
             let _ = std::fs::remove_file(&initrd);
@@ -187,6 +192,16 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
         match rx.recv_timeout(left.min(Duration::from_secs(1))) {
             Ok(line) => {
                 last_output = Instant::now();
+                let mut line = line;
+                if let Some(held) = &mut boot_lines {
+                    // The firmware's terminal escapes may precede it on its line.
+                    let Some(at) = line.find("runner: ") else {
+                        held.push(line);
+                        continue;
+                    };
+                    line.drain(..at);
+                    boot_lines = None;
+                }
                 if let Some(code) = line.trim().strip_prefix(EXIT_MARKER) {
                     status = code.trim().parse::<i32>().ok();
                 } else {
@@ -210,6 +225,7 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+    show_boot_lines(boot_lines);
     let qemu_status = child.wait()?;
     let _ = std::fs::remove_file(&initrd);
     let _ = std::fs::remove_file(&monitor);
@@ -218,6 +234,16 @@ pub fn run(images: &Images, job: &RunnerJob) -> Result<i32> {
         None => {
             bail!("the runner ended ({qemu_status}) without reporting the script's exit status")
         }
+    }
+}
+
+/// The runner's console before its /init started, when it never did.
+fn show_boot_lines(held: Option<Vec<String>>) {
+    if let Some(held) = held {
+        eprintln!(
+            "runner: its console before /init started:\n{}",
+            held.join("\n")
+        );
     }
 }
 

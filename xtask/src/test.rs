@@ -5,6 +5,7 @@
 //!    hardware-backed, otherwise inside the nested-KVM runner. Their output comes back here, and a
 //!    failing test fails the command.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -27,7 +28,7 @@ pub fn run(opts: &TestOptions) -> Result<()> {
     }
     let images = images::build()?;
     let vmm = cargo::build_vmm("dev")?;
-    let agent = build_agent()?;
+    let programs = build_programs()?;
     let tests: Vec<_> = cargo::executables(&["test", "-p", "virmo-tests", "--no-run"])?
         .into_iter()
         .filter(|(name, _)| name != "virmo_tests")
@@ -44,10 +45,13 @@ pub fn run(opts: &TestOptions) -> Result<()> {
         eprintln!("xtask: integration tests on this host's hardware KVM");
         let mut failed = Vec::new();
         for (name, exe) in &tests {
-            let status = std::process::Command::new(exe)
+            let mut command = std::process::Command::new(exe);
+            for program in &programs {
+                command.env(program.env, &program.path);
+            }
+            let status = command
                 .args(&args)
                 .env("VIRMO_VMM_BIN", &vmm)
-                .env("VIRMO_AGENT_BIN", &agent)
                 .env("VIRMO_IMAGES_DIR", &images.dir)
                 .status()?;
             if !status.success() {
@@ -61,22 +65,25 @@ pub fn run(opts: &TestOptions) -> Result<()> {
     }
 
     eprintln!("xtask: this host's KVM is not hardware-backed; integration tests run in the nested-KVM runner");
-    let mut files = vec![
-        RunnerFile {
-            host: vmm,
-            guest: "/virmo/bin/vmm".into(),
-            program: true,
-        },
-        RunnerFile {
-            host: agent,
-            guest: "/virmo/bin/virmo-agent".into(),
-            program: true,
-        },
-    ];
-    files.extend(image_files(&images));
+    let mut files = vec![RunnerFile {
+        host: vmm,
+        guest: "/virmo/bin/vmm".into(),
+        program: true,
+    }];
     let mut script = String::from(
-        "export VIRMO_VMM_BIN=/virmo/bin/vmm VIRMO_AGENT_BIN=/virmo/bin/virmo-agent VIRMO_IMAGES_DIR=/virmo/images RUST_BACKTRACE=1\nrc=0\n",
+        "export VIRMO_VMM_BIN=/virmo/bin/vmm VIRMO_IMAGES_DIR=/virmo/images RUST_BACKTRACE=1\n",
     );
+    for program in programs {
+        let guest = format!("/virmo/bin/{}", program.name);
+        script.push_str(&format!("export {}={guest}\n", program.env));
+        files.push(RunnerFile {
+            host: program.path,
+            guest,
+            program: true,
+        });
+    }
+    files.extend(image_files(&images));
+    script.push_str("rc=0\n");
     for (name, exe) in &tests {
         let guest = format!("/virmo/tests/{name}");
         files.push(RunnerFile {
@@ -110,13 +117,54 @@ pub fn run(opts: &TestOptions) -> Result<()> {
     Ok(())
 }
 
-/// The `virmo-agent` binary (the agent tests start it as a process of its own).
-fn build_agent() -> Result<std::path::PathBuf> {
-    cargo::executables(&["build", "-p", "virmo-agent", "--bin", "virmo-agent"])?
+/// A program the integration tests start as a process of its own, and the variable that tells
+/// them where it is.
+pub struct Program {
+    pub name: &'static str,
+    pub env: &'static str,
+    pub path: PathBuf,
+}
+
+/// The product's programs besides the VMM: the agent and the device user's `virmo` CLI, the
+/// server and the administrator's `virmoctl` (debug builds, like the tests).
+pub fn build_programs() -> Result<Vec<Program>> {
+    let wanted = [
+        ("virmo-agent", "VIRMO_AGENT_BIN"),
+        ("virmo", "VIRMO_CLI_BIN"),
+        ("virmo-server", "VIRMO_SERVER_BIN"),
+        ("virmoctl", "VIRMOCTL_BIN"),
+    ];
+    // virmo-tests is selected too (it has no binaries): with the same packages as the tests'
+    // build, cargo unifies the dependencies' features the same way, and neither build undoes
+    // the other's (rustls, ureq… were rebuilt at every run otherwise).
+    let built = cargo::executables(&[
+        "build",
+        "-p",
+        "virmo-tests",
+        "-p",
+        "virmo-agent",
+        "-p",
+        "virmo-server",
+        "--bin",
+        "virmo-agent",
+        "--bin",
+        "virmo",
+        "--bin",
+        "virmo-server",
+        "--bin",
+        "virmoctl",
+    ])?;
+    wanted
         .into_iter()
-        .find(|(name, _)| name == "virmo-agent")
-        .map(|(_, path)| path)
-        .ok_or_else(|| anyhow::anyhow!("cargo built no virmo-agent binary"))
+        .map(|(name, env)| {
+            let path = built
+                .iter()
+                .find(|(built, _)| built == name)
+                .map(|(_, path)| path.clone())
+                .ok_or_else(|| anyhow::anyhow!("cargo built no {name} binary"))?;
+            Ok(Program { name, env, path })
+        })
+        .collect()
 }
 
 /// The guest images, at `/virmo/images/` in the runner.

@@ -4,7 +4,7 @@
 //! virmo-agent [--config FILE] [--data-dir DIR] [--vmm PATH]
 //! virmo-agent bundle --kernel K [--initramfs I] [--disk D] --cmdline C --name N --version V
 //!             [--vcpus N] [--memory-mib M] [--storage-mib S] [--entropy] [--removable-mib R]
-//!             [--ready-marker TEXT] --output OUT.tar
+//!             [--network] [--ready-marker TEXT] --output OUT.tar
 //! ```
 
 use std::path::PathBuf;
@@ -59,6 +59,9 @@ enum Command {
         entropy: bool,
         #[arg(long, default_value_t = 0)]
         removable_mib: u64,
+        /// A network device (`net0`) on a tap the VMM creates.
+        #[arg(long)]
+        network: bool,
         #[arg(long)]
         ready_marker: Option<String>,
         #[arg(long)]
@@ -87,6 +90,7 @@ fn main() -> anyhow::Result<()> {
         storage_mib,
         entropy,
         removable_mib,
+        network,
         ready_marker,
         output,
     }) = cli.command
@@ -104,6 +108,7 @@ fn main() -> anyhow::Result<()> {
             storage_mib,
             entropy,
             removable_mib,
+            network,
         };
         let digest = write_bundle(&spec, &output).context("writing the bundle")?;
         println!("sha256:{}", virmo_agent::bundle::hex(&digest));

@@ -20,6 +20,7 @@ pub struct BundleSpec {
     pub storage_mib: u64,
     pub entropy: bool,
     pub removable_mib: u64,
+    pub network: bool,
 }
 
 /// Writes the bundle of `spec` to `out` (atomically); returns its sha256 (the `PkgHash`).
@@ -55,6 +56,7 @@ pub fn write_bundle(spec: &BundleSpec, out: &Path) -> std::io::Result<[u8; 32]> 
         devices: Devices {
             entropy: spec.entropy,
             removable_mib: spec.removable_mib,
+            network: spec.network,
         },
         files: digests,
     };

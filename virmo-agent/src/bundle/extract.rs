@@ -203,6 +203,7 @@ mod tests {
             storage_mib: 8,
             entropy: true,
             removable_mib: 0,
+            network: false,
         }
     }
 

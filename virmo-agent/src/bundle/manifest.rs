@@ -47,6 +47,9 @@ pub struct Devices {
     /// An empty removable disk of this size (`usb0`, class `removable-storage`); 0: none.
     #[serde(default)]
     pub removable_mib: u64,
+    /// A virtio-net (`net0`, class `network`) on a tap of its own.
+    #[serde(default)]
+    pub network: bool,
 }
 
 /// The manifest.
@@ -148,7 +151,7 @@ mod tests {
             disk: None,
             devices: Devices {
                 entropy: true,
-                removable_mib: 0,
+                ..Devices::default()
             },
             files: [
                 ("kernel".to_string(), "00".repeat(32)),

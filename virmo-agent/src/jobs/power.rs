@@ -102,6 +102,11 @@ pub fn boot_launch(
                 class: "removable-storage",
             }),
             "entropy" => Some(VmmDevice::Rng { id: p.id.clone() }),
+            "network" => Some(VmmDevice::Net {
+                id: p.id.clone(),
+                tap: tap_name(&record.id),
+                mac: mac_address(&record.id),
+            }),
             _ => None,
         })
         .collect();
@@ -113,6 +118,29 @@ pub fn boot_launch(
         memory_mib: record.memory_mib(),
         devices,
     })
+}
+
+/// The host's end of a VM's network device: `virmo` and the first 8 hex digits of its UUID
+/// (a Linux interface name holds 15 bytes). The VMM creates the tap; what it connects to (a
+/// bridge, NAT) is the host's business.
+pub fn tap_name(vm_id: &str) -> String {
+    let hex: String = vm_id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(8)
+        .collect();
+    format!("virmo{hex}")
+}
+
+/// A locally administered MAC for a VM's network device, stable for the VM's life: 52:54:00
+/// and three bytes of its UUID.
+pub fn mac_address(vm_id: &str) -> String {
+    let hex: Vec<char> = vm_id.chars().filter(char::is_ascii_hexdigit).collect();
+    let byte = |i: usize| {
+        hex.get(2 * i..2 * i + 2)
+            .map_or("00".into(), String::from_iter)
+    };
+    format!("52:54:00:{}:{}:{}", byte(0), byte(1), byte(2))
 }
 
 /// Grows the VM's disk to its StorageMiB.
@@ -336,5 +364,18 @@ pub fn stop(ctx: &mut JobCtx) -> Outcome {
     }) {
         Ok(_) => Outcome::ok(),
         Err(e) => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{mac_address, tap_name};
+
+    #[test]
+    fn a_vm_s_tap_and_mac_come_from_its_uuid() {
+        let id = "e56bd7c8-b906-4186-aaec-2663ba173217";
+        assert_eq!(tap_name(id), "virmoe56bd7c8");
+        assert!(tap_name(id).len() <= 15, "an interface name holds 15 bytes");
+        assert_eq!(mac_address(id), "52:54:00:e5:6b:d7");
     }
 }

@@ -187,6 +187,13 @@ fn make_vm(ctx: &mut JobCtx, digest: &str) -> Outcome {
             allowed: allowed("rng0"),
         });
     }
+    if manifest.devices.network {
+        peripherals.push(Peripheral {
+            id: "net0".into(),
+            class: "network".into(),
+            allowed: allowed("net0"),
+        });
+    }
     let installed = InstalledImage {
         digest: digest.to_owned(),
         name: manifest.name.clone(),

@@ -139,7 +139,7 @@ impl Supervisor {
             max_vcpus: limits.max_vcpus.unwrap_or(cpus).min(255),
             max_memory_mib: limits.max_memory_mib.unwrap_or(mem_mib),
             max_storage_mib: limits.max_storage_mib,
-            peripheral_classes: "storage,removable-storage,entropy".into(),
+            peripheral_classes: "storage,removable-storage,entropy,network".into(),
             hypervisor: "KVM; Type II; virmo vmm".into(),
         };
         let cgroups = Cgroups::detect(&config.cgroup);

@@ -28,6 +28,12 @@ pub enum VmmDevice {
     Rng {
         id: String,
     },
+    /// A virtio-net on the tap `tap` (the VMM creates it).
+    Net {
+        id: String,
+        tap: String,
+        mac: String,
+    },
 }
 
 /// What to run.
@@ -116,6 +122,9 @@ impl VmmProcess {
                         }
                         VmmDevice::Rng { id } => {
                             cmd.arg("--rng").arg(format!("id={id}"));
+                        }
+                        VmmDevice::Net { id, tap, mac } => {
+                            cmd.arg("--net").arg(format!("id={id},tap={tap},mac={mac}"));
                         }
                     }
                 }
