@@ -217,22 +217,35 @@ fn probe_as_jailed(
         .iter()
         .map(|k| c(&format!("/proc/{pid}/ns/{k}")))
         .collect();
+    let root = c(&format!("/proc/{pid}/root"));
     let host_file = c("/etc/passwd");
     let own = c(own_file.to_str().unwrap());
     let other = c(other_vm_file.to_str().unwrap());
     let test_pid = std::process::id() as libc::pid_t;
-    // SAFETY: the child makes only async-signal-safe calls (open, setns, fork, setres[ug]id,
-    // access, kill, waitpid, _exit) on memory prepared before the fork, then exits.
+    // SAFETY: the child makes only async-signal-safe calls (open, setns, fchdir, chroot, fork,
+    // setres[ug]id, access, kill, waitpid, _exit) on memory prepared before the fork, then exits.
     unsafe {
         let child = libc::fork();
         assert!(child >= 0, "fork");
         if child == 0 {
-            for path in &ns {
-                let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-                if fd < 0 || libc::setns(fd, 0) != 0 {
+            // Every descriptor first: once in the jail's mount namespace, /proc is its own.
+            let mut fds = [0; 5];
+            for (fd, path) in fds.iter_mut().zip(&ns) {
+                *fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            }
+            let root_fd = libc::open(root.as_ptr(), libc::O_PATH | libc::O_DIRECTORY);
+            if root_fd < 0 || fds.iter().any(|fd| *fd < 0) {
+                libc::_exit(probe::SETUP_FAILED);
+            }
+            for fd in fds {
+                if libc::setns(fd, 0) != 0 {
                     libc::_exit(probe::SETUP_FAILED);
                 }
                 libc::close(fd);
+            }
+            // The VMM's own root (pivoted, or chrooted where the host root is the rootfs).
+            if libc::fchdir(root_fd) != 0 || libc::chroot(c".".as_ptr()) != 0 {
+                libc::_exit(probe::SETUP_FAILED);
             }
             // Only a child enters the PID namespace.
             let grandchild = libc::fork();

@@ -154,16 +154,41 @@ fn make_node(root: &Path, node: &DevNode, uid: u32, gid: u32) -> Result<(), Moun
 
 /// Makes `root` the root of this mount namespace and detaches the old root; the tmpfs is then
 /// made read-only (the VMM writes only into its writable binds).
+///
+/// Where the host's root is the initial ramfs (rootfs: the nested-KVM runner, some embedded
+/// systems), `pivot_root` is refused (EINVAL): the jail's root is then moved over `/` and the
+/// process chroots into it, as `switch_root` does. The old root stays under it in this mount
+/// namespace, out of reach: leaving a chroot needs CAP_SYS_CHROOT, which the jailed process
+/// no longer has, and it holds no descriptor of the old root.
 pub fn pivot_into(root: &Path) -> Result<(), MountError> {
     std::env::set_current_dir(root).map_err(at("cannot enter", root))?;
     let dot = sys::cstring(Path::new(".")).map_err(at("cannot pivot into", root))?;
     // SAFETY: both arguments are the NUL-terminated string "." that outlives the call; with the
     // current folder a mount point, pivot_root(".", ".") stacks the old root on the new one.
     let rc = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) };
-    sys::check(rc).map_err(at("cannot pivot_root into", root))?;
-    // SAFETY: as above; detaches the old root, which sits on top of "." after the pivot.
-    let rc = unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) };
-    sys::check(rc.into()).map_err(at("cannot detach the old root from", root))?;
+    match sys::check(rc) {
+        Ok(_) => {
+            // SAFETY: as above; detaches the old root, which sits on top of "." after the pivot.
+            let rc = unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) };
+            sys::check(rc.into()).map_err(at("cannot detach the old root from", root))?;
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            tracing::debug!("pivot_root refused (root on rootfs?): moving the jail over / instead");
+            sys::mount(
+                Some(Path::new(".")),
+                Path::new("/"),
+                None,
+                libc::MS_MOVE,
+                None,
+            )
+            .map_err(at("cannot move the jail's root over / from", root))?;
+            // SAFETY: "." is a NUL-terminated string that outlives the call; chroot(2) only
+            // reads it.
+            let rc = unsafe { libc::chroot(dot.as_ptr()) };
+            sys::check(rc.into()).map_err(at("cannot chroot into", root))?;
+        }
+        Err(e) => return Err(at("cannot pivot_root into", root)(e)),
+    }
     let slash = Path::new("/");
     std::env::set_current_dir(slash).map_err(at("cannot enter", slash))?;
     sys::mount(
