@@ -176,6 +176,11 @@ fn jail_the_vmm_runs_as_its_uid_with_no_capabilities_in_its_namespaces_and_cgrou
     // The API answers; a stop ends keeper and VMM with status 0, and the socket is removed.
     let client = VmmClient::new(&guest.api_socket);
     client.wait_ready(Duration::from_secs(30)).expect("API");
+    assert_eq!(
+        client.info().expect("info").pid,
+        guest.pid(),
+        "the keeper's pid"
+    );
     client.stop().expect("stop");
     assert_eq!(code(guest.wait_exit(STEP)), exit_status::OK);
     assert!(

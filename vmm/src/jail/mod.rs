@@ -57,6 +57,16 @@ pub enum JailError {
     Privileges(#[from] PrivilegeError),
 }
 
+/// The pid of the process that was started, when it is the keeper of this jailed one.
+static KEEPER_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// The VMM's process ID as whoever started it sees it: its own, or, jailed (where it is PID 1
+/// of its namespace), its keeper's — the process that was started, ends with it, and is the
+/// one to signal.
+pub fn process_id() -> u32 {
+    KEEPER_PID.get().copied().unwrap_or_else(std::process::id)
+}
+
 /// Memory the VMM process may use beyond guest RAM when the agent sizes its cgroup.
 pub const VMM_OVERHEAD_MIB: u64 = 128;
 
@@ -111,7 +121,9 @@ pub fn enter(
         flags |= libc::CLONE_NEWNET;
     }
     unshare(flags)?;
+    let keeper_pid = std::process::id();
     keeper::fork_keeper(api_socket).map_err(JailError::Fork)?;
+    let _ = KEEPER_PID.set(keeper_pid);
 
     // The jailed process, PID 1 of its namespace. Its mount namespace is its own: a pivot_root
     // moves every process of the namespace, and the keeper must stay on the host's root.
