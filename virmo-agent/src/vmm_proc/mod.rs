@@ -5,6 +5,10 @@
 //! A VMM must outlive the agent: it runs in its own process group, its console goes to a file
 //! (`console.log`), its stderr to `vmm.log`, and its console input is a FIFO (`console.in`)
 //! that it holds open itself, so nothing it uses ends with the agent.
+//!
+//! Run as root, the agent jails every VMM (`vmm --jail`, [`Jailer`], docs/security.md): the
+//! process it starts and records is then the VMM's keeper, outside the jail; the jailed VMM is
+//! its child, PID 1 of a namespace of its own, with the same command line.
 
 mod jail;
 mod proc_stat;
