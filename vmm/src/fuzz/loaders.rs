@@ -9,20 +9,13 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 use crate::arch::x86_64::boot::{self, BootInputs, KernelFormat};
 use crate::arch::x86_64::bzimage_payload;
 use crate::config::BzImageBoot;
-use crate::snapshot::format::{decode_state, encode_state, FORMAT_VERSION, HEADER_LEN, MAGIC};
+use crate::snapshot::format::{decode_state, encode_state, header_bytes, FORMAT_VERSION};
 use crate::snapshot::manifest::Manifest;
 
 /// `body` behind a valid `state.bin` header (magic, version, length, checksums), so that the
 /// fuzzer reaches the decoder rather than the checksum test.
 pub fn sealed_state(body: &[u8]) -> Vec<u8> {
-    let mut header = [0u8; HEADER_LEN];
-    header[0..8].copy_from_slice(&MAGIC);
-    header[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    header[16..24].copy_from_slice(&(body.len() as u64).to_le_bytes());
-    header[24..28].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
-    let header_crc = crc32fast::hash(&header[0..28]);
-    header[28..32].copy_from_slice(&header_crc.to_le_bytes());
-    let mut bytes = header.to_vec();
+    let mut bytes = header_bytes(FORMAT_VERSION, 0, body).to_vec();
     bytes.extend_from_slice(body);
     bytes
 }
