@@ -271,8 +271,13 @@ pub fn vmm_processes(data_dir: &Path) -> Vec<u32> {
                     let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
                     let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
                     let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
-                    (cmdline.contains(&needle) && cmdline.contains("--api-socket") && alive(pid))
-                        .then_some(pid)
+                    // A jailed VMM's keeper, not the jailed process in its own PID namespace.
+                    let ours = virmo_agent::vmm_proc::in_our_pid_namespace(pid);
+                    (cmdline.contains(&needle)
+                        && cmdline.contains("--api-socket")
+                        && ours
+                        && alive(pid))
+                    .then_some(pid)
                 })
                 .collect()
         })

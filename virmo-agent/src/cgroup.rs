@@ -181,10 +181,18 @@ impl Cgroups {
             .is_ok_and(|procs| procs.lines().any(|l| l.trim() == pid.to_string()))
     }
 
-    /// Removes VM `vm_id`'s folder (once its VMM has ended; a folder with processes stays).
+    /// Removes VM `vm_id`'s folder (once its VMM has ended; a folder with processes stays),
+    /// and on v1 its memory folder (made by a jailed VMM, docs/security.md).
     pub fn remove(&self, vm_id: &str) {
         if self.version.is_some() {
             let _ = std::fs::remove_dir(self.vm_dir(vm_id));
+        }
+        if self.version == Some(Version::V1) {
+            let memory = self.mount.join("memory");
+            let relative = self.vm_dir(vm_id);
+            if let Ok(name) = relative.strip_prefix(self.base.parent().unwrap_or(&self.mount)) {
+                let _ = std::fs::remove_dir(memory.join(name));
+            }
         }
     }
 }

@@ -225,6 +225,32 @@ impl Default for CgroupConfig {
     }
 }
 
+/// `[jail]`: how the VMMs are confined (`vmm --jail`, docs/security.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JailConfig {
+    /// Jail every VMM (needs an agent running as root; a non-root agent runs them unjailed and
+    /// says so once).
+    #[serde(default = "defaults::jail_enabled")]
+    pub enabled: bool,
+    /// The first uid (and gid) given to VMMs: each running VM gets one of its own.
+    #[serde(default = "defaults::jail_uid_base")]
+    pub uid_base: u32,
+    /// How many uids from `uid_base` on are the agent's to give.
+    #[serde(default = "defaults::jail_uid_count")]
+    pub uid_count: u32,
+}
+
+impl Default for JailConfig {
+    fn default() -> Self {
+        Self {
+            enabled: defaults::jail_enabled(),
+            uid_base: defaults::jail_uid_base(),
+            uid_count: defaults::jail_uid_count(),
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -245,6 +271,8 @@ pub struct AgentConfig {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub cgroup: CgroupConfig,
+    #[serde(default)]
+    pub jail: JailConfig,
 }
 
 impl Default for AgentConfig {
@@ -315,6 +343,15 @@ mod defaults {
     pub fn cgroup_name() -> String {
         "virmo".into()
     }
+    pub fn jail_enabled() -> bool {
+        true
+    }
+    pub fn jail_uid_base() -> u32 {
+        800_000
+    }
+    pub fn jail_uid_count() -> u32 {
+        65_536
+    }
 }
 
 impl AgentConfig {
@@ -346,6 +383,16 @@ impl AgentConfig {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |why: String| Err(ConfigError::Invalid(why));
+        let jail = &self.jail;
+        if jail.uid_base == 0
+            || jail.uid_count == 0
+            || jail.uid_base.checked_add(jail.uid_count).is_none()
+        {
+            return invalid(
+                "jail.uid_base and jail.uid_count must give uids above 0 that fit in 32 bits"
+                    .into(),
+            );
+        }
         if let Some(server) = &self.server {
             if !(server.url.starts_with("http://") || server.url.starts_with("https://")) {
                 return invalid(format!("server.url {:?} is not an http(s) URL", server.url));

@@ -17,6 +17,8 @@ pub mod config;
 pub mod control;
 pub mod devices;
 pub mod exit_status;
+pub mod fuzz;
+pub mod jail;
 pub mod mapped_file;
 pub mod memory;
 pub mod seccomp;

@@ -3,7 +3,7 @@
 //! ```text
 //! vmm --kernel K [--initramfs I] [--cmdline C] [--vcpus N] [--memory-mib M]
 //!     [--console stdout|none|file:PATH] [--bzimage-boot pvh|linux] [--api-socket PATH] [--id ID]
-//!     [--seccomp on|off|log]
+//!     [--seccomp on|off|log] [--jail DIR,uid=N,gid=N[,…]]
 //!     [--disk id=ID,path=P[,class=storage|removable-storage][,read-only]]…
 //!     [--net id=ID,tap=NAME[,mac=M]]… [--rng id=ID]… [--vsock [id=ID,]cid=N,uds=PATH]
 //!     [--prohibit CLASS]…
@@ -14,6 +14,9 @@
 //!
 //! `--restore` continues a VM saved by `PUT /v1/vm/snapshot` (suspend) in `DIR`; `--vcpus` and
 //! `--memory-mib`, when given, must match the snapshot.
+//!
+//! `--jail` confines the process first thing (namespaces, a root holding only the VM's files,
+//! an unprivileged uid, no capabilities, cgroup limits): `vmm::jail`, docs/security.md.
 //!
 //! Every thread runs under its seccomp filter (`vmm::seccomp`; `--seccomp off` disables them,
 //! `--seccomp log` only logs what they would refuse).
@@ -35,6 +38,7 @@ use vmm::config::{
 };
 use vmm::devices::virtio::{DeviceClass, DeviceConfig};
 use vmm::exit_status;
+use vmm::jail::{JailConfig, SocketFile, VmNeeds};
 use vmm::seccomp::{self, SeccompMode, ThreadClass};
 use vmm::snapshot::MemoryRestore;
 use vmm::vmm::restore::RestoreOptions;
@@ -106,9 +110,50 @@ struct Cli {
     /// process), off, or log (allowed, and logged by the kernel; for diagnosis).
     #[arg(long, default_value_t = SeccompMode::On)]
     seccomp: SeccompMode,
+    /// Run jailed: DIR,uid=N,gid=N[,bind=PATH][,bind-ro=PATH][,net=new|host][,cgroup=NAME]
+    /// [,cgroup-mount=PATH][,memory-mib=N][,cpu-percent=N][,nofile=N] (docs/security.md).
+    #[arg(long)]
+    jail: Option<JailConfig>,
+}
+
+/// What to run, decided from the command line before anything is created.
+enum Plan {
+    Boot(VmConfig),
+    Restore(RestoreOptions),
+}
+
+impl Plan {
+    fn api_socket(&self) -> Option<&Path> {
+        match self {
+            Plan::Boot(config) => config.api_socket.as_deref(),
+            Plan::Restore(options) => options.api_socket.as_deref(),
+        }
+    }
+
+    /// What the VMM opens once jailed.
+    fn needs(&self) -> VmNeeds {
+        match self {
+            Plan::Boot(config) => VmNeeds::boot(config),
+            Plan::Restore(options) => VmNeeds::restore(&options.dir, options.console.as_ref()),
+        }
+    }
 }
 
 impl Cli {
+    fn into_plan(self) -> anyhow::Result<Plan> {
+        Ok(match self.restore.clone() {
+            Some(dir) => Plan::Restore(RestoreOptions {
+                dir,
+                memory: self.memory_restore.unwrap_or(MemoryRestore::Lazy),
+                vcpus: vcpus_arg(self.vcpus)?,
+                memory_mib: self.memory_mib,
+                console: self.console,
+                api_socket: self.api_socket,
+            }),
+            None => Plan::Boot(self.into_config()?),
+        })
+    }
+
     fn into_config(self) -> anyhow::Result<VmConfig> {
         // (`--seccomp` is a process setting, not part of the VM's config.)
         let mut config = match self.config {
@@ -177,15 +222,40 @@ fn main() -> ExitCode {
         }
     };
     warn_if_software_kvm();
-    // The KVM VM is created while the rest of the VM is prepared.
-    let launch = match Launch::begin(started) {
-        Ok(launch) => launch,
+    let seccomp_mode = cli.seccomp;
+    let jail = cli.jail.clone();
+    // Unjailed, the KVM VM is created while the rest of the VM is prepared; jailed, after the
+    // jail is set up (the set-up thread would stop the process from forking into its jail).
+    let mut launch = None;
+    if jail.is_none() {
+        launch = match begin(started) {
+            Ok(launch) => Some(launch),
+            Err(code) => return code,
+        };
+    }
+    let prepared = cli.into_plan().and_then(|plan| {
+        let api = bind_api(plan.api_socket())?;
+        if let Some(jail) = &jail {
+            let socket = match &api {
+                Some(api) => Some(SocketFile::of(api.path().to_path_buf())?),
+                None => None,
+            };
+            vmm::jail::enter(jail, &plan.needs(), socket).context("cannot jail the VMM")?;
+        }
+        Ok((plan, api))
+    });
+    let (plan, api) = match prepared {
+        Ok(prepared) => prepared,
         Err(e) => {
-            eprintln!("vmm: error: {}", vmm::error_chain(&e));
+            eprintln!("vmm: error: {e:#}");
             return ExitCode::from(exit_status::BAD_CONFIG as u8);
         }
     };
-    let vmm = match start(cli, launch) {
+    let launch = match launch.map_or_else(|| begin(started), Ok) {
+        Ok(launch) => launch,
+        Err(code) => return code,
+    };
+    let vmm = match start(plan, api, seccomp_mode, launch) {
         Ok(vmm) => vmm,
         Err(e) => {
             eprintln!("vmm: error: {e:#}");
@@ -202,6 +272,14 @@ fn main() -> ExitCode {
     eprintln!("vmm: {reason}");
     // Exit without unwinding the other threads (the API server, stdin reader).
     std::process::exit(reason.exit_status());
+}
+
+/// Starts creating the KVM VM (`Launch::begin`); an error ends `main` with status 1.
+fn begin(started: Instant) -> Result<Launch, ExitCode> {
+    Launch::begin(started).map_err(|e| {
+        eprintln!("vmm: error: {}", vmm::error_chain(&e));
+        ExitCode::from(exit_status::BAD_CONFIG as u8)
+    })
 }
 
 /// Where this module is loaded, `/dev/kvm` is a software KVM: it emulates every guest instruction,
@@ -228,35 +306,27 @@ fn parse_memory_restore(text: &str) -> Result<MemoryRestore, String> {
     }
 }
 
-fn start(cli: Cli, launch: Launch) -> anyhow::Result<Arc<Vmm>> {
+fn start(
+    plan: Plan,
+    api: Option<ApiServer>,
+    seccomp_mode: SeccompMode,
+    launch: Launch,
+) -> anyhow::Result<Arc<Vmm>> {
     // Before any thread starts: each confines itself with these filters. They build on a
     // thread of their own while the VM is prepared; `ready` below collects them.
-    seccomp::init(cli.seccomp).context("cannot set up the seccomp filters")?;
-    let (vmm, api) = match cli.restore.clone() {
-        Some(dir) => {
-            let options = RestoreOptions {
-                dir,
-                memory: cli.memory_restore.unwrap_or(MemoryRestore::Lazy),
-                vcpus: vcpus_arg(cli.vcpus)?,
-                memory_mib: cli.memory_mib,
-                console: cli.console,
-                api_socket: cli.api_socket,
-            };
-            // Bind first: a socket in use is refused before the VM is built.
-            let api = bind_api(options.api_socket.as_deref())?;
+    seccomp::init(seccomp_mode).context("cannot set up the seccomp filters")?;
+    let vmm = match plan {
+        Plan::Restore(options) => {
             let vmm = Vmm::restore(&options, launch, Box::new(|_| Ok(())))
                 .with_context(|| format!("cannot restore the VM from {}", options.dir.display()))?;
             // Every log line of this VM carries its ID (the span is kept for the process's life).
             std::mem::forget(tracing::info_span!("vm", id = %vmm.config().id).entered());
-            (vmm, api)
+            vmm
         }
-        None => {
-            let config = cli.into_config()?;
+        Plan::Boot(config) => {
             // Every log line of this VM carries its ID (the span is kept for the process's life).
             std::mem::forget(tracing::info_span!("vm", id = %config.id).entered());
-            let api = bind_api(config.api_socket.as_deref())?;
-            let vmm = Vmm::build_with_devices(config, launch, Box::new(|_| Ok(())))?;
-            (vmm, api)
+            Vmm::build_with_devices(config, launch, Box::new(|_| Ok(())))?
         }
     };
     seccomp::ready().context("cannot set up the seccomp filters")?;

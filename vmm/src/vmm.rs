@@ -398,7 +398,7 @@ impl Vmm {
             vcpus: self.config.vcpus,
             memory_mib: self.config.memory_mib,
             uptime_ms: uptime.as_millis() as u64,
-            pid: std::process::id(),
+            pid: crate::jail::process_id(),
             vmm_version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }

@@ -7,6 +7,7 @@ mod cargo;
 mod cpio;
 mod debian;
 mod demo;
+mod fuzz;
 mod images;
 mod kernel;
 mod modules;

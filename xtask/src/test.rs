@@ -1,6 +1,7 @@
 //! `cargo xtask test`: every test of the project.
 //!
-//! 1. Unit tests of all crates on the host (they include a smoke test on the host's own /dev/kvm).
+//! 1. Unit tests of all crates on the host (they include a smoke test on the host's own /dev/kvm),
+//!    then every fuzz target built on stable and run briefly (`fuzz.rs`).
 //! 2. The integration tests of `tests/` (they boot real guests): directly where the host's KVM is
 //!    hardware-backed, otherwise inside the nested-KVM runner. Their output comes back here, and a
 //!    failing test fails the command.
@@ -25,6 +26,7 @@ pub fn run(opts: &TestOptions) -> Result<()> {
     if !opts.skip_unit {
         eprintln!("xtask: unit tests on the host");
         cargo::run(&["test", "--workspace", "--exclude", "virmo-tests"])?;
+        crate::fuzz::smoke()?;
     }
     let images = images::build()?;
     let vmm = cargo::build_vmm("dev")?;

@@ -13,7 +13,7 @@ use super::{JobCtx, Outcome};
 use crate::model::{LockState, ResultCode, VmState};
 use crate::store::{Peripheral, ProcessRecord, VmRecord};
 use crate::supervisor::{meminfo_field, Supervisor};
-use crate::vmm_proc::{process_start_time, Launch, VmmDevice, VmmProcess};
+use crate::vmm_proc::{process_start_time, Launch, VmmDevice, VmmJail, VmmProcess};
 
 pub const FIRST_STEP: &str = "spawn";
 pub const STOP_STEP: &str = "shutdown";
@@ -143,6 +143,34 @@ pub fn mac_address(vm_id: &str) -> String {
     format!("52:54:00:{}:{}:{}", byte(0), byte(1), byte(2))
 }
 
+/// The jail of the VMM about to run `launch` (none when the agent does not jail): the VM's
+/// uid, its folder handed to it, its boot files readable (docs/security.md). A VM with a
+/// network device is not jailed yet: the VMM creates its tap, which needs CAP_NET_ADMIN, and a
+/// jailed VMM has no capability (the agent creating the tap for the VM's uid is left to do).
+fn jail_for(ctx: &JobCtx, launch: &Launch, memory_mib: u64) -> Result<Option<VmmJail>, Outcome> {
+    let Some(jailer) = &ctx.sup.jailer else {
+        return Ok(None);
+    };
+    if ctx.with_state(|s| s.peripherals.iter().any(|p| p.class == "network")) {
+        tracing::warn!(
+            "the VM has a network device: its VMM runs without a jail (it creates its tap)"
+        );
+        return Ok(None);
+    }
+    let readable: Vec<&std::path::Path> = match launch {
+        Launch::Boot {
+            kernel, initramfs, ..
+        } => std::iter::once(kernel.as_path())
+            .chain(initramfs.as_deref())
+            .collect(),
+        Launch::Restore { .. } => Vec::new(),
+    };
+    jailer
+        .prepare(&ctx.slot.id, &ctx.paths(), &readable, memory_mib)
+        .map(Some)
+        .map_err(|e| Outcome::failed(ResultCode::FAILED, crate::error_chain(&e)))
+}
+
 /// Grows the VM's disk to its StorageMiB.
 fn grow_disk(ctx: &JobCtx, record: &VmRecord) -> std::io::Result<()> {
     let disk = ctx.paths().disk;
@@ -199,13 +227,20 @@ fn bring_up(ctx: &mut JobCtx, restore: bool) -> Outcome {
                         Err(outcome) => return outcome,
                     }
                 };
-                let spawned =
-                    match VmmProcess::spawn(&ctx.sup.vmm_bin, &ctx.slot.id, &paths, &launch) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            return Outcome::failed(ResultCode::FAILED, crate::error_chain(&e))
-                        }
-                    };
+                let jail = match jail_for(ctx, &launch, record.memory_mib()) {
+                    Ok(jail) => jail,
+                    Err(outcome) => return outcome,
+                };
+                let spawned = match VmmProcess::spawn(
+                    &ctx.sup.vmm_bin,
+                    &ctx.slot.id,
+                    &paths,
+                    &launch,
+                    jail.as_ref(),
+                ) {
+                    Ok(p) => p,
+                    Err(e) => return Outcome::failed(ResultCode::FAILED, crate::error_chain(&e)),
+                };
                 let rec = spawned.record();
                 process = Some(spawned);
                 if let Err(e) =
@@ -325,8 +360,15 @@ pub fn boot_now(ctx: &JobCtx) -> Result<VmmProcess, Outcome> {
         .map_err(|e| Outcome::failed(ResultCode::FAILED, format!("the disk: {e}")))?;
     let peripherals = ctx.with_state(|s| s.peripherals.clone());
     let launch = boot_launch(ctx, &record, &peripherals)?;
-    let mut p = VmmProcess::spawn(&ctx.sup.vmm_bin, &ctx.slot.id, &ctx.paths(), &launch)
-        .map_err(|e| Outcome::failed(ResultCode::FAILED, crate::error_chain(&e)))?;
+    let jail = jail_for(ctx, &launch, record.memory_mib())?;
+    let mut p = VmmProcess::spawn(
+        &ctx.sup.vmm_bin,
+        &ctx.slot.id,
+        &ctx.paths(),
+        &launch,
+        jail.as_ref(),
+    )
+    .map_err(|e| Outcome::failed(ResultCode::FAILED, crate::error_chain(&e)))?;
     let rec = p.record();
     ctx.update(|r| r.process = Some(rec))?;
     let timeout = Duration::from_secs(ctx.sup.config.limits.start_timeout_secs);

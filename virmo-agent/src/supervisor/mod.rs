@@ -25,6 +25,7 @@ use crate::layout::Layout;
 use crate::model::{unix_now, LockState, Operation, ResultCode, VmState};
 use crate::store::{Change, JobRecord, Store, StoreError, StoredAlert, VmRecord};
 use crate::unlock::RateLimit;
+use crate::vmm_proc::Jailer;
 
 /// Why a request to the supervisor was refused.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +87,8 @@ pub struct Supervisor {
     pub store: Arc<dyn Store>,
     pub cgroups: Cgroups,
     pub vmm_bin: PathBuf,
+    /// How VMMs are jailed (`None`: unjailed).
+    pub jailer: Option<Jailer>,
     pub wakeup: Arc<Wakeup>,
     pub capabilities: Capabilities,
     slots: Mutex<BTreeMap<String, Arc<VmSlot>>>,
@@ -143,7 +146,9 @@ impl Supervisor {
             hypervisor: "KVM; Type II; virmo vmm".into(),
         };
         let cgroups = Cgroups::detect(&config.cgroup);
+        let jailer = Jailer::new(&config.jail, &config.cgroup, &layout);
         Arc::new(Self {
+            jailer,
             config,
             layout,
             store,

@@ -5,11 +5,17 @@
 //! A VMM must outlive the agent: it runs in its own process group, its console goes to a file
 //! (`console.log`), its stderr to `vmm.log`, and its console input is a FIFO (`console.in`)
 //! that it holds open itself, so nothing it uses ends with the agent.
+//!
+//! Run as root, the agent jails every VMM (`vmm --jail`, [`Jailer`], docs/security.md): the
+//! process it starts and records is then the VMM's keeper, outside the jail; the jailed VMM is
+//! its child, PID 1 of a namespace of its own, with the same command line.
 
+mod jail;
 mod proc_stat;
 mod spawn;
 
-pub use proc_stat::{find_by_api_socket, process_start_time, ProcState};
+pub use jail::{JailError, Jailer, VmmJail};
+pub use proc_stat::{find_by_api_socket, in_our_pid_namespace, process_start_time, ProcState};
 pub use spawn::{last_reason, Launch, VmmDevice, VmmProcess};
 
 use std::time::Duration;
@@ -19,6 +25,8 @@ use std::time::Duration;
 pub enum ProcessError {
     #[error("cannot prepare the VM's files")]
     Files(#[source] std::io::Error),
+    #[error("cannot prepare the VMM's jail")]
+    Jail(#[from] JailError),
     #[error("cannot start {bin}")]
     Spawn {
         bin: String,

@@ -29,14 +29,27 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     parse(&stat).map(|(_, start)| start)
 }
 
+/// Whether process `pid` is in this process's PID namespace. A jailed VMM (`vmm --jail`) is
+/// two processes with the same command line: the keeper, in ours, which the agent tracks, and
+/// the jailed VMM, PID 1 of a namespace of its own.
+pub fn in_our_pid_namespace(pid: u32) -> bool {
+    let ours = std::fs::read_link("/proc/self/ns/pid");
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/pid"));
+    matches!((ours, theirs), (Ok(a), Ok(b)) if a == b)
+}
+
 /// A running process whose command line has `--api-socket <socket>`: a VMM of this VM the
-/// agent may not have recorded (it was killed between starting it and storing its pid).
+/// agent may not have recorded (it was killed between starting it and storing its pid). Of a
+/// jailed VMM, its keeper.
 pub fn find_by_api_socket(socket: &std::path::Path) -> Option<(u32, u64)> {
     let wanted = socket.as_os_str().as_encoded_bytes();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
+        if !in_our_pid_namespace(pid) {
+            continue;
+        }
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
             continue;
         };

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use vmm::api::client::VmmClient;
 
+use super::jail::VmmJail;
 use super::proc_stat::{self, ProcState};
 use super::{ExitInfo, ProcessError, POLL};
 use crate::layout::VmPaths;
@@ -64,13 +65,14 @@ pub struct VmmProcess {
 }
 
 impl VmmProcess {
-    /// Starts the VMM of VM `id` as `launch` says, with its files in `paths`. Returns at once
-    /// (see [`VmmProcess::wait_ready`]).
+    /// Starts the VMM of VM `id` as `launch` says, with its files in `paths`, jailed if `jail`
+    /// says how. Returns at once (see [`VmmProcess::wait_ready`]).
     pub fn spawn(
         vmm_bin: &Path,
         id: &str,
         paths: &VmPaths,
         launch: &Launch,
+        jail: Option<&VmmJail>,
     ) -> Result<Self, ProcessError> {
         let socket_len = paths.socket.as_os_str().len();
         if socket_len > MAX_SOCKET_PATH {
@@ -137,6 +139,9 @@ impl VmmProcess {
                     "stdout",
                 ]);
             }
+        }
+        if let Some(jail) = jail {
+            cmd.arg("--jail").arg(&jail.arg);
         }
         // Its own process group: a signal to the agent's group (a terminal's Ctrl-C, a service
         // manager stopping the agent) does not reach the VM.
@@ -332,6 +337,7 @@ mod tests {
             &Launch::Restore {
                 snapshot: paths.snapshot.clone(),
             },
+            None,
         )
         .unwrap();
         let exit = process.wait_exit(Duration::from_secs(10)).unwrap();
@@ -365,6 +371,7 @@ mod tests {
             &Launch::Restore {
                 snapshot: paths.snapshot.clone(),
             },
+            None,
         )
         .unwrap();
         let record = first.record();

@@ -1,5 +1,11 @@
-//! The bytes a VMM sends back to the agent's client: the response head parser
+//! The bytes a VMM sends back to a client: the client's response head parser
 //! (`vmm::api::fuzz::response_bytes`).
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
 
+#[cfg(fuzzing)]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| vmm::api::fuzz::response_bytes(data));
+
+#[cfg(not(fuzzing))]
+fn main() {
+    vmm_fuzz::replay("http_response", vmm::api::fuzz::response_bytes);
+}

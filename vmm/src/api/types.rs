@@ -29,7 +29,7 @@ pub struct VmInfo {
     pub memory_mib: u64,
     /// Milliseconds since the VMM started the guest.
     pub uptime_ms: u64,
-    /// Process ID of the VMM.
+    /// Process ID of the VMM as its starter sees it (jailed: its keeper's, docs/security.md).
     pub pid: u32,
     /// The VMM's own version (crate version).
     pub vmm_version: String,

@@ -195,7 +195,7 @@ impl MachineState {
     }
 }
 
-fn header_bytes(version: u16, flags: u16, body: &[u8]) -> [u8; HEADER_LEN] {
+pub(crate) fn header_bytes(version: u16, flags: u16, body: &[u8]) -> [u8; HEADER_LEN] {
     let mut header = [0u8; HEADER_LEN];
     header[0..8].copy_from_slice(&MAGIC);
     header[8..10].copy_from_slice(&version.to_le_bytes());
