@@ -11,6 +11,24 @@ use crate::paths;
 fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(paths::workspace_root());
+    // What `cargo run` set for xtask itself is not the builds' business: build scripts that
+    // watch these (ring's watches CARGO_MANIFEST_DIR) would run again, and their crates be
+    // rebuilt, whenever a build alternates between xtask and a plain `cargo build`.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&name.as_ref())
+        {
+            cmd.env_remove(name.as_ref());
+        }
+    }
     cmd
 }
 

@@ -136,13 +136,8 @@ pub fn build_programs() -> Result<Vec<Program>> {
         ("virmo-server", "VIRMO_SERVER_BIN"),
         ("virmoctl", "VIRMOCTL_BIN"),
     ];
-    // virmo-tests is selected too (it has no binaries): with the same packages as the tests'
-    // build, cargo unifies the dependencies' features the same way, and neither build undoes
-    // the other's (rustls, ureq… were rebuilt at every run otherwise).
     let built = cargo::executables(&[
         "build",
-        "-p",
-        "virmo-tests",
         "-p",
         "virmo-agent",
         "-p",
