@@ -214,6 +214,15 @@ pub struct Guest {
 }
 
 impl Guest {
+    /// A client of this guest's VMM API, once it answers (within 10 s).
+    pub fn api_client(&self) -> vmm::api::client::VmmClient {
+        let client = vmm::api::client::VmmClient::new(&self.api_socket);
+        client
+            .wait_ready(Duration::from_secs(10))
+            .expect("API ready");
+        client
+    }
+
     fn spawn(mut cmd: Command, api_socket: PathBuf, dir: TempDir, stdin: bool) -> Self {
         let mut child = cmd
             .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
@@ -364,6 +373,17 @@ impl Drop for Guest {
             self.child.id()
         );
     }
+}
+
+/// The names in a folder (none when it does not exist).
+pub fn dir_entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The exit code of a finished process (panics when it was killed by a signal).

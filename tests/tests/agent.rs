@@ -13,7 +13,7 @@ use virmo_tests::agent::{
     vmm_processes, wait_until, write_spec, AgentProcess, AgentSetup, FileServer, DEVICE_ID,
 };
 use virmo_tests::dm_server::{add_node, atomic, delete, exec, get, replace, Accounts, DmServer};
-use virmo_tests::{TempDir, TestEnv};
+use virmo_tests::{dir_entries, TempDir, TestEnv};
 
 const OP_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -158,16 +158,6 @@ fn dummy_bundle(dir: &Path, name: &str) -> (PathBuf, String) {
     (out, format!("sha256:{}", virmo_agent::bundle::hex(&digest)))
 }
 
-fn entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn agent_refuses_bad_input_with_the_contract_codes_and_leaves_nothing_behind() {
     let _ = agent_bin();
@@ -223,9 +213,9 @@ fn agent_refuses_bad_input_with_the_contract_codes_and_leaves_nothing_behind() {
     assert!(replies.iter().all(|r| r.status == 200));
     assert_eq!(w.op("bad", "Provision"), 1402);
     assert_eq!(w.value(&format!("{}/State", vm("bad"))), "50");
-    assert!(entries(&w.data().join("downloads")).is_empty());
-    assert!(entries(&w.data().join("images")).is_empty());
-    assert!(entries(&w.data().join("vms")).is_empty());
+    assert!(dir_entries(&w.data().join("downloads")).is_empty());
+    assert!(dir_entries(&w.data().join("images")).is_empty());
+    assert!(dir_entries(&w.data().join("vms")).is_empty());
 
     // A corrupt bundle whose hash matches its (corrupt) bytes: 1402 as well.
     let mut bytes = std::fs::read(&bundle).unwrap();
@@ -250,9 +240,9 @@ fn agent_refuses_bad_input_with_the_contract_codes_and_leaves_nothing_behind() {
         ),
     ]);
     assert_eq!(w.op("bad", "Provision"), 1402);
-    assert!(entries(&w.data().join("downloads")).is_empty());
-    assert!(entries(&w.data().join("images")).is_empty());
-    assert!(entries(&w.data().join("vms")).is_empty());
+    assert!(dir_entries(&w.data().join("downloads")).is_empty());
+    assert!(dir_entries(&w.data().join("images")).is_empty());
+    assert!(dir_entries(&w.data().join("vms")).is_empty());
 
     // A download that cannot succeed: 1501.
     w.run(vec![replace(
@@ -313,7 +303,8 @@ fn agent_refuses_bad_input_with_the_contract_codes_and_leaves_nothing_behind() {
     let replies = w.run(vec![delete(&vm("bad"))]);
     assert_eq!(replies[0].status, 200);
     wait_until(Duration::from_secs(30), "the VM's files removed", || {
-        entries(&w.data().join("vms")).is_empty() && entries(&w.data().join("images")).is_empty()
+        dir_entries(&w.data().join("vms")).is_empty()
+            && dir_entries(&w.data().join("images")).is_empty()
     });
     assert_eq!(w.run(vec![get(&vm("bad"))])[0].status, 404);
     let listed = w.agent.local(Request::List);
@@ -352,7 +343,7 @@ fn agent_drives_two_vms_through_their_whole_life() {
         assert_eq!(w.value(&format!("{}/State", vm(node))), "20");
         assert_eq!(w.value(&format!("{}/Image/PkgVersion", vm(node))), "1.0");
     }
-    assert_eq!(entries(&w.data().join("images")).len(), 1);
+    assert_eq!(dir_entries(&w.data().join("images")).len(), 1);
     let (id_a, id_b) = (w.vm_id("a"), w.vm_id("b"));
     assert_ne!(id_a, id_b);
     assert_eq!(
@@ -533,9 +524,9 @@ fn agent_drives_two_vms_through_their_whole_life() {
     let replies = w.run(vec![delete(&vm("b"))]);
     assert_eq!(replies[0].status, 200);
     wait_until(Duration::from_secs(60), "every file removed", || {
-        entries(&w.data().join("vms")).is_empty()
-            && entries(&w.data().join("images")).is_empty()
-            && entries(&w.data().join("run")).is_empty()
+        dir_entries(&w.data().join("vms")).is_empty()
+            && dir_entries(&w.data().join("images")).is_empty()
+            && dir_entries(&w.data().join("run")).is_empty()
     });
     let replies = w.run(vec![get(&vm("a")), get(&vm("b")), get("./VirMO/VM")]);
     assert_eq!((replies[0].status, replies[1].status), (404, 404));
@@ -607,7 +598,7 @@ fn agent_killed_mid_operation_leaves_every_vm_in_a_true_state() {
         "the download was resumed, not restarted"
     );
     assert_eq!(w.value(&format!("{}/State", vm("r"))), "20");
-    assert!(entries(&downloads).is_empty());
+    assert!(dir_entries(&downloads).is_empty());
     let id = w.vm_id("r");
 
     // Killed while the VM runs: the VMM outlives the agent and is re-adopted.
@@ -661,8 +652,8 @@ fn agent_killed_mid_operation_leaves_every_vm_in_a_true_state() {
     restart(&mut w);
     assert_eq!(w.server.outcome("del", OP_TIMEOUT), 1200);
     assert_eq!(w.run(vec![get(&vm("r"))])[0].status, 404);
-    assert!(entries(&w.data().join("vms")).is_empty());
-    assert!(entries(&w.data().join("images")).is_empty());
+    assert!(dir_entries(&w.data().join("vms")).is_empty());
+    assert!(dir_entries(&w.data().join("images")).is_empty());
     assert!(vmm_processes(&w.data()).is_empty(), "no orphan VMM");
     // Each correlator was reported exactly once.
     for correlator in ["prov", "start", "susp", "res", "del"] {

@@ -38,14 +38,6 @@ mod devices {
         builder
     }
 
-    fn client(guest: &Guest) -> VmmClient {
-        let client = VmmClient::new(&guest.api_socket);
-        client
-            .wait_ready(Duration::from_secs(10))
-            .expect("API ready");
-        client
-    }
-
     fn set_policy(client: &VmmClient, id: &str, allowed: bool) -> DevicePolicy {
         client
             .set_device_policy(id, allowed)
@@ -176,7 +168,7 @@ mod devices {
         assert_eq!(disks.len(), 1, "{seen:?}");
         assert!(disks[0].contains(" root "), "{seen:?}");
 
-        let client = client(&guest);
+        let client = guest.api_client();
         let list = client.devices().expect("list devices");
         let ids: Vec<&str> = list.iter().map(|d| d.id.as_str()).collect();
         assert_eq!(ids, ["root", "usb0", "nic0", "rng0"], "config order");
@@ -231,7 +223,7 @@ mod devices {
         let sectors = (DISK_MIB << 20) / 512;
         let ok = wait_outcome(&mut guest, "VIRMO-READ=", "ok", BOOT);
         assert!(ok.ends_with(&format!(" {sectors}")), "size seen: {ok}");
-        let client = client(&guest);
+        let client = guest.api_client();
 
         let cut = set_policy(&client, id, false);
         assert!(!cut.allowed && cut.changed, "{cut:?}");
@@ -267,7 +259,7 @@ mod devices {
         let env = TestEnv::get();
         let mut guest = env.guest("rng-loop").arg("--rng").arg("id=rng0").spawn();
         wait_outcome(&mut guest, "VIRMO-RNG=", "ok", BOOT);
-        let client = client(&guest);
+        let client = guest.api_client();
         let cut = set_policy(&client, "rng0", false);
         assert!(!cut.allowed && cut.changed, "{cut:?}");
         wait_outcome(&mut guest, "VIRMO-RNG=", "fail", SETTLE);
@@ -354,7 +346,7 @@ mod devices {
             .spawn();
             address_tap(TAP, "192.0.2.1/24");
             wait_outcome(&mut guest, "VIRMO-PING=", "ok", BOOT);
-            let client = client(&guest);
+            let client = guest.api_client();
 
             let cut = set_policy(&client, "nic0", false);
             assert!(!cut.allowed && cut.changed, "{cut:?}");

@@ -19,7 +19,7 @@ use virmo_tests::agent::{
     AgentProcess, AgentSetup, FileServer,
 };
 use virmo_tests::product::{free_udp_port, virmo, with_test_timing, ServerProcess, Virmoctl};
-use virmo_tests::{TempDir, TestEnv};
+use virmo_tests::{dir_entries, TempDir, TestEnv};
 
 const DEVICE: &str = "host-e2e";
 const OPERATION_COMPLETE: &str = "urn:oma:at:virmo:1.0:OperationComplete";
@@ -180,16 +180,6 @@ impl Drop for Product {
         self.agent.kill();
         kill_vmms(&self.data());
     }
-}
-
-fn entries(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The counter's values in a console log after `after`.
@@ -399,9 +389,9 @@ fn product_work_vm_from_enrolment_to_deletion() {
     assert!(!tap.exists(), "the tap is gone");
     for folder in ["vms", "images", "run", "downloads"] {
         assert!(
-            entries(&p.data().join(folder)).is_empty(),
+            dir_entries(&p.data().join(folder)).is_empty(),
             "{folder}: {:?}",
-            entries(&p.data().join(folder))
+            dir_entries(&p.data().join(folder))
         );
     }
     let listed = virmo(&socket, &["list"]);

@@ -14,7 +14,6 @@ mod vsock {
 
     use virmo_tests::vsock::{connect_to_guest, payload, sha256_hex, shell_guest, tool_result};
     use virmo_tests::{code, exit_status, Guest, TempDir, TestEnv};
-    use vmm::api::client::VmmClient;
     use vmm::api::types::RunState;
 
     const MIB: usize = 1 << 20;
@@ -106,14 +105,6 @@ mod vsock {
         guest.kill();
     }
 
-    fn client(guest: &Guest) -> VmmClient {
-        let client = VmmClient::new(&guest.api_socket);
-        client
-            .wait_ready(Duration::from_secs(10))
-            .expect("API ready");
-        client
-    }
-
     #[test]
     fn vsock_vm_suspends_and_resumes_resetting_open_connections() {
         let env = TestEnv::get();
@@ -126,7 +117,8 @@ mod vsock {
         let (mut open, _) = connect_to_guest(&uds, 6000).expect("guest accepts");
         open.write_all(b"before the suspend").unwrap();
 
-        let info = client(&guest)
+        let info = guest
+            .api_client()
             .snapshot(&snapshot, false)
             .unwrap_or_else(|e| panic!("suspend: {e}\n{}", guest.transcript()));
         assert_eq!(info.dir, snapshot);
@@ -140,7 +132,7 @@ mod vsock {
         assert!(rest.is_empty());
 
         let mut guest = env.restore(&snapshot).with_console_input().spawn();
-        let client = client(&guest);
+        let client = guest.api_client();
         let deadline = Instant::now() + Duration::from_secs(30);
         while client.info().expect("info").state != RunState::Running {
             assert!(Instant::now() < deadline, "{}", guest.transcript());
