@@ -5,13 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{
-    kvm_irqchip, kvm_lapic_state, kvm_pit_config, KVM_IRQCHIP_IOAPIC, KVM_PIT_SPEAKER_DUMMY,
-};
+use kvm_bindings::{kvm_irqchip, kvm_pit_config, KVM_IRQCHIP_IOAPIC, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::vm_state::{restore_interrupt_controllers, save_vm, VmState};
+use crate::arch::x86_64::regs::{lapic_reg, set_lapic_reg};
 
 /// The UART's GSI and the vector the guest gave it.
 const GSI: u32 = 4;
@@ -41,34 +40,17 @@ fn vm_with_irqfd(kvm: &Kvm) -> IrqVm {
     .expect("create PIT");
     let vcpu = vm.create_vcpu(0).expect("create vCPU");
     let mut lapic = vcpu.get_lapic().expect("get LAPIC");
-    let svr = read_reg(&lapic, APIC_SVR) | APIC_SVR_ENABLE | 0xff;
-    write_reg(&mut lapic, APIC_SVR, svr);
+    let svr = lapic_reg(&lapic, APIC_SVR) | APIC_SVR_ENABLE | 0xff;
+    set_lapic_reg(&mut lapic, APIC_SVR, svr);
     vcpu.set_lapic(&lapic).expect("set LAPIC");
     let irq = EventFd::new(EFD_NONBLOCK).expect("eventfd");
     vm.register_irqfd(&irq, GSI).expect("register irqfd");
     IrqVm { vm, vcpu, irq }
 }
 
-fn read_reg(lapic: &kvm_lapic_state, offset: usize) -> u32 {
-    let bytes: Vec<u8> = lapic.regs[offset..offset + 4]
-        .iter()
-        .map(|&b| b as u8)
-        .collect();
-    u32::from_le_bytes(bytes.try_into().expect("4 bytes"))
-}
-
-fn write_reg(lapic: &mut kvm_lapic_state, offset: usize, value: u32) {
-    for (slot, byte) in lapic.regs[offset..offset + 4]
-        .iter_mut()
-        .zip(value.to_le_bytes())
-    {
-        *slot = byte as _;
-    }
-}
-
 fn vector_requested(vcpu: &VcpuFd) -> bool {
     let lapic = vcpu.get_lapic().expect("get LAPIC");
-    read_reg(&lapic, APIC_IRR + 0x10 * (VECTOR / 32)) & (1 << (VECTOR % 32)) != 0
+    lapic_reg(&lapic, APIC_IRR + 0x10 * (VECTOR / 32)) & (1 << (VECTOR % 32)) != 0
 }
 
 /// Waits up to `limit` for the vector in the LAPIC's IRR: KVM injects an irqfd routed to the

@@ -183,12 +183,14 @@ pub fn boot_fpu() -> kvm_fpu {
     }
 }
 
-fn lapic_reg(lapic: &kvm_lapic_state, offset: usize) -> u32 {
+/// The 32-bit LAPIC register at `offset` (little-endian bytes of `kvm_lapic_state::regs`).
+pub(crate) fn lapic_reg(lapic: &kvm_lapic_state, offset: usize) -> u32 {
     let bytes: [u8; 4] = std::array::from_fn(|i| lapic.regs[offset + i] as u8);
     u32::from_le_bytes(bytes)
 }
 
-fn set_lapic_reg(lapic: &mut kvm_lapic_state, offset: usize, value: u32) {
+/// Writes the 32-bit LAPIC register at `offset`.
+pub(crate) fn set_lapic_reg(lapic: &mut kvm_lapic_state, offset: usize, value: u32) {
     for (i, byte) in value.to_le_bytes().into_iter().enumerate() {
         lapic.regs[offset + i] = byte as _;
     }
