@@ -46,7 +46,8 @@ const SILENT_FOR: Duration = Duration::from_secs(300);
 /// The runner's own kernel reported a CPU stuck inside KVM_RUN for minutes: the emulated VMRUN
 /// never returned to the runner's KVM, so no timer interrupt reached it (seen intermittently with
 /// QEMU 7.2's TCG emulation of nested SVM under heavy host load). Nothing inside the runner can
-/// end that process; the run is abandoned and may be retried.
+/// end that process; the run is abandoned and fails, with what the monitor and QEMU's threads
+/// showed (never retried: a retry would hide a hang).
 #[derive(Debug)]
 pub struct RunnerHung(pub String);
 
