@@ -178,6 +178,42 @@ fn snapshot_counter_continues_where_it_stopped() {
     assert_eq!(code(guest.wait_exit(STEP)), exit_status::OK);
 }
 
+/// Typed before the restored VM runs, a line reaches the guest: the VMM feeds its stdin to the
+/// serial port only once the port holds its restored state (fed earlier, the restore replaced the
+/// receive FIFO and the input was lost, so a console answer never came).
+#[test]
+fn snapshot_console_input_typed_while_resuming_is_not_lost() {
+    let env = TestEnv::get();
+    let snapshots = TempDir::new("snap-input");
+    let dir = snapshots.path().join("vm");
+    let mut guest = env
+        .guest("work")
+        .cmdline("console=ttyS0 quiet panic=-1 virmo.scenario=work virmo.work_mib=1")
+        .with_console_input()
+        .spawn();
+    guest.wait_for("VIRMO-WORK-READY=", BOOT);
+    guest.send("go\n");
+    assert_eq!(guest.wait_for("VIRMO-WORK-DONE=", STEP).trim(), "1");
+    suspend(&mut guest, &dir);
+    for mode in ["eager", "lazy"] {
+        let mut resumed = env
+            .restore(&dir)
+            .memory_restore(mode)
+            .with_console_input()
+            .spawn();
+        // At once: the VM is still being restored.
+        resumed.send("go\n");
+        assert_eq!(
+            resumed.wait_for("VIRMO-WORK-DONE=", STEP).trim(),
+            "2",
+            "{mode}: {}",
+            resumed.transcript()
+        );
+        client_of(&resumed).stop().expect("stop");
+        assert_eq!(code(resumed.wait_exit(STEP)), exit_status::OK);
+    }
+}
+
 /// The guest's dmesg lines about lockups, stalls or clock trouble, from the console text.
 fn clock_warnings(text: &str) -> Vec<String> {
     text.lines()

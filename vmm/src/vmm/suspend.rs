@@ -26,7 +26,8 @@ use std::time::Instant;
 
 use kvm_ioctls::Kvm;
 
-use super::{invalid_state, lock, Vmm};
+use super::control::invalid_state;
+use super::{lock, Vmm};
 use crate::api::types::{RunState, SnapshotInfo};
 use crate::control::{ControlError, VmRequest, VmResponse};
 use crate::devices::persist::DeviceStatesError;
