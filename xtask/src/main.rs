@@ -140,6 +140,18 @@ enum BenchKind {
         #[arg(long, default_value = "/tmp/virmo-bench-snapshot")]
         work: PathBuf,
     },
+    /// From a new VMM process to useful work done by the resumed guest (reading a tmpfs file of
+    /// `--work-mib` MiB again), eager and lazy restore, beside the same work on a VM never
+    /// suspended; 1 vCPU / 256 MiB and 2 vCPUs / 1 GiB.
+    ResumeWork {
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+        #[arg(long, default_value_t = 64)]
+        work_mib: u64,
+        /// Where the snapshots are written (in the runner: its RAM-backed /tmp).
+        #[arg(long, default_value = "/tmp/virmo-bench-resume-work")]
+        work: PathBuf,
+    },
     /// Suspend/resume stress: N cycles per vCPU count of a guest whose every CPU copies and
     /// checksums memory, each suspend at a random moment, lazy and eager restore alternating;
     /// prints cycles done and failures (none allowed).
@@ -315,6 +327,18 @@ fn bench_inner(
                 runs,
             })
         }
+        BenchKind::ResumeWork {
+            runs,
+            work_mib,
+            work,
+        } => bench::resume_work::run_here(&bench::resume_work::ResumeWorkBench {
+            vmm,
+            bzimage: images.join("bzImage"),
+            initramfs: images.join("initramfs.cpio.gz"),
+            work,
+            runs,
+            work_mib,
+        }),
         BenchKind::Stress {
             cycles,
             vcpus,
@@ -370,6 +394,14 @@ fn bench(which: BenchKind) -> Result<()> {
         BenchKind::Snapshot { runs, work } => {
             format!("snapshot --runs {runs} --work {}", work.display())
         }
+        BenchKind::ResumeWork {
+            runs,
+            work_mib,
+            work,
+        } => format!(
+            "resume-work --runs {runs} --work-mib {work_mib} --work {}",
+            work.display()
+        ),
         BenchKind::Stress {
             cycles,
             vcpus,
@@ -393,7 +425,9 @@ fn bench(which: BenchKind) -> Result<()> {
     // the runner's RAM at once.
     let runner_memory_mib = match &which {
         BenchKind::Boot { .. } | BenchKind::Io { .. } | BenchKind::BootLoop { .. } => 4096,
-        BenchKind::Snapshot { .. } | BenchKind::Stress { .. } => 6144,
+        BenchKind::Snapshot { .. } | BenchKind::Stress { .. } | BenchKind::ResumeWork { .. } => {
+            6144
+        }
     };
     // A stress cycle takes a few seconds; the other benches finish well within 30 minutes.
     let timeout = match &which {

@@ -1,7 +1,7 @@
 //! Measuring one VMM process: time from spawn to a console marker, and its memory.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -34,10 +34,22 @@ pub struct Console {
 }
 
 impl Console {
-    pub fn spawn(mut cmd: Command) -> Result<Self> {
+    pub fn spawn(cmd: Command) -> Result<Self> {
+        Self::spawn_with_stdin(cmd, Stdio::null())
+    }
+
+    /// Like [`spawn`](Self::spawn), with the VMM's stdin (the guest's console input) a pipe
+    /// whose writing end is returned.
+    pub fn spawn_with_input(cmd: Command) -> Result<(Self, ChildStdin)> {
+        let mut console = Self::spawn_with_stdin(cmd, Stdio::piped())?;
+        let input = console.child.stdin.take().context("stdin")?;
+        Ok((console, input))
+    }
+
+    fn spawn_with_stdin(mut cmd: Command, stdin: Stdio) -> Result<Self> {
         let started = Instant::now();
         let mut child = cmd
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -4,5 +4,6 @@ pub mod boot;
 pub mod boot_loop;
 pub mod io;
 pub mod measure;
+pub mod resume_work;
 pub mod snapshot;
 pub mod stress;
