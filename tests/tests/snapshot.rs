@@ -214,6 +214,56 @@ fn snapshot_console_input_typed_while_resuming_is_not_lost() {
     }
 }
 
+/// The hot set of a snapshot folder.
+fn hot_set_of(dir: &Path) -> vmm::snapshot::hot_set::HotSet {
+    let bytes = std::fs::read(dir.join("hotset.bin")).expect("hotset.bin");
+    let memory_len = std::fs::metadata(dir.join("memory.bin"))
+        .expect("memory.bin")
+        .len();
+    vmm::snapshot::hot_set::HotSet::decode(&bytes, memory_len).expect("a valid hot set")
+}
+
+/// A booted VM's snapshot has an empty hot set; resumed lazily, the guest rereads a 16 MiB file,
+/// and the next snapshot's hot set covers at least that; resumed from it with
+/// `--memory-restore hot`, the guest goes on with its files and its count.
+#[test]
+fn snapshot_hot_restore_preloads_what_the_guest_touched_and_continues() {
+    let env = TestEnv::get();
+    let snapshots = TempDir::new("snap-hot");
+    let (first, second) = (snapshots.path().join("a"), snapshots.path().join("b"));
+    let mut guest = env
+        .guest("work")
+        .cmdline("console=ttyS0 quiet panic=-1 virmo.scenario=work virmo.work_mib=16")
+        .with_console_input()
+        .spawn();
+    guest.wait_for("VIRMO-WORK-READY=", BOOT);
+    suspend(&mut guest, &first);
+    assert!(hot_set_of(&first).is_empty(), "a booted VM has no hot set");
+
+    let mut lazy = resume(&env, &first, "lazy", true);
+    lazy.send("go\n");
+    assert_eq!(lazy.wait_for("VIRMO-WORK-DONE=", STEP).trim(), "1");
+    suspend(&mut lazy, &second);
+    let hot = hot_set_of(&second);
+    assert!(
+        hot.bytes() >= 16 << 20,
+        "the hot set covers the file reread: {} bytes in {} runs",
+        hot.bytes(),
+        hot.runs().len()
+    );
+
+    let mut resumed = resume(&env, &second, "hot", true);
+    resumed.send("go\n");
+    assert_eq!(
+        resumed.wait_for("VIRMO-WORK-DONE=", STEP).trim(),
+        "2",
+        "{}",
+        resumed.transcript()
+    );
+    client_of(&resumed).stop().expect("stop");
+    assert_eq!(code(resumed.wait_exit(STEP)), exit_status::OK);
+}
+
 /// The guest's dmesg lines about lockups, stalls or clock trouble, from the console text.
 fn clock_warnings(text: &str) -> Vec<String> {
     text.lines()

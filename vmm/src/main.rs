@@ -8,7 +8,7 @@
 //!     [--net id=ID,tap=NAME[,mac=M]]… [--rng id=ID]… [--vsock [id=ID,]cid=N,uds=PATH]
 //!     [--prohibit CLASS]…
 //! vmm --config vm.json [--prohibit CLASS]…
-//! vmm --restore DIR [--memory-restore lazy|eager] [--api-socket PATH] [--console C]
+//! vmm --restore DIR [--memory-restore lazy|eager|hot] [--api-socket PATH] [--console C]
 //!     [--vcpus N] [--memory-mib M]
 //! ```
 //!
@@ -302,7 +302,8 @@ fn parse_memory_restore(text: &str) -> Result<MemoryRestore, String> {
     match text {
         "lazy" => Ok(MemoryRestore::Lazy),
         "eager" => Ok(MemoryRestore::Eager),
-        other => Err(format!("{other:?} is not lazy or eager")),
+        "hot" => Ok(MemoryRestore::Hot),
+        other => Err(format!("{other:?} is not lazy, eager or hot")),
     }
 }
 

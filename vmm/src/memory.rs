@@ -97,19 +97,16 @@ pub fn low_ram_end(mem_bytes: u64) -> u64 {
 const GUEST_PROT: i32 = libc::PROT_READ | libc::PROT_WRITE;
 const GUEST_FLAGS: i32 = libc::MAP_ANONYMOUS | libc::MAP_PRIVATE | libc::MAP_NORESERVE;
 
-/// Maps `len` bytes of anonymous memory at a 2 MiB-aligned address. The mapping is never
-/// unmapped: guest memory lives as long as the VMM process.
-fn map_aligned(len: usize) -> Result<MmapRegion, MemoryError> {
-    let size_mib = len as u64 / MIB;
+/// Maps `len` bytes of anonymous private memory (`MAP_NORESERVE`, `prot`) at a 2 MiB-aligned
+/// address with `MADV_HUGEPAGE`, and returns that address. The mapping is never unmapped by
+/// this function's callers: guest memory lives as long as the VMM process.
+pub(crate) fn reserve_aligned(len: usize, prot: i32) -> std::io::Result<usize> {
     let padded = len + HUGE_PAGE_SIZE;
     // SAFETY: a new anonymous mapping at an address of the kernel's choice; no existing memory
     // is affected.
-    let raw = unsafe { libc::mmap(std::ptr::null_mut(), padded, GUEST_PROT, GUEST_FLAGS, -1, 0) };
+    let raw = unsafe { libc::mmap(std::ptr::null_mut(), padded, prot, GUEST_FLAGS, -1, 0) };
     if raw == libc::MAP_FAILED {
-        return Err(MemoryError::Mmap {
-            size_mib,
-            source: std::io::Error::last_os_error(),
-        });
+        return Err(std::io::Error::last_os_error());
     }
     let start = raw as usize;
     let aligned = start.next_multiple_of(HUGE_PAGE_SIZE);
@@ -126,6 +123,15 @@ fn map_aligned(len: usize) -> Result<MmapRegion, MemoryError> {
     }
     // SAFETY: [aligned, aligned + len) is mapped; a failed hint changes nothing.
     unsafe { libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
+    Ok(aligned)
+}
+
+/// Maps `len` bytes of anonymous memory at a 2 MiB-aligned address ([`reserve_aligned`]). The
+/// mapping is never unmapped: guest memory lives as long as the VMM process.
+fn map_aligned(len: usize) -> Result<MmapRegion, MemoryError> {
+    let size_mib = len as u64 / MIB;
+    let aligned = reserve_aligned(len, GUEST_PROT)
+        .map_err(|source| MemoryError::Mmap { size_mib, source })?;
     // SAFETY: [aligned, aligned + len) is a live anonymous mapping with these prot and flags,
     // owned by nothing else, and it is never unmapped.
     unsafe {

@@ -31,10 +31,11 @@ pub const MAGIC: [u8; 8] = *b"VIRMOSNP";
 /// Format version this code writes, in `state.bin`'s header and on the manifest's first line.
 ///
 /// History: 1, `memory.bin` checked by a CRC-32; 2, by the chunked xxh64 digest
-/// (`memory_digest`). The state encoding is the same in both.
-pub const FORMAT_VERSION: u16 = 2;
+/// (`memory_digest`); 3, an optional `hotset.bin` (`hot_set`). The state encoding is the same in
+/// all three.
+pub const FORMAT_VERSION: u16 = 3;
 /// Format versions this code reads.
-pub const SUPPORTED_VERSIONS: &[u16] = &[FORMAT_VERSION];
+pub const SUPPORTED_VERSIONS: &[u16] = &[2, FORMAT_VERSION];
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 32;
 /// Largest body accepted: a VM state is a few hundred KiB even with many vCPUs and devices, so

@@ -2,18 +2,21 @@
 //! the temporary folder, so a folder with a valid manifest had both files complete.
 //!
 //! ```text
-//! virmo-snapshot-manifest 2
+//! virmo-snapshot-manifest 3
 //! state.bin 18342 crc32=1a2b3c4d
 //! memory.bin 268435456 xxh64-2m=0123456789abcdef
+//! hotset.bin 56 crc32=5e6f7a8b
 //! check crc32=0badf00d
 //! ```
 //! The number on the first line is the snapshot format version ([`FORMAT_VERSION`]); a manifest
 //! of another version is refused as [`FormatError::UnsupportedVersion`] before anything else in
 //! it is read. `state.bin` keeps a CRC-32 (a few hundred KiB at most); `memory.bin` has the
-//! chunked xxh64 digest of [`memory_digest`](super::memory_digest). The last line is the CRC-32
-//! of all the lines before it (newlines included).
+//! chunked xxh64 digest of [`memory_digest`](super::memory_digest). Since version 3 a
+//! `hotset.bin` line may follow ([`hot_set`](super::hot_set); version 2 has none). The last line
+//! is the CRC-32 of all the lines before it (newlines included).
 
 use super::format::{FormatError, FORMAT_VERSION, SUPPORTED_VERSIONS};
+use super::hot_set::HOT_SET_FILE;
 
 /// Manifest file name.
 pub const MANIFEST_FILE: &str = "manifest";
@@ -26,7 +29,7 @@ const FIRST_LINE_PREFIX: &str = "virmo-snapshot-manifest ";
 /// The memory checksum's name and separator.
 const MEMORY_DIGEST_PREFIX: &str = "xxh64-2m=";
 
-/// Length and CRC-32 of `state.bin`.
+/// Length and CRC-32 of `state.bin` (or `hotset.bin`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileEntry {
     /// Length in bytes.
@@ -51,6 +54,8 @@ pub struct Manifest {
     pub state: FileEntry,
     /// `memory.bin`.
     pub memory: MemoryEntry,
+    /// `hotset.bin`, when the snapshot has one.
+    pub hot_set: Option<FileEntry>,
 }
 
 fn bad(line: usize, reason: impl Into<String>) -> FormatError {
@@ -90,12 +95,17 @@ fn parse_hex(word: &str, digits: usize) -> Option<u64> {
     valid.then(|| u64::from_str_radix(word, 16).ok()).flatten()
 }
 
-fn parse_state(line: Option<&str>) -> Result<FileEntry, FormatError> {
-    let (len, checksum) = parse_entry(2, line, STATE_FILE)?;
+/// A `<name> <len> crc32=<8 hex digits>` line.
+fn parse_crc_entry(
+    line_no: usize,
+    line: Option<&str>,
+    name: &str,
+) -> Result<FileEntry, FormatError> {
+    let (len, checksum) = parse_entry(line_no, line, name)?;
     let crc32 = checksum
         .strip_prefix("crc32=")
         .and_then(|h| parse_hex(h, 8))
-        .ok_or_else(|| bad(2, "checksum is not crc32=<8 hex digits>"))?;
+        .ok_or_else(|| bad(line_no, "checksum is not crc32=<8 hex digits>"))?;
     Ok(FileEntry {
         len,
         crc32: crc32 as u32,
@@ -111,9 +121,9 @@ fn parse_memory(line: Option<&str>) -> Result<MemoryEntry, FormatError> {
     Ok(MemoryEntry { len, digest })
 }
 
-/// Checks the first line's version; another version is refused as unsupported, whatever the
-/// rest of its manifest looks like.
-fn check_version(first_line: Option<&str>) -> Result<(), FormatError> {
+/// Checks the first line's version and returns it; another version is refused as unsupported,
+/// whatever the rest of its manifest looks like.
+fn check_version(first_line: Option<&str>) -> Result<u16, FormatError> {
     let version = first_line
         .and_then(|l| l.strip_prefix(FIRST_LINE_PREFIX))
         .ok_or_else(|| bad(1, format!("expected \"{FIRST_LINE_PREFIX}<version>\"")))?;
@@ -126,23 +136,29 @@ fn check_version(first_line: Option<&str>) -> Result<(), FormatError> {
             supported: SUPPORTED_VERSIONS,
         });
     }
-    Ok(())
+    Ok(version)
 }
 
 impl Manifest {
     /// The file content.
     pub fn encode(&self) -> String {
-        let body = format!(
+        let mut body = format!(
             "{FIRST_LINE_PREFIX}{FORMAT_VERSION}\n{STATE_FILE} {} crc32={:08x}\n{MEMORY_FILE} {} {MEMORY_DIGEST_PREFIX}{:016x}\n",
             self.state.len, self.state.crc32, self.memory.len, self.memory.digest
         );
+        if let Some(hot) = &self.hot_set {
+            body.push_str(&format!(
+                "{HOT_SET_FILE} {} crc32={:08x}\n",
+                hot.len, hot.crc32
+            ));
+        }
         let check = crc32fast::hash(body.as_bytes());
         format!("{body}check crc32={check:08x}\n")
     }
 
     /// Parses and checks a manifest.
     pub fn decode(text: &str) -> Result<Self, FormatError> {
-        check_version(text.lines().next())?;
+        let version = check_version(text.lines().next())?;
         let Some(check_at) = text.trim_end_matches('\n').rfind('\n').map(|i| i + 1) else {
             return Err(bad(0, "too short"));
         };
@@ -156,12 +172,21 @@ impl Manifest {
             return Err(bad(0, "content does not match its check line"));
         }
         let mut lines = body.lines().skip(1);
-        let state = parse_state(lines.next())?;
+        let state = parse_crc_entry(2, lines.next(), STATE_FILE)?;
         let memory = parse_memory(lines.next())?;
+        let hot_set = match lines.next() {
+            Some(line) if version >= 3 => Some(parse_crc_entry(4, Some(line), HOT_SET_FILE)?),
+            Some(_) => return Err(bad(4, "unexpected line before the check line")),
+            None => None,
+        };
         if lines.next().is_some() {
-            return Err(bad(4, "unexpected line before the check line"));
+            return Err(bad(5, "unexpected line before the check line"));
         }
-        Ok(Self { state, memory })
+        Ok(Self {
+            state,
+            memory,
+            hot_set,
+        })
     }
 }
 
@@ -179,15 +204,39 @@ mod tests {
                 len: 256 << 20,
                 digest: 0x0123_4567_89ab_cdef,
             },
+            hot_set: Some(FileEntry {
+                len: 56,
+                crc32: 0x5e6f_7a8b,
+            }),
         }
+    }
+
+    #[test]
+    fn version_2_manifest_without_hot_set_is_read() {
+        let body = "virmo-snapshot-manifest 2\nstate.bin 18342 crc32=1a2b3c4d\n\
+                    memory.bin 268435456 xxh64-2m=0123456789abcdef\n";
+        let text = format!(
+            "{body}check crc32={:08x}\n",
+            crc32fast::hash(body.as_bytes())
+        );
+        let manifest = Manifest::decode(&text).expect("decode");
+        assert_eq!(manifest.hot_set, None);
+        assert_eq!(manifest.memory, sample().memory);
+        // A hot set line is not version 2.
+        let body = format!("{body}hotset.bin 56 crc32=5e6f7a8b\n");
+        let text = format!(
+            "{body}check crc32={:08x}\n",
+            crc32fast::hash(body.as_bytes())
+        );
+        assert!(Manifest::decode(&text).is_err());
     }
 
     #[test]
     fn manifest_round_trips() {
         let text = sample().encode();
         assert!(text.starts_with(
-            "virmo-snapshot-manifest 2\nstate.bin 18342 crc32=1a2b3c4d\n\
-             memory.bin 268435456 xxh64-2m=0123456789abcdef\ncheck crc32="
+            "virmo-snapshot-manifest 3\nstate.bin 18342 crc32=1a2b3c4d\n\
+             memory.bin 268435456 xxh64-2m=0123456789abcdef\nhotset.bin 56 crc32=5e6f7a8b\ncheck crc32="
         ));
         assert_eq!(Manifest::decode(&text).expect("decode"), sample());
     }
@@ -220,8 +269,8 @@ mod tests {
     fn other_versions_are_refused_as_unsupported() {
         for (text, version) in [
             (version_1_text(), 1),
-            (sample().encode().replacen(" 2\n", " 99\n", 1), 99),
-            ("virmo-snapshot-manifest 3\n".to_string(), 3),
+            (sample().encode().replacen(" 3\n", " 99\n", 1), 99),
+            ("virmo-snapshot-manifest 4\n".to_string(), 4),
         ] {
             match Manifest::decode(&text) {
                 Err(FormatError::UnsupportedVersion { found, .. }) => assert_eq!(found, version),

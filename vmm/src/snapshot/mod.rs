@@ -19,11 +19,14 @@
 //! The on-disk format is described in `docs/snapshot.md`.
 
 pub mod format;
+pub mod hot_set;
 pub mod layout;
 pub mod manifest;
 pub mod memory_digest;
 pub mod memory_file;
 pub mod msrs;
+mod pagemap;
+mod reader;
 pub mod store;
 pub mod vcpu_state;
 pub mod vm_state;

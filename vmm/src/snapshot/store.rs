@@ -3,7 +3,8 @@
 //!
 //! # Atomicity protocol
 //! A snapshot `<parent>/<name>` is written as `<parent>/<name>.tmp.<pid>`:
-//! `memory.bin`, `state.bin`, then `manifest`, each fsynced, then the folder itself is fsynced.
+//! `memory.bin`, `state.bin`, `hotset.bin`, then `manifest`, each fsynced, then the folder
+//! itself is fsynced.
 //! It becomes `<name>` in one step:
 //! - no previous snapshot: `rename(tmp, name)`;
 //! - a previous snapshot: `renameat2(tmp, name, RENAME_EXCHANGE)` swaps the two folders
@@ -27,14 +28,12 @@ use std::time::Instant;
 
 use vm_memory::GuestMemoryMmap;
 
-use super::format::{
-    decode_state, encode_state, FormatError, MachineState, MemoryLayout, TargetLayout,
-};
+use super::format::{encode_state, FormatError, MachineState, MemoryLayout};
+use super::hot_set::{HotSet, HotSetError, HOT_SET_FILE};
 use super::manifest::{FileEntry, Manifest, MemoryEntry, MANIFEST_FILE, MEMORY_FILE, STATE_FILE};
-use super::memory_file::{
-    checksum_memory_file, load_memory_eager, map_memory_lazy, write_memory_file, MemoryFileError,
-    MemoryFileSummary, MemoryRestore,
-};
+use super::memory_file::{write_memory_file, MemoryFileError, MemoryFileSummary};
+
+pub use super::reader::Snapshot;
 
 /// The steps of [`SnapshotWriter::write`], in order. A step hook sees each before it runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -51,6 +50,10 @@ pub enum WriteStep {
     WriteState,
     /// fsync `state.bin`.
     SyncState,
+    /// Write `hotset.bin`.
+    WriteHotSet,
+    /// fsync `hotset.bin`.
+    SyncHotSet,
     /// Write `manifest`.
     WriteManifest,
     /// fsync `manifest`.
@@ -67,13 +70,15 @@ pub enum WriteStep {
 
 impl WriteStep {
     /// Every step, in execution order.
-    pub const ALL: [WriteStep; 12] = [
+    pub const ALL: [WriteStep; 14] = [
         WriteStep::CleanLeftovers,
         WriteStep::CreateTempDir,
         WriteStep::WriteMemory,
         WriteStep::SyncMemory,
         WriteStep::WriteState,
         WriteStep::SyncState,
+        WriteStep::WriteHotSet,
+        WriteStep::SyncHotSet,
         WriteStep::WriteManifest,
         WriteStep::SyncManifest,
         WriteStep::SyncTempDir,
@@ -120,6 +125,9 @@ pub enum StoreError {
     /// Memory file write or load failed.
     #[error("snapshot memory could not be saved or loaded")]
     Memory(#[from] MemoryFileError),
+    /// The hot set could not be recorded or read.
+    #[error("snapshot hot set")]
+    HotSet(#[from] HotSetError),
     /// The step hook aborted the write.
     #[error("snapshot write aborted before step {step:?}")]
     Aborted {
@@ -131,21 +139,21 @@ pub enum StoreError {
     },
 }
 
-type Result<T> = std::result::Result<T, StoreError>;
+pub(super) type Result<T> = std::result::Result<T, StoreError>;
 
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+pub(super) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.to_path_buf();
     move |source| StoreError::Io { op, path, source }
 }
 
 /// Where a snapshot folder and its siblings live.
-struct Paths {
-    parent: PathBuf,
+pub(super) struct Paths {
+    pub(super) parent: PathBuf,
     name: String,
 }
 
 impl Paths {
-    fn new(target: &Path) -> Result<Self> {
+    pub(super) fn new(target: &Path) -> Result<Self> {
         let name = target
             .file_name()
             .and_then(|n| n.to_str())
@@ -198,7 +206,7 @@ impl Paths {
 
     /// Deletes leftovers of dead processes (and of this process: it is the only writer) and
     /// puts back a previous snapshot that a crashed fallback commit left aside.
-    fn recover(&self) -> Result<()> {
+    pub(super) fn recover(&self) -> Result<()> {
         let me = std::process::id();
         let current = self.current();
         let mut leftovers = self.leftovers()?;
@@ -326,9 +334,15 @@ impl SnapshotWriter {
         }
         state.validate()?;
         let state_bytes = encode_state(state)?;
+        // Before the memory is written: the writer reads file-backed memory in full. The hot
+        // set is a hint: without it (no /proc in a jail, say) the next hot restore is a lazy one.
+        let hot_set = HotSet::record(memory).unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "no hot set recorded");
+            HotSet::default()
+        });
         let temp = self.paths.temp(std::process::id());
         self.started.clear();
-        let outcome = self.write_steps(&temp, &state_bytes, memory);
+        let outcome = self.write_steps(&temp, &state_bytes, &hot_set.encode(), memory);
         if outcome.is_err() && temp.exists() {
             // Best effort: a leftover is also removed by the next writer or reader.
             let _ = fs::remove_dir_all(&temp);
@@ -365,6 +379,7 @@ impl SnapshotWriter {
         &mut self,
         temp: &Path,
         state_bytes: &[u8],
+        hot_set_bytes: &[u8],
         memory: &GuestMemoryMmap<()>,
     ) -> Result<WriteSummary> {
         self.step(WriteStep::CleanLeftovers)?;
@@ -394,12 +409,24 @@ impl SnapshotWriter {
             .sync_all()
             .map_err(io_err("fsync", &state_path))?;
 
+        self.step(WriteStep::WriteHotSet)?;
+        let hot_set_path = temp.join(HOT_SET_FILE);
+        let hot_set_file = Self::write_file(&hot_set_path, "write", hot_set_bytes)?;
+        self.step(WriteStep::SyncHotSet)?;
+        hot_set_file
+            .sync_all()
+            .map_err(io_err("fsync", &hot_set_path))?;
+
         let manifest = Manifest {
             state: FileEntry {
                 len: state_bytes.len() as u64,
                 crc32: crc32fast::hash(state_bytes),
             },
             memory: MemoryEntry { len, digest },
+            hot_set: Some(FileEntry {
+                len: hot_set_bytes.len() as u64,
+                crc32: crc32fast::hash(hot_set_bytes),
+            }),
         };
         self.step(WriteStep::WriteManifest)?;
         let manifest_path = temp.join(MANIFEST_FILE);
@@ -438,160 +465,6 @@ impl SnapshotWriter {
         Ok(WriteSummary {
             manifest,
             memory_data_bytes: data_bytes,
-        })
-    }
-}
-
-/// A snapshot folder whose manifest and state were read and checked.
-#[derive(Debug)]
-pub struct Snapshot {
-    /// The folder.
-    pub dir: PathBuf,
-    /// Its manifest.
-    pub manifest: Manifest,
-    /// The decoded machine state.
-    pub state: MachineState,
-}
-
-fn check_file_len(dir: &Path, file: &'static str, expected: u64) -> Result<()> {
-    let path = dir.join(file);
-    let actual = match fs::metadata(&path) {
-        Ok(meta) => meta.len(),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            return Err(StoreError::MissingFile {
-                dir: dir.to_path_buf(),
-                file,
-            })
-        }
-        Err(err) => return Err(io_err("stat", &path)(err)),
-    };
-    if actual < expected {
-        return Err(FormatError::Truncated {
-            file,
-            expected,
-            actual,
-        }
-        .into());
-    }
-    if actual > expected {
-        return Err(FormatError::TrailingData {
-            file,
-            expected,
-            actual,
-        }
-        .into());
-    }
-    Ok(())
-}
-
-impl Snapshot {
-    /// Opens the snapshot folder `dir`: recovers from an interrupted writer (see the module
-    /// documentation), then checks the manifest, both file lengths, and the state's header,
-    /// checksum and consistency. Memory content is checked by [`Snapshot::load_memory`] or
-    /// [`Snapshot::verify_memory`].
-    pub fn open(dir: &Path) -> Result<Self> {
-        let paths = Paths::new(dir)?;
-        if paths.parent.is_dir() {
-            // Best effort: a read-only parent must not stop reading a good snapshot.
-            if let Err(err) = paths.recover() {
-                tracing::warn!(error = %err, dir = %dir.display(), "cannot clean snapshot leftovers");
-            }
-        }
-        if !dir.is_dir() {
-            return Err(StoreError::NotFound(dir.to_path_buf()));
-        }
-        let manifest_path = dir.join(MANIFEST_FILE);
-        let text = match fs::read(&manifest_path) {
-            Ok(bytes) if bytes.len() <= 4096 => {
-                String::from_utf8(bytes).map_err(|_| FormatError::Manifest {
-                    line: 0,
-                    reason: "not UTF-8".to_string(),
-                })?
-            }
-            Ok(_) => {
-                return Err(FormatError::Manifest {
-                    line: 0,
-                    reason: "larger than 4 KiB".to_string(),
-                }
-                .into())
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::MissingFile {
-                    dir: dir.to_path_buf(),
-                    file: MANIFEST_FILE,
-                })
-            }
-            Err(err) => return Err(io_err("read", &manifest_path)(err)),
-        };
-        let manifest = Manifest::decode(&text)?;
-        check_file_len(dir, STATE_FILE, manifest.state.len)?;
-        check_file_len(dir, MEMORY_FILE, manifest.memory.len)?;
-        if manifest.state.len > super::format::MAX_BODY_LEN + super::format::HEADER_LEN as u64 {
-            return Err(FormatError::TooLarge {
-                len: manifest.state.len,
-                max: super::format::MAX_BODY_LEN,
-            }
-            .into());
-        }
-        let state_path = dir.join(STATE_FILE);
-        let bytes = fs::read(&state_path).map_err(io_err("read", &state_path))?;
-        let actual = crc32fast::hash(&bytes);
-        if actual != manifest.state.crc32 {
-            return Err(FormatError::ChecksumMismatch {
-                file: STATE_FILE,
-                expected: manifest.state.crc32,
-                actual,
-            }
-            .into());
-        }
-        let state = decode_state(&bytes)?;
-        if state.memory.total_bytes() != manifest.memory.len {
-            return Err(FormatError::Inconsistent(format!(
-                "memory layout covers {} bytes, memory.bin has {}",
-                state.memory.total_bytes(),
-                manifest.memory.len
-            ))
-            .into());
-        }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            manifest,
-            state,
-        })
-    }
-
-    /// Path of `memory.bin`.
-    pub fn memory_path(&self) -> PathBuf {
-        self.dir.join(MEMORY_FILE)
-    }
-
-    /// Refuses a target VM whose vCPU count or memory size differs from the snapshot's.
-    pub fn check_fits(&self, target: &TargetLayout) -> Result<()> {
-        Ok(self.state.check_fits(target)?)
-    }
-
-    /// Reads the data of `memory.bin` (not its holes) and compares its digest with the manifest.
-    pub fn verify_memory(&self) -> Result<()> {
-        let actual = checksum_memory_file(&self.memory_path())?;
-        if actual != self.manifest.memory.digest {
-            return Err(MemoryFileError::ChecksumMismatch {
-                expected: self.manifest.memory.digest,
-                actual,
-            }
-            .into());
-        }
-        Ok(())
-    }
-
-    /// Builds guest memory from `memory.bin`. `Eager` checks the memory checksum while reading;
-    /// `Lazy` does not read the file (call [`Snapshot::verify_memory`] first for a check).
-    pub fn load_memory(&self, mode: MemoryRestore) -> Result<GuestMemoryMmap<()>> {
-        let path = self.memory_path();
-        Ok(match mode {
-            MemoryRestore::Lazy => map_memory_lazy(&path, &self.state.memory)?,
-            MemoryRestore::Eager => {
-                load_memory_eager(&path, &self.state.memory, Some(self.manifest.memory.digest))?
-            }
         })
     }
 }

@@ -8,7 +8,10 @@
 //! - *never suspended*: the same work on the VM that was never suspended (console line written to
 //!   answer), after a first pass that warms it;
 //! - for each restore mode (eager, lazy): `vmm --restore` spawned, the line written to its stdin
-//!   at once, to the answer — start-up, restore, the guest's work and its page faults, all in.
+//!   at once, to the answer — start-up, restore, the guest's work and its page faults, all in;
+//! - hot: the lazily resumed VM, once it answered, is suspended again (its snapshot records the
+//!   hot set: what it touched since the resume), and that snapshot is restored with
+//!   `--memory-restore hot`, timed the same way.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -32,8 +35,9 @@ pub struct ResumeWorkBench {
 
 /// (vCPUs, MiB of guest memory)
 const CONFIGURATIONS: [(u32, u64); 2] = [(1, 256), (2, 1024)];
-/// The restore modes of `vmm --memory-restore`.
-const MODES: [&str; 2] = ["eager", "lazy"];
+/// The restore modes of `vmm --memory-restore`, in the order they run: `hot` restores the
+/// snapshot taken after the `lazy` run.
+const MODES: [&str; 3] = ["eager", "lazy", "hot"];
 const TIMEOUT: Duration = Duration::from_secs(240);
 const DONE: &str = "VIRMO-WORK-DONE=";
 /// Passes of the work on the never-suspended VM; the first only warms it and is not counted.
@@ -72,15 +76,16 @@ pub fn run_here(b: &ResumeWorkBench) -> Result<()> {
         "resume to useful work: read a {} MiB tmpfs file again and answer; medians of {} runs, seconds",
         b.work_mib, b.runs
     );
-    println!("| guest | never suspended (work only) | eager: spawn to answer | lazy: spawn to answer | lazy / never suspended | lazy / eager |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("| guest | never suspended (work only) | eager: spawn to answer | lazy: spawn to answer | hot: spawn to answer | lazy / never suspended | lazy / hot | hot / never suspended |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (vcpus, memory_mib, mut s) in table {
         let never = measure::stats(&mut s.never_suspended).0;
-        let [eager, lazy] = s.resumed.each_mut().map(|v| measure::stats(v).0);
+        let [eager, lazy, hot] = s.resumed.each_mut().map(|v| measure::stats(v).0);
         println!(
-            "| {vcpus} vCPU, {memory_mib} MiB | {never:.3} | {eager:.3} | {lazy:.3} | {:.2} | {:.2} |",
+            "| {vcpus} vCPU, {memory_mib} MiB | {never:.3} | {eager:.3} | {lazy:.3} | {hot:.3} | {:.2} | {:.2} | {:.2} |",
             lazy / never,
-            lazy / eager
+            lazy / hot,
+            hot / never
         );
     }
     Ok(())
@@ -122,10 +127,13 @@ fn one_run(b: &ResumeWorkBench, vcpus: u32, memory_mib: u64, s: &mut Samples) ->
     client.snapshot(&dir, false).context("suspend")?;
     wait_exit(&mut guest, Duration::from_secs(60)).context("the VMM did not exit after suspend")?;
 
+    let hot_dir = b.work.join(format!("snap-{vcpus}-{memory_mib}-hot"));
+    let _ = std::fs::remove_dir_all(&hot_dir);
     for (mode, samples) in MODES.iter().zip(s.resumed.iter_mut()) {
+        let from = if *mode == "hot" { &hot_dir } else { &dir };
         let mut cmd = Command::new(&b.vmm);
         cmd.arg("--restore")
-            .arg(&dir)
+            .arg(from)
             .args(["--memory-restore", mode])
             .arg("--api-socket")
             .arg(&socket);
@@ -137,9 +145,20 @@ fn one_run(b: &ResumeWorkBench, vcpus: u32, memory_mib: u64, s: &mut Samples) ->
             Err(e) => bail!("{e} after resume ({mode}):\n{}", resumed.diagnose()),
         };
         samples.push((done - resumed.started).as_secs_f64());
-        resumed.kill();
+        if *mode == "lazy" {
+            // Its snapshot records what it touched since the resume: the hot set.
+            let info = VmmClient::new(&socket)
+                .snapshot(&hot_dir, false)
+                .context("suspend after the lazy resume")?;
+            eprintln!("bench: suspended after the lazy resume: {info:?}");
+            wait_exit(&mut resumed, Duration::from_secs(60))
+                .context("the VMM did not exit after suspend")?;
+        } else {
+            resumed.kill();
+        }
     }
     std::fs::remove_dir_all(&dir)?;
+    std::fs::remove_dir_all(&hot_dir)?;
     Ok(())
 }
 
