@@ -17,6 +17,7 @@ const TARGETS: &[(&str, u32)] = &[
     ("virtio_mmio", 10_000),
     ("snapshot_state", 20_000),
     ("snapshot_manifest", 20_000),
+    ("snapshot_hot_set", 20_000),
     ("boot_image", 500),
 ];
 

@@ -1,4 +1,4 @@
-//! File-controlled input: the snapshot loader (state file, manifest) and the boot-image loaders
+//! File-controlled input: the snapshot loader (state file, manifest, hot set) and the boot-image loaders
 //! (bzImage with its LZ4 payload, ELF vmlinux through PVH, the Linux boot protocol).
 
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use crate::arch::x86_64::boot::{self, BootInputs, KernelFormat};
 use crate::arch::x86_64::bzimage_payload;
 use crate::config::BzImageBoot;
 use crate::snapshot::format::{decode_state, encode_state, header_bytes, FORMAT_VERSION};
+use crate::snapshot::hot_set::HotSet;
 use crate::snapshot::manifest::Manifest;
 
 /// `body` behind a valid `state.bin` header (magic, version, length, checksums), so that the
@@ -53,6 +54,20 @@ pub fn snapshot_manifest(data: &[u8]) {
         return;
     };
     assert_eq!(Manifest::decode(&manifest.encode()).ok(), Some(manifest));
+}
+
+/// A `hotset.bin` for a 1 GiB `memory.bin`: one that decodes encodes to the same bytes, and
+/// its runs lie inside the memory file.
+pub fn snapshot_hot_set(data: &[u8]) {
+    const MEMORY_LEN: u64 = 1 << 30;
+    let Ok(set) = HotSet::decode(data, MEMORY_LEN) else {
+        return;
+    };
+    assert_eq!(set.encode(), data);
+    assert!(set
+        .runs()
+        .iter()
+        .all(|r| r.offset < MEMORY_LEN && r.len > 0));
 }
 
 /// Guest memory of the boot-image runs: 64 MiB.
