@@ -450,6 +450,14 @@ pub fn agent_config(e: &Enrollment, dm_url: &str, server_id: &str) -> String {
         server_name = quote(&e.server_name),
         server_secret = quote(&e.server_secret),
     );
+    if dm_url.starts_with("https://") {
+        toml = toml.replacen(
+            "[server]\n",
+            "[server]\n# ca_file = \"/etc/virmo/server-ca.pem\"  # when the server's certificate \
+             is not from a public CA\n",
+            1,
+        );
+    }
     if let Some((_, port)) = e.notify_addr.as_deref().and_then(|a| a.rsplit_once(':')) {
         toml.push_str(&format!("\n[listen]\nnotification = \"0.0.0.0:{port}\"\n"));
     }

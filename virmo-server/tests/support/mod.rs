@@ -56,6 +56,11 @@ impl TestServer {
         }
     }
 
+    /// Keeps `dir` (the database's) as long as the server.
+    pub fn keep(&mut self, dir: TempDir) {
+        self._dir = Some(dir);
+    }
+
     /// Sends an admin request through the HTTP API.
     pub async fn request(&self, request: AdminRequest) -> Result<AdminResponse, ClientError> {
         let admin = self.admin.clone();
