@@ -166,7 +166,11 @@ impl Server {
                 "the admin token must be at least 8 characters".into(),
             ));
         }
-        let tls = config.tls.as_ref().map(ServerTls::server_config).transpose()?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(ServerTls::server_config)
+            .transpose()?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -220,12 +224,11 @@ impl Server {
         };
         match tls {
             Some(tls) => {
-                let listener = TlsListener::new(listener, tls).map_err(|source| {
-                    ServerError::Bind {
+                let listener =
+                    TlsListener::new(listener, tls).map_err(|source| ServerError::Bind {
                         addr: config.listen,
                         source,
-                    }
-                })?;
+                    })?;
                 tasks.push(tokio::spawn(async move {
                     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown);
                     if let Err(err) = served.await {
@@ -328,9 +331,7 @@ impl Server {
 
     /// Prunes the alerts, events and statuses past the retention (what the pruner does).
     pub async fn prune(&self) -> Result<store::PruneReport, StoreError> {
-        self.store
-            .prune(&self.retention, self.clock.now())
-            .await
+        self.store.prune(&self.retention, self.clock.now()).await
     }
 
     /// Stops serving and waits for the tasks.

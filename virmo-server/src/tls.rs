@@ -39,6 +39,8 @@ pub enum TlsError {
     BadKey(#[source] rustls::pki_types::pem::Error),
     #[error("the certificate and key do not make a TLS server identity")]
     Identity(#[source] rustls::Error),
+    #[error("cannot generate a self-signed certificate")]
+    Generate(#[source] rcgen::Error),
 }
 
 /// The server's TLS identity: its certificate chain (leaf first) and private key, as PEM.
@@ -72,11 +74,22 @@ impl ServerTls {
         })
     }
 
+    /// A self-signed certificate for `names` (DNS names or IP addresses) and its key: what
+    /// `--tls-self-signed` and the bench serve; clients trust the certificate itself (its PEM
+    /// is the CA file).
+    pub fn self_signed(names: &[String]) -> Result<Self, TlsError> {
+        let certified =
+            rcgen::generate_simple_self_signed(names.to_vec()).map_err(TlsError::Generate)?;
+        Ok(Self {
+            certificate_chain_pem: certified.cert.pem().into_bytes(),
+            private_key_pem: certified.signing_key.serialize_pem().into_bytes(),
+        })
+    }
+
     /// The rustls configuration (HTTP/1.1 by ALPN), checked: the key must match the leaf.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let chain = ca_certificates(&self.certificate_chain_pem)?;
-        let key =
-            PrivateKeyDer::from_pem_slice(&self.private_key_pem).map_err(TlsError::BadKey)?;
+        let key = PrivateKeyDer::from_pem_slice(&self.private_key_pem).map_err(TlsError::BadKey)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -184,12 +197,7 @@ mod tests {
 
     #[test]
     fn an_identity_needs_a_certificate_and_its_key() {
-        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-            .expect("certificate");
-        let good = ServerTls {
-            certificate_chain_pem: certified.cert.pem().into_bytes(),
-            private_key_pem: certified.signing_key.serialize_pem().into_bytes(),
-        };
+        let good = ServerTls::self_signed(&["localhost".to_owned()]).expect("certificate");
         assert!(good.server_config().is_ok());
         let no_cert = ServerTls {
             certificate_chain_pem: b"not pem".to_vec(),
@@ -199,10 +207,9 @@ mod tests {
             no_cert.server_config(),
             Err(TlsError::NoCertificate)
         ));
-        let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-            .expect("certificate");
+        let other = ServerTls::self_signed(&["localhost".to_owned()]).expect("certificate");
         let mismatched = ServerTls {
-            private_key_pem: other.signing_key.serialize_pem().into_bytes(),
+            private_key_pem: other.private_key_pem,
             ..good.clone()
         };
         assert!(matches!(

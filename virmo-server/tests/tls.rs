@@ -88,9 +88,11 @@ async fn enrolled_device(test: &TestServer, id: &str, ca_file: &Path) -> SimDevi
         "{}",
         enrolled.agent_config
     );
-    let toml = enrolled
-        .agent_config
-        .replacen("[server]\n", &format!("[server]\nca_file = {ca_file:?}\n"), 1);
+    let toml = enrolled.agent_config.replacen(
+        "[server]\n",
+        &format!("[server]\nca_file = {ca_file:?}\n"),
+        1,
+    );
     let agent = virmo_agent::config::AgentConfig::from_toml(&toml).expect("the agent config");
     let server = agent.server.expect("a [server] table");
     assert_eq!(server.url, test.server.dm_url());
@@ -156,13 +158,15 @@ async fn a_device_runs_its_job_over_https_and_a_wrong_ca_is_refused() {
         command.arg("devices").output().expect("virmoctl runs")
     };
     let good_ca = good.ca_file.clone();
-    let (listed, refused) =
-        tokio::task::spawn_blocking(move || (run(Some(&good_ca)), run(None)))
-            .await
-            .expect("runs");
+    let (listed, refused) = tokio::task::spawn_blocking(move || (run(Some(&good_ca)), run(None)))
+        .await
+        .expect("runs");
     assert!(listed.status.success(), "{listed:?}");
     let stdout = String::from_utf8_lossy(&listed.stdout);
-    assert!(stdout.contains("tls-1") && stdout.contains("tls-2"), "{stdout}");
+    assert!(
+        stdout.contains("tls-1") && stdout.contains("tls-2"),
+        "{stdout}"
+    );
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("UnknownIssuer"), "{stderr}");

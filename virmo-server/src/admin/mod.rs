@@ -16,8 +16,8 @@ use crate::clock::{Clock, Millis};
 use crate::dm::DmService;
 use crate::jobs::{Operation, OperationError};
 use crate::model::{
-    AlertRecord, AuthKind, CancelOutcome, DeviceSummary, Enrollment, Event, Filter, Job, JobPolicy, NewJob,
-    Response, TreeNode,
+    AlertRecord, AuthKind, CancelOutcome, DeviceSummary, Enrollment, Event, Filter, Job, JobPolicy,
+    NewJob, Response, TreeNode,
 };
 use crate::store::{CancelResult, Store, StoreError};
 

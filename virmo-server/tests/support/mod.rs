@@ -43,6 +43,7 @@ impl TestServer {
         let mut config =
             ServerConfig::new("127.0.0.1:0".parse().expect("addr"), database_url, TOKEN);
         config.sweep_every = None;
+        config.prune_every = None;
         adjust(&mut config);
         let server = Server::start_with_clock(config, Arc::new(clock.clone()))
             .await

@@ -74,10 +74,13 @@ impl ListQuery {
         sql
     }
 
-    pub(super) async fn fetch(&self, pool: &AnyPool, sql: String) -> Result<Vec<AnyRow>, StoreError> {
+    pub(super) async fn fetch(
+        &self,
+        pool: &AnyPool,
+        sql: String,
+    ) -> Result<Vec<AnyRow>, StoreError> {
         Ok(bind_all(sqlx::query(AssertSqlSafe(sql)), &self.params)
             .fetch_all(pool)
             .await?)
     }
 }
-

@@ -37,7 +37,6 @@ fn new_correlator() -> String {
     format!("virmo-{}", crate::random_hex(12))
 }
 
-
 impl SqlStore {
     /// Connects to `url` and migrates the schema. SQLite gets one connection (one writer; WAL
     /// lets the file be read meanwhile), PostgreSQL up to `max_connections`.

@@ -9,10 +9,12 @@ use crate::model::{
 };
 use crate::store::StoreError;
 
-pub(super) const DEVICE_COLS: &str = "id, auth, client_name, client_secret, server_name, server_secret, \
+pub(super) const DEVICE_COLS: &str =
+    "id, auth, client_name, client_secret, server_name, server_secret, \
     notify_addr, nonce_client, nonce_server, enrolled_at, last_seen_at, dev_info";
 
-pub(super) const JOB_COLS: &str = "id, device_id, idempotency_key, operation, commands, correlator, state, \
+pub(super) const JOB_COLS: &str =
+    "id, device_id, idempotency_key, operation, commands, correlator, state, \
     attempts, max_attempts, deliver_within_ms, complete_within_ms, lease_ms, created_at, \
     updated_at, expires_at, sent_at, lease_until, session, accepted_at, complete_by, \
     finished_at, result_code, error, cancel_requested_at";
@@ -132,4 +134,3 @@ pub(super) fn response_of(row: &AnyRow) -> Result<Response, StoreError> {
         at: row.try_get("at")?,
     })
 }
-
