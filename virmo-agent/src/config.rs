@@ -88,6 +88,10 @@ pub struct ServerConfig {
     /// The HTTP timeout of one DM exchange.
     #[serde(default = "defaults::http_timeout")]
     pub http_timeout_secs: u64,
+    /// PEM certificates an `https://` server must chain to (a private CA, or the server's own
+    /// certificate); without it, the usual web roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -102,6 +106,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("server_secret", &"<redacted>")
             .field("encoding", &self.encoding)
             .field("poll_interval_secs", &self.poll_interval_secs)
+            .field("ca_file", &self.ca_file)
             .finish_non_exhaustive()
     }
 }

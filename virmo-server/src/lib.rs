@@ -13,7 +13,8 @@
 //! | [`jobs`] | VirMO operations turned into DM commands, and the job state machine's rules |
 //! | [`dm`] | the DM endpoint: sessions, authentication, delivery of jobs, statuses, alerts |
 //! | [`admin`] | the typed admin requests, their HTTP API and its client |
-//! | [`server`] | the running server: configuration, listeners, the sweeper |
+//! | [`server`] | the running server: configuration, listeners, the sweeper, the pruner |
+//! | [`tls`] | HTTPS: the server's certificate and key, a TLS listener for axum |
 //! | [`sim`] | a simulated device (a real `omadm` client and DM tree), for tests and the bench |
 #![forbid(unsafe_code)]
 
@@ -25,6 +26,7 @@ pub mod model;
 pub mod server;
 pub mod sim;
 pub mod store;
+pub mod tls;
 
 /// `bytes` random bytes in hexadecimal: session tokens, correlators, instance names, test IDs.
 /// Should the system's random source fail, the bytes of the clock stand in (IDs stay unique;

@@ -215,16 +215,20 @@ pub enum JobState {
     Failed,
     /// Not delivered before its deadline.
     Expired,
+    /// Cancelled by an administrator before it was sent (or, cancel requested while it was
+    /// sent, the device never answered it): its commands are never sent (again).
+    Cancelled,
 }
 
 impl JobState {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Queued,
         Self::Sent,
         Self::Accepted,
         Self::Done,
         Self::Failed,
         Self::Expired,
+        Self::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -235,6 +239,7 @@ impl JobState {
             Self::Done => "done",
             Self::Failed => "failed",
             Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
         }
     }
 
@@ -242,9 +247,12 @@ impl JobState {
         Self::ALL.into_iter().find(|state| state.as_str() == text)
     }
 
-    /// Done, failed or expired: nothing more happens to the job.
+    /// Done, failed, expired or cancelled: nothing more happens to the job.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Done | Self::Failed | Self::Expired)
+        matches!(
+            self,
+            Self::Done | Self::Failed | Self::Expired | Self::Cancelled
+        )
     }
 }
 
@@ -319,8 +327,24 @@ pub struct Job {
     pub finished_at: Option<Millis>,
     /// The VirMO result code of the OperationComplete alert, or the failing DM status.
     pub result_code: Option<i64>,
-    /// Why it failed or expired.
+    /// Why it failed, expired or was cancelled.
     pub error: Option<String>,
+    /// When an administrator asked to cancel it. A queued job is then `cancelled`; a job
+    /// already sent or accepted goes on to its outcome (a DM Exec the device accepted cannot be
+    /// withdrawn), and is never sent again.
+    #[serde(default)]
+    pub cancel_requested_at: Option<Millis>,
+}
+
+/// What asking to cancel a job did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", content = "job", rename_all = "snake_case")]
+pub enum CancelOutcome {
+    /// It was queued: it is now `cancelled` and will never be sent.
+    Cancelled(Job),
+    /// It was already sent or accepted: marked cancel-requested; its outcome will be recorded
+    /// as it comes, and it is never sent again.
+    Requested(Job),
 }
 
 /// How a job changes state (applied only from the states the transition names).
@@ -335,7 +359,8 @@ pub enum JobTransition {
         result_code: Option<i64>,
         error: String,
     },
-    /// sent → queued (no answer in that session), or failed when no attempt is left.
+    /// sent → queued (no answer in that session), or failed when no attempt is left, or
+    /// cancelled when an administrator asked meanwhile.
     Unanswered { reason: String },
 }
 
@@ -423,4 +448,7 @@ pub struct SweepReport {
     pub timed_out: u64,
     /// `queued` jobs past their delivery deadline.
     pub expired: u64,
+    /// `sent` jobs whose lease ran out after a cancel was asked: cancelled, not queued again.
+    #[serde(default)]
+    pub cancelled: u64,
 }

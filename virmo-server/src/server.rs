@@ -1,6 +1,6 @@
-//! The running server: one HTTP listener serving the DM endpoint (`/dm`) and the admin API
-//! (`/api/v1`), the store, and the sweeper that ends idle sessions and applies the jobs'
-//! timeouts.
+//! The running server: one HTTP(S) listener serving the DM endpoint (`/dm`) and the admin API
+//! (`/api/v1`), the store, the sweeper that ends idle sessions and applies the jobs' timeouts,
+//! and the pruning of old alerts, events and statuses ([`Retention`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +13,8 @@ use crate::admin::{self, Admin};
 use crate::clock::{Clock, SystemClock};
 use crate::dm::{self, DmConfig, DmService};
 use crate::model::JobPolicy;
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, Retention, Store, StoreError};
+use crate::tls::{ServerTls, TlsError, TlsListener};
 
 /// The DM endpoint's path.
 pub const DM_PATH: &str = "/dm";
@@ -40,6 +41,12 @@ pub struct ServerConfig {
     pub sweep_every: Option<Duration>,
     pub refresh_after_change: bool,
     pub default_policy: JobPolicy,
+    /// Serve HTTPS with this identity (plain HTTP without it: loopback and development).
+    pub tls: Option<ServerTls>,
+    /// How many alerts, events and statuses are kept, and for how long.
+    pub retention: Retention,
+    /// How often old rows are pruned; `None`: never on its own (tests call [`Server::prune`]).
+    pub prune_every: Option<Duration>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -51,6 +58,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("server_id", &self.server_id)
             .field("admin_token", &"<redacted>")
             .field("sweep_every", &self.sweep_every)
+            .field("tls", &self.tls)
+            .field("retention", &self.retention)
             .finish_non_exhaustive()
     }
 }
@@ -70,6 +79,9 @@ impl ServerConfig {
             sweep_every: Some(Duration::from_secs(1)),
             refresh_after_change: true,
             default_policy: JobPolicy::default(),
+            tls: None,
+            retention: Retention::default(),
+            prune_every: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -81,6 +93,8 @@ pub enum ServerError {
     Config(String),
     #[error("cannot open the store")]
     Store(#[from] StoreError),
+    #[error("cannot set up TLS")]
+    Tls(#[from] TlsError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -89,11 +103,22 @@ pub enum ServerError {
     },
 }
 
+/// One pruning pass, logged.
+async fn prune(store: &dyn Store, retention: &Retention, now: crate::clock::Millis) {
+    match store.prune(retention, now).await {
+        Ok(report) if report.total() > 0 => tracing::info!(?report, "old rows pruned"),
+        Ok(_) => {}
+        Err(err) => tracing::error!(error = %err, "cannot prune old rows"),
+    }
+}
+
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
     base_url: String,
     store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    retention: Retention,
     dm: Arc<DmService>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -141,6 +166,11 @@ impl Server {
                 "the admin token must be at least 8 characters".into(),
             ));
         }
+        let tls = config
+            .tls
+            .as_ref()
+            .map(ServerTls::server_config)
+            .transpose()?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -154,7 +184,10 @@ impl Server {
         let base_url = config
             .public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{addr}"))
+            .unwrap_or_else(|| {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{addr}")
+            })
             .trim_end_matches('/')
             .to_owned();
         let instance = config
@@ -176,7 +209,7 @@ impl Server {
         ));
         let admin = Arc::new(Admin::new(
             store.clone(),
-            clock,
+            clock.clone(),
             dm.clone(),
             changes_rx,
             config.default_policy,
@@ -185,25 +218,41 @@ impl Server {
             .merge(admin::http::router(admin, config.admin_token.clone()));
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
-        let listener = listener.tap_io(|tcp| {
-            // Replies leave in one write only with Nagle off (see omadm's transport notes).
-            let _ = tcp.set_nodelay(true);
-        });
         let mut serve_stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = serve_stop.wait_for(|stop| *stop).await;
-            };
-            if let Err(err) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(error = %err, "the HTTP server stopped");
+        let shutdown = async move {
+            let _ = serve_stop.wait_for(|stop| *stop).await;
+        };
+        match tls {
+            Some(tls) => {
+                let listener =
+                    TlsListener::new(listener, tls).map_err(|source| ServerError::Bind {
+                        addr: config.listen,
+                        source,
+                    })?;
+                tasks.push(tokio::spawn(async move {
+                    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+                    if let Err(err) = served.await {
+                        tracing::error!(error = %err, "the HTTPS server stopped");
+                    }
+                }));
             }
-        }));
+            None => {
+                let listener = listener.tap_io(|tcp| {
+                    // Replies leave in one write only with Nagle off (see omadm's transport
+                    // notes).
+                    let _ = tcp.set_nodelay(true);
+                });
+                tasks.push(tokio::spawn(async move {
+                    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+                    if let Err(err) = served.await {
+                        tracing::error!(error = %err, "the HTTP server stopped");
+                    }
+                }));
+            }
+        }
         if let Some(every) = config.sweep_every {
             let dm = dm.clone();
-            let mut sweep_stop = stop_rx;
+            let mut sweep_stop = stop_rx.clone();
             tasks.push(tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(every);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -219,11 +268,30 @@ impl Server {
                 }
             }));
         }
+        if let Some(every) = config.prune_every {
+            let store = store.clone();
+            let clock = clock.clone();
+            let retention = config.retention;
+            let mut prune_stop = stop_rx;
+            tasks.push(tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = ticks.tick() => {}
+                        _ = prune_stop.wait_for(|stop| *stop) => return,
+                    }
+                    prune(store.as_ref(), &retention, clock.now()).await;
+                }
+            }));
+        }
         tracing::info!(%addr, url = %base_url, database = %store::redact_url(&config.database_url), "virmo-server listening");
         Ok(Self {
             addr,
             base_url,
             store,
+            clock,
+            retention: config.retention,
             dm,
             stop,
             tasks,
@@ -234,7 +302,7 @@ impl Server {
         self.addr
     }
 
-    /// `http://host:port`: the admin API's base.
+    /// `http(s)://host:port`: the admin API's base.
     pub fn url(&self) -> &str {
         &self.base_url
     }
@@ -259,6 +327,11 @@ impl Server {
     ) -> Result<crate::model::SweepReport, StoreError> {
         self.dm.sweep_sessions(now).await;
         self.dm.sweep_jobs().await
+    }
+
+    /// Prunes the alerts, events and statuses past the retention (what the pruner does).
+    pub async fn prune(&self) -> Result<store::PruneReport, StoreError> {
+        self.store.prune(&self.retention, self.clock.now()).await
     }
 
     /// Stops serving and waits for the tasks.

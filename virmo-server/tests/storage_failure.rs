@@ -13,7 +13,9 @@ use virmo_server::clock::{Clock, SystemClock};
 use virmo_server::model::*;
 use virmo_server::server::{Server, ServerConfig};
 use virmo_server::sim::{SimConfig, SimDevice};
-use virmo_server::store::{Backend, DeviceContact, NewResponse, Store, StoreError};
+use virmo_server::store::{
+    Backend, CancelResult, DeviceContact, NewResponse, PruneReport, Retention, Store, StoreError,
+};
 
 /// A store whose alerts cannot be written while `broken` is set.
 struct Flaky {
@@ -82,6 +84,12 @@ impl Store for Flaky {
     }
     async fn sweep(&self, now: i64) -> Result<SweepReport, StoreError> {
         self.inner.sweep(now).await
+    }
+    async fn cancel_job(&self, id: i64, now: i64) -> Result<CancelResult, StoreError> {
+        self.inner.cancel_job(id, now).await
+    }
+    async fn prune(&self, retention: &Retention, now: i64) -> Result<PruneReport, StoreError> {
+        self.inner.prune(retention, now).await
     }
     async fn record_response(&self, r: &NewResponse, now: i64) -> Result<(), StoreError> {
         self.inner.record_response(r, now).await

@@ -39,6 +39,15 @@ impl DmHttpClient {
         Self::with_roots(timeout, RootCerts::Specific(Arc::new(certs)))
     }
 
+    /// A client trusting only the DER certificates `roots` for HTTPS (a CA file's certificates).
+    pub fn with_root_certificates<C: AsRef<[u8]>>(timeout: Duration, roots: &[C]) -> Self {
+        let certs = roots
+            .iter()
+            .map(|root| Certificate::from_der(root.as_ref()).to_owned())
+            .collect();
+        Self::with_roots(timeout, RootCerts::Specific(Arc::new(certs)))
+    }
+
     fn with_roots(timeout: Duration, roots: RootCerts) -> Self {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)

@@ -182,7 +182,15 @@ impl DmClient {
         let mut session = ClientSession::new(config, initiation, first, Instant::now())
             .with_credentials(Box::new(auth.clone()))
             .with_server_verifier(Box::new(check));
-        let http = DmHttpClient::new(Duration::from_secs(self.server.http_timeout_secs));
+        let http = match super::http::dm_http_client(&self.server) {
+            Ok(http) => http,
+            Err(e) => {
+                // Never a fallback to other roots: the session does not start.
+                tracing::error!(error = %crate::error_chain(&e), "cannot set up the DM server's HTTPS");
+                session.transport_failed(crate::error_chain(&e));
+                DmHttpClient::new(Duration::from_secs(self.server.http_timeout_secs))
+            }
+        };
         loop {
             // Alerts raised while the session runs go with its next message.
             if let Ok(all) = self.store.alerts() {

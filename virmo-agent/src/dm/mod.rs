@@ -1,9 +1,10 @@
 //! The DM side of the agent: the device's tree with the VirMO object ([`virmo_mo`], [`tree`]),
-//! the client loop that opens sessions and delivers alerts ([`client`]), the Pkg#0 listener
-//! ([`notify`]).
+//! the client loop that opens sessions and delivers alerts ([`client`]) over HTTP(S)
+//! ([`http`]), the Pkg#0 listener ([`notify`]).
 
 pub mod auth;
 pub mod client;
+pub mod http;
 pub mod notify;
 pub mod tree;
 pub mod virmo_mo;

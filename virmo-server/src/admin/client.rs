@@ -1,7 +1,10 @@
 //! The admin API's client (used by `virmoctl` and the tests): an [`AdminRequest`] becomes its
 //! HTTP call, the answer its [`AdminResponse`].
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 use serde_json::Value;
 
@@ -21,6 +24,8 @@ pub enum ClientError {
     Refused { status: u16, message: String },
     #[error("the server's answer is not what was expected")]
     BadAnswer(#[source] serde_json::Error),
+    #[error("the CA certificates are not usable")]
+    Ca(#[source] crate::tls::TlsError),
 }
 
 impl ClientError {
@@ -115,6 +120,11 @@ impl AdminRequest {
                 }
                 get(path)
             }
+            Self::CancelJob { id } => Call {
+                method: "POST",
+                path: format!("{p}/jobs/{id}/cancel"),
+                body: None,
+            },
             Self::Alerts { filter } => get(format!("{p}/alerts{}", query(filter))),
             Self::Events { filter } => get(format!("{p}/events{}", query(filter))),
         }
@@ -152,6 +162,7 @@ impl AdminRequest {
             }
             Self::Jobs { .. } => AdminResponse::Jobs(read(body)?),
             Self::Job { .. } => AdminResponse::Job(read(body)?),
+            Self::CancelJob { .. } => AdminResponse::Cancel(read(body)?),
             Self::Alerts { .. } => AdminResponse::Alerts(read(body)?),
             Self::Events { .. } => AdminResponse::Events(read(body)?),
         })
@@ -167,11 +178,32 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
-    /// `base`: the server's URL (`http://host:port`).
+    /// `base`: the server's URL (`http://host:port`, or `https://…` verified against the usual
+    /// web roots).
     pub fn new(base: &str, token: &str) -> Self {
+        Self::with_roots(base, token, RootCerts::WebPki)
+    }
+
+    /// A client of an https server whose certificate chains to one of the PEM certificates
+    /// `ca_pem` holds (a private CA, or the server's self-signed certificate).
+    pub fn with_ca_pem(base: &str, token: &str, ca_pem: &[u8]) -> Result<Self, ClientError> {
+        let certs = crate::tls::ca_certificates(ca_pem)
+            .map_err(ClientError::Ca)?
+            .into_iter()
+            .map(|der| Certificate::from_der(der.as_ref()).to_owned())
+            .collect();
+        Ok(Self::with_roots(
+            base,
+            token,
+            RootCerts::Specific(Arc::new(certs)),
+        ))
+    }
+
+    fn with_roots(base: &str, token: &str, roots: RootCerts) -> Self {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(90)))
+            .tls_config(TlsConfig::builder().root_certs(roots).build())
             .build();
         Self {
             base: base.trim_end_matches('/').to_owned(),

@@ -40,6 +40,10 @@ pub fn router(admin: Arc<Admin>, token: String) -> Router {
         )
         .route(&format!("{PREFIX}/jobs"), get(jobs))
         .route(&format!("{PREFIX}/jobs/{{id}}"), get(job))
+        .route(
+            &format!("{PREFIX}/jobs/{{id}}/cancel"),
+            axum::routing::post(cancel),
+        )
         .route(&format!("{PREFIX}/alerts"), get(alerts))
         .route(&format!("{PREFIX}/events"), get(events))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -189,6 +193,10 @@ async fn job(State(s): St, Path(id): Path<i64>, Query(query): Q) -> Response {
         },
     )
     .await
+}
+
+async fn cancel(State(s): St, Path(id): Path<i64>) -> Response {
+    run(&s, AdminRequest::CancelJob { id }).await
 }
 
 async fn alerts(State(s): St, Query(query): Q) -> Response {

@@ -16,10 +16,10 @@ use crate::clock::{Clock, Millis};
 use crate::dm::DmService;
 use crate::jobs::{Operation, OperationError};
 use crate::model::{
-    AlertRecord, AuthKind, DeviceSummary, Enrollment, Event, Filter, Job, JobPolicy, NewJob,
-    Response, TreeNode,
+    AlertRecord, AuthKind, CancelOutcome, DeviceSummary, Enrollment, Event, Filter, Job, JobPolicy,
+    NewJob, Response, TreeNode,
 };
-use crate::store::{Store, StoreError};
+use crate::store::{CancelResult, Store, StoreError};
 
 /// A device to enroll; secrets not given are generated.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +86,12 @@ pub enum AdminRequest {
         #[serde(default)]
         wait_ms: Option<u64>,
     },
+    /// Cancels a job: a queued one is never sent; a sent or accepted one is marked
+    /// cancel-requested and its outcome still recorded (a DM Exec the device accepted cannot be
+    /// withdrawn). A finished job: [`AdminError::Conflict`].
+    CancelJob {
+        id: i64,
+    },
     Alerts {
         filter: Filter,
     },
@@ -137,6 +143,7 @@ pub enum AdminResponse {
     },
     Jobs(Vec<Job>),
     Job(Box<JobView>),
+    Cancel(Box<CancelOutcome>),
     Alerts(Vec<AlertRecord>),
     Events(Vec<Event>),
 }
@@ -253,6 +260,7 @@ impl Admin {
                 changed_since,
                 wait_ms,
             } => self.job(id, changed_since, wait_ms).await,
+            AdminRequest::CancelJob { id } => self.cancel(id).await,
             AdminRequest::Alerts { filter } => {
                 Ok(AdminResponse::Alerts(self.store.alerts(&filter).await?))
             }
@@ -354,6 +362,39 @@ impl Admin {
         })
     }
 
+    async fn cancel(&self, id: i64) -> Result<AdminResponse, AdminError> {
+        match self.store.cancel_job(id, self.clock.now()).await? {
+            CancelResult::Done(outcome) => {
+                let (job, what) = match &outcome {
+                    CancelOutcome::Cancelled(job) => (job, "job cancelled"),
+                    CancelOutcome::Requested(job) => (job, "job cancel requested"),
+                };
+                tracing::info!(job = id, device = %job.device_id, state = %job.state, "{what}");
+                let detail = format!("{what} (it was {})", job.state);
+                if let Err(err) = self
+                    .store
+                    .record_event(
+                        Some(&job.device_id),
+                        Some(id),
+                        "job-cancel",
+                        &detail,
+                        self.clock.now(),
+                    )
+                    .await
+                {
+                    tracing::error!(error = %err, "cannot record an event");
+                }
+                self.dm.changed();
+                Ok(AdminResponse::Cancel(Box::new(outcome)))
+            }
+            CancelResult::Finished(job) => Err(AdminError::Conflict(format!(
+                "job {id} is already {}: there is nothing to cancel",
+                job.state
+            ))),
+            CancelResult::NoSuchJob => Err(AdminError::NotFound(format!("no job {id}"))),
+        }
+    }
+
     async fn job(
         &self,
         id: i64,
@@ -409,6 +450,14 @@ pub fn agent_config(e: &Enrollment, dm_url: &str, server_id: &str) -> String {
         server_name = quote(&e.server_name),
         server_secret = quote(&e.server_secret),
     );
+    if dm_url.starts_with("https://") {
+        toml = toml.replacen(
+            "[server]\n",
+            "[server]\n# ca_file = \"/etc/virmo/server-ca.pem\"  # when the server's certificate \
+             is not from a public CA\n",
+            1,
+        );
+    }
     if let Some((_, port)) = e.notify_addr.as_deref().and_then(|a| a.rsplit_once(':')) {
         toml.push_str(&format!("\n[listen]\nnotification = \"0.0.0.0:{port}\"\n"));
     }

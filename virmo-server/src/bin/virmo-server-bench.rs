@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use omadm::transport::DmHttpClient;
 use virmo_server::admin::client::AdminClient;
 use virmo_server::admin::{AdminRequest, AdminResponse, JobRequest};
 use virmo_server::clock::{Clock, SystemClock};
@@ -20,6 +21,7 @@ use virmo_server::jobs::Operation;
 use virmo_server::server::{Server, ServerConfig};
 use virmo_server::sim::postgres::Postgres;
 use virmo_server::sim::{SimConfig, SimDevice, TempDir};
+use virmo_server::tls::ServerTls;
 
 #[derive(Debug, Parser)]
 #[command(about = "Sessions per second and job latency of virmo-server with simulated devices")]
@@ -42,6 +44,13 @@ struct Args {
     /// Server worker threads.
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
+    /// Transports: http, https (a self-signed certificate the clients trust).
+    #[arg(long, value_delimiter = ',', default_value = "http")]
+    transports: Vec<String>,
+    /// A new connection (and, over https, a new TLS handshake) for every idle session, as
+    /// the agent does, instead of each client thread keeping its connections alive.
+    #[arg(long)]
+    fresh_connections: bool,
 }
 
 const TOKEN: &str = "bench-admin-token";
@@ -73,6 +82,7 @@ fn spread(
     devices: &mut Vec<SimDevice>,
     threads: usize,
     count: usize,
+    make_client: &(dyn Fn() -> DmHttpClient + Sync),
     work: impl Fn(&mut SimDevice, usize) -> (Duration, bool) + Sync,
 ) -> Outcome {
     let n = devices.len();
@@ -91,7 +101,7 @@ fn spread(
                 scope.spawn(move || {
                     let mut times = Vec::new();
                     let mut failures = 0;
-                    let client = omadm::transport::DmHttpClient::new(Duration::from_secs(60));
+                    let client = make_client();
                     for (_, device) in slice.iter_mut() {
                         device.use_client(client.clone());
                     }
@@ -138,11 +148,28 @@ fn run(
     backend: &str,
     database_url: &str,
     fleet: usize,
+    transport: &str,
     args: &Args,
 ) -> Result<()> {
     let mut config = ServerConfig::new("127.0.0.1:0".parse()?, database_url, TOKEN);
     config.sweep_every = Some(Duration::from_secs(5));
     config.max_connections = 8;
+    let tls = match transport {
+        "http" => None,
+        "https" => Some(ServerTls::self_signed(&["127.0.0.1".to_owned()])?),
+        other => bail!("unknown transport {other}"),
+    };
+    config.tls = tls.clone();
+    let timeout = Duration::from_secs(60);
+    let ca = match &tls {
+        Some(tls) => virmo_server::tls::ca_certificates(&tls.certificate_chain_pem)?,
+        None => Vec::new(),
+    };
+    let make_client = move || match ca.is_empty() {
+        true => DmHttpClient::new(timeout),
+        false => DmHttpClient::with_root_certificates(timeout, &ca),
+    };
+    let fresh = args.fresh_connections;
     let server = runtime
         .block_on(Server::start(config))
         .context("starting the server")?;
@@ -164,59 +191,77 @@ fn run(
     let enrolled = started.elapsed();
 
     let sessions = args.sessions.max(fleet);
-    let idle = spread(&mut devices, args.threads, sessions, |device, _| {
-        let start = Instant::now();
-        let report = device.session();
-        (
-            start.elapsed(),
-            report.reason == Some(omadm::session::EndReason::Completed),
-        )
-    });
+    let idle = spread(
+        &mut devices,
+        args.threads,
+        sessions,
+        &make_client,
+        |device, _| {
+            if fresh {
+                device.use_client(make_client());
+            }
+            let start = Instant::now();
+            let report = device.session();
+            (
+                start.elapsed(),
+                report.reason == Some(omadm::session::EndReason::Completed),
+            )
+        },
+    );
 
-    let admin = AdminClient::new(server.url(), TOKEN);
+    let admin = match &tls {
+        Some(tls) => AdminClient::with_ca_pem(server.url(), TOKEN, &tls.certificate_chain_pem)?,
+        None => AdminClient::new(server.url(), TOKEN),
+    };
     let jobs = args.jobs.min(fleet);
     let job_sessions = AtomicUsize::new(0);
     let job_started = Instant::now();
-    let latency = spread(&mut devices, args.threads, jobs, |device, _| {
-        let start = Instant::now();
-        let request = AdminRequest::Queue {
-            device: device.config.id.clone(),
-            job: JobRequest {
-                operation: Operation::Refresh,
-                idempotency_key: None,
-                policy: None,
-            },
-        };
-        // Refresh is a Get; a provision exercises the Exec → 202 → alert path.
-        let request = match request {
-            AdminRequest::Queue {
-                device: id,
-                mut job,
-            } => {
-                let vm = format!("vm{}", device.lock().execs.len());
-                job.operation = Operation::Provision {
-                    vm,
-                    pkg_url: "https://images.example/w.tar".into(),
-                    pkg_hash: format!("sha256:{}", "ab".repeat(32)),
-                    resources: Default::default(),
-                };
-                AdminRequest::Queue { device: id, job }
-            }
-            other => other,
-        };
-        let Ok(AdminResponse::Queued { job, .. }) = admin.send(&request) else {
-            return (start.elapsed(), false);
-        };
-        let first = device.session();
-        device.finish_operations();
-        let second = device.session();
-        job_sessions.fetch_add(2, Ordering::Relaxed);
-        let ok = first.reason == Some(omadm::session::EndReason::Completed)
-            && second.reason == Some(omadm::session::EndReason::Completed)
-            && second.delivered == 1;
-        let _ = job;
-        (start.elapsed(), ok)
-    });
+    let latency = spread(
+        &mut devices,
+        args.threads,
+        jobs,
+        &make_client,
+        |device, _| {
+            let start = Instant::now();
+            let request = AdminRequest::Queue {
+                device: device.config.id.clone(),
+                job: JobRequest {
+                    operation: Operation::Refresh,
+                    idempotency_key: None,
+                    policy: None,
+                },
+            };
+            // Refresh is a Get; a provision exercises the Exec → 202 → alert path.
+            let request = match request {
+                AdminRequest::Queue {
+                    device: id,
+                    mut job,
+                } => {
+                    let vm = format!("vm{}", device.lock().execs.len());
+                    job.operation = Operation::Provision {
+                        vm,
+                        pkg_url: "https://images.example/w.tar".into(),
+                        pkg_hash: format!("sha256:{}", "ab".repeat(32)),
+                        resources: Default::default(),
+                    };
+                    AdminRequest::Queue { device: id, job }
+                }
+                other => other,
+            };
+            let Ok(AdminResponse::Queued { job, .. }) = admin.send(&request) else {
+                return (start.elapsed(), false);
+            };
+            let first = device.session();
+            device.finish_operations();
+            let second = device.session();
+            job_sessions.fetch_add(2, Ordering::Relaxed);
+            let ok = first.reason == Some(omadm::session::EndReason::Completed)
+                && second.reason == Some(omadm::session::EndReason::Completed)
+                && second.delivered == 1;
+            let _ = job;
+            (start.elapsed(), ok)
+        },
+    );
     let job_elapsed = job_started.elapsed();
     let done = runtime.block_on(store.jobs(&virmo_server::model::Filter {
         state: Some(virmo_server::model::JobState::Done),
@@ -224,7 +269,7 @@ fn run(
         ..Default::default()
     }))?;
     println!(
-        "| {backend} | {fleet} | {:.0} | {} | {} | {:.0} | {} | {} | {}/{} | {} | {:.1} s |",
+        "| {backend} | {transport} | {fleet} | {:.0} | {} | {} | {:.0} | {} | {} | {}/{} | {} | {:.1} s |",
         idle.rate,
         ms(idle.median),
         ms(idle.p99),
@@ -257,24 +302,34 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     println!(
-        "{} client threads, {} server threads, {} idle sessions and {} jobs per run",
-        args.threads, args.server_threads, args.sessions, args.jobs
+        "{} client threads, {} server threads, {} idle sessions and {} jobs per run{}",
+        args.threads,
+        args.server_threads,
+        args.sessions,
+        args.jobs,
+        if args.fresh_connections {
+            ", a new connection per idle session"
+        } else {
+            ""
+        }
     );
-    println!("| backend | devices | idle sessions/s | session median | session p99 | job sessions/s | job latency median | job latency p99 | jobs done | failures | enrolment |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| backend | transport | devices | idle sessions/s | session median | session p99 | job sessions/s | job latency median | job latency p99 | jobs done | failures | enrolment |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut postgres: Option<Postgres> = None;
     for backend in &args.backends {
         for &fleet in &args.devices {
-            let dir = TempDir::new("virmo-bench");
-            let url = match backend.as_str() {
-                "sqlite" => virmo_server::store::sqlite_url(&dir.0),
-                "postgres" => {
-                    let pg = postgres.get_or_insert_with(Postgres::start);
-                    pg.database(&format!("bench_{fleet}"))
-                }
-                other => bail!("unknown backend {other}"),
-            };
-            run(&runtime, backend, &url, fleet, &args)?;
+            for transport in &args.transports {
+                let dir = TempDir::new("virmo-bench");
+                let url = match backend.as_str() {
+                    "sqlite" => virmo_server::store::sqlite_url(&dir.0),
+                    "postgres" => {
+                        let pg = postgres.get_or_insert_with(Postgres::start);
+                        pg.database(&format!("bench_{fleet}_{transport}"))
+                    }
+                    other => bail!("unknown backend {other}"),
+                };
+                run(&runtime, backend, &url, fleet, transport, &args)?;
+            }
         }
     }
     Ok(())

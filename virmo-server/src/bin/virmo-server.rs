@@ -12,6 +12,8 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use virmo_server::model::JobPolicy;
 use virmo_server::server::{Server, ServerConfig};
+use virmo_server::store::Retention;
+use virmo_server::tls::ServerTls;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,7 +31,8 @@ struct Args {
     /// Where to listen (DM endpoint `/dm`, admin API `/api/v1`); port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// The URL devices reach this server at (default: `http://` and the bound address).
+    /// The URL devices reach this server at (default: `http://` or, with --tls-cert,
+    /// `https://`, and the bound address).
     #[arg(long)]
     public_url: Option<String>,
     /// Our DM ServerID (the agents' `server_id`).
@@ -59,6 +62,21 @@ struct Args {
     /// Default time an accepted operation may take to complete (seconds).
     #[arg(long, default_value_t = JobPolicy::default().complete_within_ms / 1000)]
     job_complete_secs: i64,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Days alerts, events and job statuses are kept (0: no age limit).
+    #[arg(long, default_value_t = 30)]
+    keep_days: i64,
+    /// Rows of alerts, events and job statuses kept, each (0: no count limit).
+    #[arg(long, default_value_t = 1_000_000)]
+    keep_rows: i64,
+    /// Seconds between prunings of old alerts, events and statuses.
+    #[arg(long, default_value_t = 60)]
+    prune_secs: u64,
 }
 
 fn admin_token(args: &Args) -> Result<String> {
@@ -123,6 +141,15 @@ async fn main() -> Result<()> {
         complete_within_ms: args.job_complete_secs.saturating_mul(1000),
         ..JobPolicy::default()
     };
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(ServerTls::from_files(cert, key).context("reading the TLS identity")?);
+    }
+    config.retention = Retention {
+        max_age_ms: (args.keep_days > 0).then(|| args.keep_days.saturating_mul(24 * 3600 * 1000)),
+        max_rows: (args.keep_rows > 0).then_some(args.keep_rows),
+        ..Retention::default()
+    };
+    config.prune_every = Some(Duration::from_secs(args.prune_secs.max(1)));
     let server = Server::start(config).await.context("starting the server")?;
     // One line on stdout for whoever started us (the port, when --listen asked for port 0).
     println!("virmo-server listening on {}", server.url());

@@ -129,7 +129,8 @@ impl DmService {
         self.registry.len()
     }
 
-    fn changed(&self) {
+    /// Wakes those waiting for a job to change (`virmoctl … --watch`).
+    pub fn changed(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
@@ -738,8 +739,12 @@ impl DmService {
         if report != crate::model::SweepReport::default() {
             tracing::info!(?report, "job timeouts applied");
             let detail = format!(
-                "{} queued again, {} failed unanswered, {} timed out, {} expired",
-                report.requeued, report.failed_unanswered, report.timed_out, report.expired
+                "{} queued again, {} failed unanswered, {} timed out, {} expired, {} cancelled",
+                report.requeued,
+                report.failed_unanswered,
+                report.timed_out,
+                report.expired,
+                report.cancelled
             );
             self.event(None, None, "sweep", &detail).await;
             self.changed();

@@ -619,7 +619,7 @@ impl SimDevice {
             reason: None,
             delivered: 0,
             undelivered: 0,
-            transport_error: error.map(|e| e.to_string()),
+            transport_error: error.map(|e| error_chain(&e)),
         };
         while let Some(event) = session.poll_event() {
             match event {
@@ -685,4 +685,16 @@ impl SimDevice {
         self.pending = pending;
         transmit
     }
+}
+
+/// An error and its sources, `: `-separated (what a transport failure was, down to its cause).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -15,12 +15,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
-    postgres: include_str!("../../migrations/postgres/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "cancel_retention",
+        sqlite: include_str!("../../migrations/sqlite/0002_cancel_retention.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_cancel_retention.sql"),
+    },
+];
 
 /// The advisory lock key of migrations ("virmo" in ASCII).
 const PG_LOCK: i64 = 0x0076_6972_6d6f;

@@ -18,9 +18,57 @@ pub use sql::SqlStore;
 
 use crate::clock::Millis;
 use crate::model::{
-    AlertRecord, Device, DeviceInfo, DeviceSummary, Enrollment, Event, Filter, Job, JobTransition,
-    NewAlert, NewJob, Response, SweepReport, TreeNode,
+    AlertRecord, CancelOutcome, Device, DeviceInfo, DeviceSummary, Enrollment, Event, Filter, Job,
+    JobTransition, NewAlert, NewJob, Response, SweepReport, TreeNode,
 };
+
+/// How many alerts, events and statuses (job responses) are kept, and for how long. Each table
+/// keeps at most `max_rows` rows (the newest) and none older than `max_age_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Retention {
+    /// Rows older than this are pruned; `None`: no age limit.
+    pub max_age_ms: Option<Millis>,
+    /// At most this many rows per table; `None`: no count limit.
+    pub max_rows: Option<i64>,
+    /// Rows deleted per statement: each statement is short, so the sessions' writes (SQLite's
+    /// one connection, PostgreSQL's row locks) wait for one batch at most.
+    pub batch: i64,
+}
+
+impl Default for Retention {
+    /// 30 days and 1,000,000 rows per table, deleted 1,000 at a time.
+    fn default() -> Self {
+        Self {
+            max_age_ms: Some(30 * 24 * 3600 * 1000),
+            max_rows: Some(1_000_000),
+            batch: 1000,
+        }
+    }
+}
+
+/// Rows a pruning pass deleted, per table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PruneReport {
+    pub alerts: u64,
+    pub events: u64,
+    pub responses: u64,
+}
+
+impl PruneReport {
+    pub fn total(&self) -> u64 {
+        self.alerts + self.events + self.responses
+    }
+}
+
+/// What asking to cancel a job found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelResult {
+    /// Cancelled, or cancel-requested.
+    Done(CancelOutcome),
+    /// Already finished (done, failed, expired or cancelled): nothing to cancel.
+    Finished(Job),
+    NoSuchJob,
+}
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +202,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Job>, StoreError>;
     /// Applies the timeouts: expired leases, late OperationComplete alerts, delivery deadlines.
     async fn sweep(&self, now: Millis) -> Result<SweepReport, StoreError>;
+    /// Cancels a job: a `queued` one becomes `cancelled` and is never sent; a `sent` or
+    /// `accepted` one is marked cancel-requested: its outcome is still recorded as it comes,
+    /// and it is never queued again (no answer → `cancelled`). A claim and a cancel racing:
+    /// exactly one of them wins.
+    async fn cancel_job(&self, id: i64, now: Millis) -> Result<CancelResult, StoreError>;
+    /// Deletes the alerts, events and statuses past `retention`, in short batches.
+    async fn prune(&self, retention: &Retention, now: Millis) -> Result<PruneReport, StoreError>;
 
     async fn record_response(&self, response: &NewResponse, now: Millis) -> Result<(), StoreError>;
     async fn responses(&self, job_id: i64) -> Result<Vec<Response>, StoreError>;

@@ -43,6 +43,7 @@ impl TestServer {
         let mut config =
             ServerConfig::new("127.0.0.1:0".parse().expect("addr"), database_url, TOKEN);
         config.sweep_every = None;
+        config.prune_every = None;
         adjust(&mut config);
         let server = Server::start_with_clock(config, Arc::new(clock.clone()))
             .await
@@ -54,6 +55,11 @@ impl TestServer {
             admin,
             _dir: None,
         }
+    }
+
+    /// Keeps `dir` (the database's) as long as the server.
+    pub fn keep(&mut self, dir: TempDir) {
+        self._dir = Some(dir);
     }
 
     /// Sends an admin request through the HTTP API.

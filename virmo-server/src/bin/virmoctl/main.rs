@@ -28,6 +28,9 @@ struct Cli {
     /// A file holding the admin token (e.g. `<data-dir>/admin-token`).
     #[arg(long, env = "VIRMO_ADMIN_TOKEN_FILE")]
     token_file: Option<std::path::PathBuf>,
+    /// PEM certificates to trust for an https server (default: the usual web roots).
+    #[arg(long, env = "VIRMO_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// Print the server's JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -211,7 +214,8 @@ enum Verb {
         #[command(flatten)]
         job: JobOpts,
     },
-    /// Lists jobs.
+    /// Lists jobs (`jobs cancel ID`: cancels one).
+    #[command(args_conflicts_with_subcommands = true)]
     Jobs {
         #[arg(long)]
         device: Option<String>,
@@ -219,6 +223,8 @@ enum Verb {
         state: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        #[command(subcommand)]
+        action: Option<JobsAction>,
     },
     /// One job with its responses (--watch: follow it).
     Job {
@@ -242,6 +248,14 @@ enum Verb {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum JobsAction {
+    /// Cancels a job: a queued one is never sent; one already sent or accepted is marked
+    /// cancel-requested (an operation the device accepted cannot be withdrawn) and its outcome
+    /// recorded. A finished job cannot be cancelled (exit status 1).
+    Cancel { id: i64 },
 }
 
 fn token(cli: &Cli) -> Result<String> {
@@ -355,7 +369,15 @@ fn vm_op(op: &str, vm: &str) -> Operation {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let client = AdminClient::new(&cli.server, &token(&cli)?);
+    let client = match &cli.ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the CA file {}", path.display()))?;
+            AdminClient::with_ca_pem(&cli.server, &token(&cli)?, &pem)
+                .with_context(|| format!("the CA file {}", path.display()))?
+        }
+        None => AdminClient::new(&cli.server, &token(&cli)?),
+    };
     let send = |request: AdminRequest| -> Result<()> { show(&cli, &client.send(&request)?) };
     let list = |device: &Option<String>, limit: i64| Filter {
         device_id: device.clone(),
@@ -520,9 +542,14 @@ fn main() -> Result<()> {
             job,
         ),
         Verb::Jobs {
+            action: Some(JobsAction::Cancel { id }),
+            ..
+        } => send(AdminRequest::CancelJob { id: *id }),
+        Verb::Jobs {
             device,
             state,
             limit,
+            action: None,
         } => {
             let state = match state {
                 Some(s) => Some(JobState::parse(s).with_context(|| format!("no job state `{s}`"))?),

@@ -1,7 +1,7 @@
 //! How `virmoctl` prints the server's answers as text (`--json` prints them as they come).
 
 use virmo_server::admin::{AdminResponse, JobView, VmView};
-use virmo_server::model::Job;
+use virmo_server::model::{CancelOutcome, Job};
 
 pub fn time(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
@@ -135,6 +135,17 @@ pub fn print(response: &AdminResponse) {
             }
         }
         AdminResponse::Job(view) => print_job(view),
+        AdminResponse::Cancel(outcome) => match outcome.as_ref() {
+            CancelOutcome::Cancelled(job) => println!(
+                "job {} cancelled: {} on {} will not be sent",
+                job.id, job.operation, job.device_id
+            ),
+            CancelOutcome::Requested(job) => println!(
+                "job {} is already {}: cancel requested; it will not be sent again, and its \
+                 outcome will be recorded (an operation the device accepted cannot be withdrawn)",
+                job.id, job.state
+            ),
+        },
         AdminResponse::Alerts(alerts) => {
             for a in alerts {
                 println!(
@@ -180,6 +191,9 @@ pub fn print_job(view: &JobView) {
     }
     if let Some(error) = &job.error {
         println!("error      {error}");
+    }
+    if let Some(at) = job.cancel_requested_at {
+        println!("cancel     requested {}", time(at));
     }
     for (i, command) in job.commands.iter().enumerate() {
         let answers: Vec<String> = view

@@ -4,14 +4,17 @@
 //! `FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite runs one writer at a time (one connection).
 
 use async_trait::async_trait;
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
-use super::{migrations, Backend, DeviceContact, NewResponse, Store, StoreError};
+use super::{
+    migrations, Backend, CancelResult, DeviceContact, NewResponse, PruneReport, Retention, Store,
+    StoreError,
+};
 use crate::clock::Millis;
 use crate::model::{
-    AlertRecord, AuthKind, Device, DeviceInfo, DeviceSummary, Enrollment, Event, Filter, Job,
-    JobPolicy, JobState, JobTransition, NewAlert, NewJob, Response, SweepReport, TreeNode,
+    AlertRecord, CancelOutcome, Device, DeviceSummary, Enrollment, Event, Filter, Job,
+    JobTransition, NewAlert, NewJob, Response, SweepReport, TreeNode,
 };
 
 /// The store on an sqlx pool.
@@ -21,207 +24,17 @@ pub struct SqlStore {
     backend: Backend,
 }
 
-const DEVICE_COLS: &str = "id, auth, client_name, client_secret, server_name, server_secret, \
-    notify_addr, nonce_client, nonce_server, enrolled_at, last_seen_at, dev_info";
+mod list;
+mod retention;
+mod rows;
 
-const JOB_COLS: &str = "id, device_id, idempotency_key, operation, commands, correlator, state, \
-    attempts, max_attempts, deliver_within_ms, complete_within_ms, lease_ms, created_at, \
-    updated_at, expires_at, sent_at, lease_until, session, accepted_at, complete_by, \
-    finished_at, result_code, error";
-
-/// States in which a job still holds its device's queue.
-const OPEN_STATES: &str = "('queued', 'sent', 'accepted')";
-
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
-}
-
-fn device_of(row: &AnyRow) -> Result<Device, StoreError> {
-    let auth: String = row.try_get("auth")?;
-    let dev_info: Option<String> = row.try_get("dev_info")?;
-    Ok(Device {
-        enrollment: Enrollment {
-            id: row.try_get("id")?,
-            auth: AuthKind::parse(&auth).ok_or_else(|| corrupt(format!("auth `{auth}`")))?,
-            client_name: row.try_get("client_name")?,
-            client_secret: row.try_get("client_secret")?,
-            server_name: row.try_get("server_name")?,
-            server_secret: row.try_get("server_secret")?,
-            notify_addr: row.try_get("notify_addr")?,
-        },
-        nonce_client: row.try_get("nonce_client")?,
-        nonce_server: row.try_get("nonce_server")?,
-        enrolled_at: row.try_get("enrolled_at")?,
-        last_seen_at: row.try_get("last_seen_at")?,
-        dev_info: dev_info
-            .map(|text| serde_json::from_str::<DeviceInfo>(&text).map_err(corrupt))
-            .transpose()?,
-    })
-}
-
-fn job_of(row: &AnyRow) -> Result<Job, StoreError> {
-    let state: String = row.try_get("state")?;
-    let commands: String = row.try_get("commands")?;
-    Ok(Job {
-        id: row.try_get("id")?,
-        device_id: row.try_get("device_id")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        operation: row.try_get("operation")?,
-        commands: serde_json::from_str(&commands).map_err(corrupt)?,
-        correlator: row.try_get("correlator")?,
-        state: JobState::parse(&state).ok_or_else(|| corrupt(format!("job state `{state}`")))?,
-        attempts: row.try_get("attempts")?,
-        policy: JobPolicy {
-            max_attempts: row.try_get("max_attempts")?,
-            deliver_within_ms: row.try_get("deliver_within_ms")?,
-            complete_within_ms: row.try_get("complete_within_ms")?,
-            lease_ms: row.try_get("lease_ms")?,
-        },
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        expires_at: row.try_get("expires_at")?,
-        sent_at: row.try_get("sent_at")?,
-        lease_until: row.try_get("lease_until")?,
-        session: row.try_get("session")?,
-        accepted_at: row.try_get("accepted_at")?,
-        complete_by: row.try_get("complete_by")?,
-        finished_at: row.try_get("finished_at")?,
-        result_code: row.try_get("result_code")?,
-        error: row.try_get("error")?,
-    })
-}
-
-fn node_of(row: &AnyRow) -> Result<TreeNode, StoreError> {
-    Ok(TreeNode {
-        uri: row.try_get("uri")?,
-        format: row.try_get("format")?,
-        value: row.try_get("value")?,
-    })
-}
-
-fn alert_of(row: &AnyRow) -> Result<AlertRecord, StoreError> {
-    Ok(AlertRecord {
-        id: row.try_get("id")?,
-        alert: NewAlert {
-            device_id: row.try_get("device_id")?,
-            session: row.try_get("session")?,
-            alert_type: row.try_get("alert_type")?,
-            source: row.try_get("source")?,
-            correlator: row.try_get("correlator")?,
-            format: row.try_get("format")?,
-            mark: row.try_get("mark")?,
-            data: row.try_get("data")?,
-        },
-        job_id: row.try_get("job_id")?,
-        received_at: row.try_get("received_at")?,
-    })
-}
-
-fn event_of(row: &AnyRow) -> Result<Event, StoreError> {
-    Ok(Event {
-        id: row.try_get("id")?,
-        device_id: row.try_get("device_id")?,
-        job_id: row.try_get("job_id")?,
-        kind: row.try_get("kind")?,
-        detail: row.try_get("detail")?,
-        at: row.try_get("at")?,
-    })
-}
-
-fn response_of(row: &AnyRow) -> Result<Response, StoreError> {
-    let items: String = row.try_get("items")?;
-    Ok(Response {
-        id: row.try_get("id")?,
-        device_id: row.try_get("device_id")?,
-        job_id: row.try_get("job_id")?,
-        command_index: row.try_get("command_index")?,
-        kind: row.try_get("kind")?,
-        uri: row.try_get("uri")?,
-        status: row.try_get("status")?,
-        items: serde_json::from_str(&items).map_err(corrupt)?,
-        session: row.try_get("session")?,
-        at: row.try_get("at")?,
-    })
-}
+use list::{bind_all, ListQuery, Param};
+use rows::*;
 
 /// A fresh Correlator: random, so that a device cannot guess another job's (the UNIQUE index
 /// guards anyway).
 fn new_correlator() -> String {
     format!("virmo-{}", crate::random_hex(12))
-}
-
-/// A list query's WHERE, ORDER and LIMIT from a filter, with its parameters in order.
-struct ListQuery {
-    conditions: Vec<String>,
-    params: Vec<Param>,
-}
-
-enum Param {
-    Text(String),
-    Int(i64),
-    /// An absent integer.
-    Null,
-}
-
-fn bind_all<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    params: &[Param],
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-    for param in params {
-        query = match param {
-            Param::Text(text) => query.bind(text.clone()),
-            Param::Int(value) => query.bind(*value),
-            Param::Null => query.bind(None::<i64>),
-        };
-    }
-    query
-}
-
-impl ListQuery {
-    fn new(filter: &Filter, device_col: bool, state_col: bool) -> Self {
-        let mut query = Self {
-            conditions: Vec::new(),
-            params: Vec::new(),
-        };
-        if let (true, Some(device)) = (device_col, &filter.device_id) {
-            query.push("device_id = $", Param::Text(device.clone()));
-        }
-        if let (true, Some(state)) = (state_col, filter.state) {
-            query.push("state = $", Param::Text(state.as_str().to_owned()));
-        }
-        if let Some(after) = filter.after_id {
-            query.push("id > $", Param::Int(after));
-        }
-        query
-    }
-
-    fn push(&mut self, condition: &str, param: Param) {
-        self.params.push(param);
-        self.conditions
-            .push(format!("{condition}{}", self.params.len()));
-    }
-
-    fn sql(&self, cols: &str, table: &str, filter: &Filter) -> String {
-        let mut sql = format!("SELECT {cols} FROM {table}");
-        if !self.conditions.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&self.conditions.join(" AND "));
-        }
-        let limit = filter.limit.unwrap_or(100).clamp(1, 100_000);
-        let order = if filter.after_id.is_some() {
-            "ASC"
-        } else {
-            "DESC"
-        };
-        sql.push_str(&format!(" ORDER BY id {order} LIMIT {limit}"));
-        sql
-    }
-
-    async fn fetch(&self, pool: &AnyPool, sql: String) -> Result<Vec<AnyRow>, StoreError> {
-        Ok(bind_all(sqlx::query(AssertSqlSafe(sql)), &self.params)
-            .fetch_all(pool)
-            .await?)
-    }
 }
 
 impl SqlStore {
@@ -641,8 +454,10 @@ impl Store for SqlStore {
             JobTransition::Unanswered { reason } => {
                 binds.push(Param::Text(reason.clone()));
                 (
-                    "state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END, \
-                     finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE $2 END, \
+                    "state = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled' \
+                     WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END, \
+                     finished_at = CASE WHEN cancel_requested_at IS NULL \
+                     AND attempts < max_attempts THEN NULL ELSE $2 END, \
                      error = $3, lease_until = NULL"
                         .to_owned(),
                     "('sent')",
@@ -674,6 +489,12 @@ impl Store for SqlStore {
             }
         };
         Ok(SweepReport {
+            // First: a sent job whose cancel was asked is never queued again.
+            cancelled: run("UPDATE jobs SET state = 'cancelled', \
+                 error = 'cancelled; the device did not answer before the lease expired', \
+                 finished_at = $1, lease_until = NULL, updated_at = $1 \
+                 WHERE state = 'sent' AND lease_until < $1 AND cancel_requested_at IS NOT NULL")
+            .await?,
             failed_unanswered: run("UPDATE jobs SET state = 'failed', \
                  error = 'no answer from the device at the last attempt (lease expired)', \
                  finished_at = $1, lease_until = NULL, updated_at = $1 \
@@ -696,6 +517,47 @@ impl Store for SqlStore {
             )
             .await?,
         })
+    }
+
+    async fn cancel_job(&self, id: i64, now: Millis) -> Result<CancelResult, StoreError> {
+        // Each step is one conditional UPDATE; a job moving between them (claimed, or queued
+        // again) is caught by the next round.
+        for _ in 0..4 {
+            let cancel = format!(
+                "UPDATE jobs SET state = 'cancelled', cancel_requested_at = $2, \
+                 finished_at = $2, updated_at = $2, error = 'cancelled before it was sent' \
+                 WHERE id = $1 AND state = 'queued' RETURNING {JOB_COLS}"
+            );
+            if let Some(job) = self
+                .job_returning(cancel, vec![Param::Int(id), Param::Int(now)])
+                .await?
+            {
+                return Ok(CancelResult::Done(CancelOutcome::Cancelled(job)));
+            }
+            let request = format!(
+                "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, $2), \
+                 updated_at = $2 WHERE id = $1 AND state IN ('sent', 'accepted') \
+                 RETURNING {JOB_COLS}"
+            );
+            if let Some(job) = self
+                .job_returning(request, vec![Param::Int(id), Param::Int(now)])
+                .await?
+            {
+                return Ok(CancelResult::Done(CancelOutcome::Requested(job)));
+            }
+            match self.job(id).await? {
+                None => return Ok(CancelResult::NoSuchJob),
+                Some(job) if job.state.is_terminal() => return Ok(CancelResult::Finished(job)),
+                Some(_) => continue,
+            }
+        }
+        Err(StoreError::Corrupt(format!(
+            "job {id} kept changing state while being cancelled"
+        )))
+    }
+
+    async fn prune(&self, retention: &Retention, now: Millis) -> Result<PruneReport, StoreError> {
+        retention::prune(&self.pool, retention, now).await
     }
 
     async fn record_response(&self, r: &NewResponse, now: Millis) -> Result<(), StoreError> {

@@ -2,6 +2,9 @@
 //! `tests/postgres.rs`. Each check uses devices of its own (IDs with a random prefix), so the
 //! suite also runs on a database other tests share.
 
+mod cancel;
+mod retention;
+
 use std::sync::Arc;
 
 use super::{DeviceContact, NewResponse, Store, StoreError};
@@ -59,6 +62,9 @@ pub async fn run_all(store: Arc<dyn Store>) {
     the_tree_is_replaced_by_subtree_and_set_by_node(store).await;
     alerts_events_and_responses_are_kept_and_listed(store).await;
     concurrent_claims_give_a_job_to_one_session_only(store).await;
+    cancel::run_all(store).await;
+    // Last: it prunes what the checks before it stored.
+    retention::old_and_surplus_rows_are_pruned(store).await;
 }
 
 pub async fn devices_are_enrolled_once_and_keep_their_nonces(store: &dyn Store) {
