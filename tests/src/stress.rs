@@ -186,7 +186,18 @@ fn one_cycle(
     let client = VmmClient::new(&guest.api_socket).with_snapshot_timeout(Duration::from_secs(120));
     let t0 = Instant::now();
     if let Err(e) = client.snapshot(dir, false) {
-        return Err(fail(format!("suspend failed: {e}"), &guest));
+        // The whole error chain, and how the VMM ended if it did (a signal says a crash).
+        let mut what = format!("suspend failed: {e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            what.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        match guest.try_wait_exit(Duration::from_secs(5)) {
+            Some(status) => what.push_str(&format!("; the VMM ended with {status:?}")),
+            None => what.push_str("; the VMM is still running"),
+        }
+        return Err(fail(what, &guest));
     }
     report.suspend_s.push(t0.elapsed().as_secs_f64());
     if let Err(what) = wait_exit_ok(&mut guest) {
