@@ -392,6 +392,53 @@ fn connect_guest(uds: &Path, port: u32) -> Option<UnixStream> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::TempDir;
+
+    fn ask(listen: &Path, line: &str) -> String {
+        let mut stream = UnixStream::connect(listen).unwrap();
+        stream.write_all(line.as_bytes()).unwrap();
+        read_line(&mut stream).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_vm_is_served_once_until_removed() {
+        let dir = TempDir::new();
+        let (uds_a, uds_b) = (dir.path().join("a.vsock"), dir.path().join("b.vsock"));
+        let listen_a = dir.path().join("a.vsock_1024");
+        let broker = Broker::default();
+        broker.serve_vm("vm-a", &uds_a).unwrap();
+        broker.serve_vm("vm-a", &uds_a).unwrap();
+        assert!(matches!(
+            broker.add_vm("vm-a", &uds_a),
+            Err(SharingError::Duplicate(_))
+        ));
+        assert!(matches!(
+            broker.serve_vm("vm-a", &uds_b),
+            Err(SharingError::OtherSocket { .. })
+        ));
+        let mode = std::fs::metadata(&listen_a).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o666, "a jailed VMM of any uid connects");
+        broker.serve_vm("vm-b", &uds_b).unwrap();
+        // Nobody allowed anything: denied, and logged with both IDs.
+        assert_eq!(ask(&listen_a, "CONNECT vm-b 5000\n"), "DENIED");
+        assert_eq!(
+            broker.decisions(),
+            [Decision {
+                from: "vm-a".into(),
+                to: "vm-b".into(),
+                port: 5000,
+                verdict: Verdict::Prohibited
+            }]
+        );
+        // Its socket file gone (the folder remade): served again.
+        std::fs::remove_file(&listen_a).unwrap();
+        broker.serve_vm("vm-a", &uds_a).unwrap();
+        assert!(listen_a.exists());
+        broker.remove_vm("vm-a");
+        assert!(!listen_a.exists());
+        assert!(UnixStream::connect(&listen_a).is_err());
+        broker.add_vm("vm-a", &uds_a).unwrap();
+    }
 
     #[test]
     fn request_lines_are_parsed_strictly() {
