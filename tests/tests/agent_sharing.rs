@@ -47,7 +47,8 @@ impl Host {
             vmm: vmm.to_owned(),
             account: dm_account(&server.url(), &server.accounts),
             cgroup_mount: cgroup_mount(),
-            limits: String::new(),
+            // A VMM's API comes up in 10-20 s in the emulated runner on a busy host.
+            limits: "start_timeout_secs = 120".into(),
         });
         wait_until(Duration::from_secs(60), "the agent's first session", || {
             server.sessions() >= 1
@@ -86,9 +87,12 @@ impl Host {
             ]);
             assert!(replies.iter().all(|r| r.status == 200), "{replies:?}");
         }
-        for op in ["Provision", "Start"] {
-            let pairs: Vec<(&str, &str)> = nodes.iter().map(|n| (*n, op)).collect();
-            assert!(self.ops(&pairs).iter().all(|&c| c == 1200), "{op}");
+        // One download and install serves all; the starts go one after the other (a VMM
+        // coming up is CPU-bound, and the emulated runner has two CPUs for everything).
+        let provisions: Vec<(&str, &str)> = nodes.iter().map(|n| (*n, "Provision")).collect();
+        assert!(self.ops(&provisions).iter().all(|&c| c == 1200));
+        for node in nodes {
+            assert_eq!(self.ops(&[(node, "Start")]), [1200], "Start {node}");
         }
     }
 
@@ -268,12 +272,12 @@ fn agent_host_vms_share_data_only_while_their_datasharing_allows_it() {
     assert_eq!(vmm_processes(&h.data()).len(), 2, "the VMs ran on");
     let asked = Instant::now();
     a.send(&format!("vsock-tool share {id_b} 7000 send /tmp/out"));
-    let set_up_us: f64 = a
-        .wait_for("VSOCK-TOOL shared ", STEP)
+    let shared = a.wait_for("VSOCK-TOOL shared ", STEP);
+    let set_up_us: f64 = shared
         .split_whitespace()
         .next()
         .and_then(|us| us.parse().ok())
-        .expect("the set-up time");
+        .unwrap_or_else(|| panic!("the set-up time in {shared:?}"));
     let sent = fields(&a.outcome());
     let got = fields(&b.outcome());
     let transfer = asked.elapsed();
@@ -285,10 +289,9 @@ fn agent_host_vms_share_data_only_while_their_datasharing_allows_it() {
     let us: f64 = got[3].parse().expect("B's transfer time");
     let _ = writeln!(
         std::io::stderr(),
-        "BENCH agent sharing: connection set-up through the agent's broker {:.1} ms; 1 MiB A -> B \
-         {:.1} ms in B ({:.2} MiB/s), {:.0} ms from typing to B's checksum; two VMs provisioned, \
-         started and booted in {:.1} s",
-        set_up_us / 1000.0,
+        "BENCH agent sharing: connection set-up through the agent's broker {set_up_us:.0} us (A's \
+         `{shared}`); 1 MiB A -> B {:.1} ms in B ({:.2} MiB/s), {:.0} ms from typing to B's \
+         checksum; two VMs provisioned, started and booted in {:.1} s",
         us / 1000.0,
         1e6 / us,
         transfer.as_secs_f64() * 1000.0,
