@@ -41,7 +41,13 @@ impl World {
             vmm,
             account: dm_account(&server.url(), &server.accounts),
             cgroup_mount: cgroup_mount(),
-            limits: limits.to_owned(),
+            // A debug VMM's API comes up in 20-30 s in the emulated runner on a busy host,
+            // the default start timeout's length (30 s).
+            limits: if limits.contains("start_timeout_secs") {
+                limits.to_owned()
+            } else {
+                format!("start_timeout_secs = 120\n{limits}")
+            },
         };
         let agent = AgentProcess::start(&setup);
         // The agent opens a session as it starts.
