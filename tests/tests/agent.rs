@@ -41,7 +41,13 @@ impl World {
             vmm,
             account: dm_account(&server.url(), &server.accounts),
             cgroup_mount: cgroup_mount(),
-            limits: limits.to_owned(),
+            // A debug VMM's API comes up in 20-30 s in the emulated runner on a busy host,
+            // the default start timeout's length (30 s).
+            limits: if limits.contains("start_timeout_secs") {
+                limits.to_owned()
+            } else {
+                format!("start_timeout_secs = 120\n{limits}")
+            },
         };
         let agent = AgentProcess::start(&setup);
         // The agent opens a session as it starts.
@@ -136,6 +142,16 @@ impl Drop for World {
 
 /// A bundle of dummy files (nothing in it boots).
 fn dummy_bundle(dir: &Path, name: &str) -> (PathBuf, String) {
+    dummy_bundle_sized(dir, name, 64, 4)
+}
+
+/// A bundle of dummy files asking for `memory_mib` of memory and `storage_mib` of disk.
+fn dummy_bundle_sized(
+    dir: &Path,
+    name: &str,
+    memory_mib: u64,
+    storage_mib: u64,
+) -> (PathBuf, String) {
     let kernel = dir.join(format!("{name}.kernel"));
     std::fs::write(&kernel, vec![0x5a; 300_000]).unwrap();
     let spec = virmo_agent::bundle::create::BundleSpec {
@@ -147,8 +163,8 @@ fn dummy_bundle(dir: &Path, name: &str) -> (PathBuf, String) {
         cmdline: "console=ttyS0".into(),
         ready_marker: None,
         vcpus: 1,
-        memory_mib: 64,
-        storage_mib: 4,
+        memory_mib,
+        storage_mib,
         entropy: false,
         removable_mib: 0,
         network: false,
@@ -161,7 +177,12 @@ fn dummy_bundle(dir: &Path, name: &str) -> (PathBuf, String) {
 #[test]
 fn agent_refuses_bad_input_with_the_contract_codes_and_leaves_nothing_behind() {
     let _ = agent_bin();
-    let w = World::new("agent-bad", PathBuf::from("/nonexistent/vmm"), "");
+    // Disks up to 1 PiB are allowed: what stops a big one is the host's free space.
+    let w = World::new(
+        "agent-bad",
+        PathBuf::from("/nonexistent/vmm"),
+        "max_storage_mib = 1073741824",
+    );
     let (bundle, hash) = dummy_bundle(&w.files_dir(), "dummy");
     let url = w.files.url(bundle.file_name().unwrap().to_str().unwrap());
 
@@ -252,6 +273,37 @@ fn agent_refuses_bad_input_with_the_contract_codes_and_leaves_nothing_behind() {
     )]);
     assert_eq!(w.op("bad", "Provision"), 1501);
 
+    // More memory than the device has, or more disk than its file system holds: 1405 from
+    // Provision, with nothing left in downloads, images or the VM's folder.
+    let max_storage: u64 = w
+        .value("./VirMO/Capabilities/MaxStorageMiB")
+        .parse()
+        .unwrap();
+    assert_eq!(max_storage, 1 << 30);
+    for (name, memory, storage) in [
+        ("big-memory", max_memory + 1, 4),
+        ("big-disk", 64, max_storage),
+    ] {
+        let (bundle, hash) = dummy_bundle_sized(&w.files_dir(), name, memory, storage);
+        w.run(vec![
+            replace(
+                &format!("{}/Image/PkgURL", vm("bad")),
+                "chr",
+                &w.files.url(bundle.file_name().unwrap().to_str().unwrap()),
+            ),
+            replace(&format!("{}/Image/PkgHash", vm("bad")), "chr", &hash),
+        ]);
+        assert_eq!(w.op("bad", "Provision"), 1405, "{name}");
+        assert_eq!(w.value(&format!("{}/State", vm("bad"))), "50");
+        for folder in ["downloads", "images", "vms"] {
+            assert!(
+                dir_entries(&w.data().join(folder)).is_empty(),
+                "{name}: {folder} left {:?}",
+                dir_entries(&w.data().join(folder))
+            );
+        }
+    }
+
     // The good bundle provisions; not enough memory to start it: 1405.
     w.run(vec![
         replace(&format!("{}/Image/PkgURL", vm("bad")), "chr", &url),
@@ -268,6 +320,13 @@ fn agent_refuses_bad_input_with_the_contract_codes_and_leaves_nothing_behind() {
     assert_eq!(replies[0].status, 200);
     assert_eq!(w.op("bad", "Start"), 1405);
     assert_eq!(w.value(&format!("{}/State", vm("bad"))), "20");
+    // Nothing of a start is left: no console or VMM log, no API socket, no jail.
+    let id_bad = w.vm_id("bad");
+    let mut left = dir_entries(&w.data().join("vms").join(&id_bad));
+    left.sort();
+    assert_eq!(left, ["disk.img", "vsock_1024"], "provisioned files only");
+    assert!(dir_entries(&w.data().join("run")).is_empty());
+    assert!(dir_entries(&w.data().join("jail")).is_empty());
     // Storage only grows.
     let replies = w.run(vec![
         replace(&format!("{}/Resources/StorageMiB", vm("bad")), "int", "2"),
@@ -348,7 +407,7 @@ fn agent_drives_two_vms_through_their_whole_life() {
     assert_ne!(id_a, id_b);
     assert_eq!(
         w.value(&format!("{}/Peripherals", vm("a"))),
-        "disk0/usb0/rng0"
+        "disk0/usb0/rng0/vsock0"
     );
 
     // Start both; read State and Resources.

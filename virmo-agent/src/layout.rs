@@ -7,7 +7,8 @@
 //! <data>/images/<sha256>/    an installed bundle (kernel, initramfs, disk, manifest), shared
 //! <data>/downloads/          partial downloads (resumed after a restart)
 //! <data>/vms/<uuid>/         one VM: disk.img, removable.img, snapshot/, console.log,
-//!                            vmm.log, console.in (the console input FIFO)
+//!                            vmm.log, console.in (the console input FIFO), vsock (its
+//!                            host channel's socket) and vsock_1024 (the sharing broker's)
 //! <data>/run/<uuid>.sock     the API socket of a VM's VMM
 //! ```
 
@@ -32,6 +33,8 @@ pub struct VmPaths {
     pub console_in: PathBuf,
     pub vmm_log: PathBuf,
     pub socket: PathBuf,
+    /// The Unix socket of the VM's vsock device (guest port P reaches `<vsock>_P`).
+    pub vsock: PathBuf,
 }
 
 impl Layout {
@@ -90,6 +93,7 @@ impl Layout {
             console_log: dir.join("console.log"),
             console_in: dir.join("console.in"),
             vmm_log: dir.join("vmm.log"),
+            vsock: dir.join("vsock"),
             socket: self.run().join(format!("{id}.sock")),
             dir,
         }

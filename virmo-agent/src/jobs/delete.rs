@@ -1,5 +1,6 @@
-//! Delete: the VMM is stopped (`stop`), the VM's files removed (`remove`: disk, snapshot,
-//! console, logs; files are truncated before being unlinked), images no other VM uses removed,
+//! Delete: the VMM is stopped (`stop`), the VM's files removed (`remove`: the broker stops
+//! serving it, its tap goes; disk, snapshot, console, logs; files are truncated before being
+//! unlinked), images no other VM uses removed,
 //! and its rows (record, peripherals, unlock code hash) deleted in the transaction that ends
 //! the job; the database overwrites deleted content (`secure_delete`).
 
@@ -42,6 +43,7 @@ pub fn run(ctx: &mut JobCtx) -> Outcome {
             }
             "remove" => {
                 let paths = ctx.paths();
+                ctx.sup.broker.remove_vm(&ctx.slot.id);
                 if let Err(e) = remove_all(&paths.dir) {
                     return Outcome::failed(
                         ResultCode::FAILED,
@@ -49,7 +51,7 @@ pub fn run(ctx: &mut JobCtx) -> Outcome {
                     );
                 }
                 let _ = std::fs::remove_file(&paths.socket);
-                ctx.sup.cgroups.remove(&ctx.slot.id);
+                ctx.sup.release_host_resources(&ctx.slot.id);
                 collect_images(ctx);
                 return Outcome::ok();
             }

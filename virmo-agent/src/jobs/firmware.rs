@@ -166,7 +166,7 @@ fn apply(ctx: &mut JobCtx) -> Result<Option<VmmProcess>, Outcome> {
     if let Some(mut p) = ctx.with_state(|s| s.process.take()) {
         shut_down(ctx, &mut p);
     }
-    ctx.sup.cgroups.remove(&ctx.slot.id);
+    ctx.sup.release_host_resources(&ctx.slot.id);
     ctx.with_state(|s| s.access_epoch += 1);
     ctx.update(|r| {
         r.state = VmState::Stopped;
@@ -263,7 +263,7 @@ fn verify(ctx: &mut JobCtx, process: Option<VmmProcess>) -> Outcome {
                 r.state = VmState::Stopped;
                 r.process = None;
             });
-            ctx.sup.cgroups.remove(&ctx.slot.id);
+            ctx.sup.release_host_resources(&ctx.slot.id);
             if was_running {
                 match boot_now(ctx) {
                     Ok(p) => ctx.with_state(|s| s.process = Some(p)),
@@ -285,7 +285,7 @@ fn finish_with(ctx: &JobCtx, process: Option<VmmProcess>, was_running: bool) {
         return;
     }
     shut_down(ctx, &mut p);
-    ctx.sup.cgroups.remove(&ctx.slot.id);
+    ctx.sup.release_host_resources(&ctx.slot.id);
     let _ = ctx.update(|r| {
         r.state = VmState::Stopped;
         r.process = None;

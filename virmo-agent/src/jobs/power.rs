@@ -13,7 +13,7 @@ use super::{JobCtx, Outcome};
 use crate::model::{LockState, ResultCode, VmState};
 use crate::store::{Peripheral, ProcessRecord, VmRecord};
 use crate::supervisor::{meminfo_field, Supervisor};
-use crate::vmm_proc::{process_start_time, Launch, VmmDevice, VmmJail, VmmProcess};
+use crate::vmm_proc::{process_start_time, tap, Launch, VmmDevice, VmmJail, VmmProcess};
 
 pub const FIRST_STEP: &str = "spawn";
 pub const STOP_STEP: &str = "shutdown";
@@ -107,6 +107,11 @@ pub fn boot_launch(
                 tap: tap_name(&record.id),
                 mac: mac_address(&record.id),
             }),
+            crate::supervisor::HOST_CHANNEL => record.cid.map(|cid| VmmDevice::Vsock {
+                id: p.id.clone(),
+                cid,
+                uds: paths.vsock.clone(),
+            }),
             _ => None,
         })
         .collect();
@@ -121,8 +126,8 @@ pub fn boot_launch(
 }
 
 /// The host's end of a VM's network device: `virmo` and the first 8 hex digits of its UUID
-/// (a Linux interface name holds 15 bytes). The VMM creates the tap; what it connects to (a
-/// bridge, NAT) is the host's business.
+/// (a Linux interface name holds 15 bytes). The agent makes it for a jailed VMM (else the VMM
+/// does); what it connects to (a bridge, NAT) is the host's business.
 pub fn tap_name(vm_id: &str) -> String {
     let hex: String = vm_id
         .chars()
@@ -143,20 +148,18 @@ pub fn mac_address(vm_id: &str) -> String {
     format!("52:54:00:{}:{}:{}", byte(0), byte(1), byte(2))
 }
 
-/// The jail of the VMM about to run `launch` (none when the agent does not jail): the VM's
-/// uid, its folder handed to it, its boot files readable (docs/security.md). A VM with a
-/// network device is not jailed yet: the VMM creates its tap, which needs CAP_NET_ADMIN, and a
-/// jailed VMM has no capability (the agent creating the tap for the VM's uid is left to do).
-fn jail_for(ctx: &JobCtx, launch: &Launch, memory_mib: u64) -> Result<Option<VmmJail>, Outcome> {
+/// What the host side needs before the VMM runs `launch`: the sharing broker listening for
+/// the VM's host channel, and, when the agent jails its VMMs, the VM's jail (its uid, its
+/// folder handed to it, its boot files readable; docs/security.md) and, for a VM with a
+/// network device, its tap made persistent and owned by that uid, which the jailed VMM then
+/// attaches to without any capability.
+fn host_side(ctx: &JobCtx, launch: &Launch, memory_mib: u64) -> Result<Option<VmmJail>, Outcome> {
+    if let Err(e) = ctx.sup.serve_sharing(&ctx.slot.id) {
+        tracing::warn!(error = %crate::error_chain(&e), "the sharing broker cannot serve the VM");
+    }
     let Some(jailer) = &ctx.sup.jailer else {
         return Ok(None);
     };
-    if ctx.with_state(|s| s.peripherals.iter().any(|p| p.class == "network")) {
-        tracing::warn!(
-            "the VM has a network device: its VMM runs without a jail (it creates its tap)"
-        );
-        return Ok(None);
-    }
     let readable: Vec<&std::path::Path> = match launch {
         Launch::Boot {
             kernel, initramfs, ..
@@ -165,10 +168,20 @@ fn jail_for(ctx: &JobCtx, launch: &Launch, memory_mib: u64) -> Result<Option<Vmm
             .collect(),
         Launch::Restore { .. } => Vec::new(),
     };
-    jailer
+    let mut jail = jailer
         .prepare(&ctx.slot.id, &ctx.paths(), &readable, memory_mib)
-        .map(Some)
-        .map_err(|e| Outcome::failed(ResultCode::FAILED, crate::error_chain(&e)))
+        .map_err(|e| Outcome::failed(ResultCode::FAILED, crate::error_chain(&e)))?;
+    if ctx.with_state(|s| s.peripherals.iter().any(|p| p.class == "network")) {
+        let tap = tap_name(&ctx.slot.id);
+        tap::create_persistent(&tap, jail.uid, jail.uid)
+            .map_err(|e| Outcome::failed(ResultCode::FAILED, crate::error_chain(&e)))?;
+        if matches!(launch, Launch::Restore { .. }) {
+            // A restore's devices are read after the jail is made: ask for the host's network
+            // namespace (and /dev/net/tun) here.
+            jail.arg.push_str(",net=host");
+        }
+    }
+    Ok(Some(jail))
 }
 
 /// Grows the VM's disk to its StorageMiB.
@@ -227,7 +240,7 @@ fn bring_up(ctx: &mut JobCtx, restore: bool) -> Outcome {
                         Err(outcome) => return outcome,
                     }
                 };
-                let jail = match jail_for(ctx, &launch, record.memory_mib()) {
+                let jail = match host_side(ctx, &launch, record.memory_mib()) {
                     Ok(jail) => jail,
                     Err(outcome) => return outcome,
                 };
@@ -239,7 +252,10 @@ fn bring_up(ctx: &mut JobCtx, restore: bool) -> Outcome {
                     jail.as_ref(),
                 ) {
                     Ok(p) => p,
-                    Err(e) => return Outcome::failed(ResultCode::FAILED, crate::error_chain(&e)),
+                    Err(e) => {
+                        ctx.sup.release_host_resources(&ctx.slot.id);
+                        return Outcome::failed(ResultCode::FAILED, crate::error_chain(&e));
+                    }
                 };
                 let rec = spawned.record();
                 process = Some(spawned);
@@ -322,7 +338,7 @@ fn failed_to_come_up(
     if let Some(mut p) = process {
         let _ = p.kill(EXIT_GRACE);
     }
-    ctx.sup.cgroups.remove(&ctx.slot.id);
+    ctx.sup.release_host_resources(&ctx.slot.id);
     let _ = ctx.update(|r| {
         r.process = None;
         r.state = if restore {
@@ -360,7 +376,7 @@ pub fn boot_now(ctx: &JobCtx) -> Result<VmmProcess, Outcome> {
         .map_err(|e| Outcome::failed(ResultCode::FAILED, format!("the disk: {e}")))?;
     let peripherals = ctx.with_state(|s| s.peripherals.clone());
     let launch = boot_launch(ctx, &record, &peripherals)?;
-    let jail = jail_for(ctx, &launch, record.memory_mib())?;
+    let jail = host_side(ctx, &launch, record.memory_mib())?;
     let mut p = VmmProcess::spawn(
         &ctx.sup.vmm_bin,
         &ctx.slot.id,
@@ -368,12 +384,16 @@ pub fn boot_now(ctx: &JobCtx) -> Result<VmmProcess, Outcome> {
         &launch,
         jail.as_ref(),
     )
-    .map_err(|e| Outcome::failed(ResultCode::FAILED, crate::error_chain(&e)))?;
+    .map_err(|e| {
+        ctx.sup.release_host_resources(&ctx.slot.id);
+        Outcome::failed(ResultCode::FAILED, crate::error_chain(&e))
+    })?;
     let rec = p.record();
     ctx.update(|r| r.process = Some(rec))?;
     let timeout = Duration::from_secs(ctx.sup.config.limits.start_timeout_secs);
     if let Err(e) = p.wait_ready(timeout) {
         let _ = p.kill(EXIT_GRACE);
+        ctx.sup.release_host_resources(&ctx.slot.id);
         let _ = ctx.update(|r| r.process = None);
         return Err(Outcome::failed(
             ResultCode::FAILED,
@@ -398,7 +418,7 @@ pub fn stop(ctx: &mut JobCtx) -> Outcome {
     if let Some(mut p) = process {
         shut_down(ctx, &mut p);
     }
-    ctx.sup.cgroups.remove(&ctx.slot.id);
+    ctx.sup.release_host_resources(&ctx.slot.id);
     ctx.with_state(|s| s.access_epoch += 1);
     match ctx.update(|r| {
         r.state = VmState::Stopped;

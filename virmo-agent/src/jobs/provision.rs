@@ -12,7 +12,7 @@ use crate::bundle::download::Download;
 use crate::bundle::extract::install;
 use crate::bundle::{hex, parse_pkg_hash, Manifest, MANIFEST_NAME};
 use crate::layout::{remove_all, sync_dir};
-use crate::model::{ResultCode, VmState};
+use crate::model::{Operation, ResultCode, VmState};
 use crate::store::{Change, InstalledImage, Peripheral};
 
 pub const FIRST_STEP: &str = "download";
@@ -21,12 +21,51 @@ pub fn run(ctx: &mut JobCtx) -> Outcome {
     let outcome = steps(ctx);
     if !outcome.code.is_success() {
         let _ = std::fs::remove_file(ctx.sup.layout.download(ctx.job.id));
+        if let Some(digest) = ctx.param_str("digest") {
+            remove_unused_image(ctx, &digest);
+        }
+        remove_empty_vm_folder(ctx);
         let _ = ctx.update(|r| {
             r.state = VmState::Failed;
             r.last_error.clone_from(&outcome.error);
         });
     }
     outcome
+}
+
+/// After a failed provision: the image the job installed, unless a VM uses it or another
+/// provision (which may be about to) is in progress.
+fn remove_unused_image(ctx: &JobCtx, digest: &str) {
+    let lock = ctx.sup.image_lock(digest);
+    let _installing = lock.lock().unwrap_or_else(|p| p.into_inner());
+    let used = ctx.sup.slots().values().any(|slot| {
+        let state = slot.lock();
+        let record = &state.record;
+        let other_provision = slot.id != ctx.slot.id && state.busy == Some(Operation::Provision);
+        other_provision
+            || [
+                record.image.installed.as_ref().map(|i| &i.digest),
+                record.firmware.current.as_ref().map(|i| &i.digest),
+                record.firmware.downloaded.as_ref().map(|i| &i.digest),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|d| d == digest)
+    });
+    if !used {
+        tracing::info!(image = %digest, "image of a failed provision removed");
+        let _ = remove_all(&ctx.sup.layout.image(digest));
+    }
+}
+
+/// After a failed first provision: the VM's folder and whatever the job put in it (a VM
+/// provisioned before keeps its files).
+fn remove_empty_vm_folder(ctx: &JobCtx) {
+    let dir = ctx.paths().dir;
+    if ctx.record().image.installed.is_none() {
+        ctx.sup.broker.remove_vm(&ctx.slot.id);
+        let _ = remove_all(&dir);
+    }
 }
 
 fn steps(ctx: &mut JobCtx) -> Outcome {
@@ -122,6 +161,28 @@ fn make_vm(ctx: &mut JobCtx, digest: &str) -> Outcome {
         .storage_mib
         .unwrap_or(0)
         .max(manifest.resources.storage_mib);
+    let memory_mib = record
+        .resources
+        .memory_mib
+        .unwrap_or(manifest.resources.memory_mib);
+    let max_memory = ctx.sup.capabilities.max_memory_mib;
+    if memory_mib > max_memory {
+        return Outcome::failed(
+            ResultCode::NO_RESOURCES,
+            format!(
+                "the VM needs {memory_mib} MiB of memory, the device gives at most {max_memory}"
+            ),
+        );
+    }
+    let max_storage = ctx.sup.capabilities.max_storage_mib;
+    if storage_mib > max_storage {
+        return Outcome::failed(
+            ResultCode::NO_RESOURCES,
+            format!(
+                "the VM needs {storage_mib} MiB of storage, the device gives at most {max_storage}"
+            ),
+        );
+    }
     if let Err(outcome) = check_space(ctx, storage_mib << 20) {
         return outcome;
     }
@@ -161,6 +222,9 @@ fn make_vm(ctx: &mut JobCtx, digest: &str) -> Outcome {
         let _ = remove_all(&paths.dir.join("disk.img.new"));
         return Outcome::failed(ResultCode::FAILED, format!("cannot create the disk: {e}"));
     }
+    if let Err(e) = ctx.sup.serve_sharing(&ctx.slot.id) {
+        tracing::warn!(error = %crate::error_chain(&e), "the sharing broker cannot serve the VM");
+    }
     let old_peripherals = ctx.with_state(|s| s.peripherals.clone());
     let allowed = |id: &str| {
         old_peripherals
@@ -194,6 +258,11 @@ fn make_vm(ctx: &mut JobCtx, digest: &str) -> Outcome {
             allowed: allowed("net0"),
         });
     }
+    let channel = crate::supervisor::host_channel_peripheral();
+    peripherals.push(Peripheral {
+        allowed: allowed(&channel.id),
+        ..channel
+    });
     let installed = InstalledImage {
         digest: digest.to_owned(),
         name: manifest.name.clone(),

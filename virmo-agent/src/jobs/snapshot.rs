@@ -132,7 +132,7 @@ fn give_back(ctx: &JobCtx, process: Option<VmmProcess>) {
 fn suspended(ctx: &JobCtx) -> Outcome {
     let paths = ctx.paths();
     let _ = remove_all(&paths.snapshot_old);
-    ctx.sup.cgroups.remove(&ctx.slot.id);
+    ctx.sup.release_host_resources(&ctx.slot.id);
     ctx.with_state(|s| s.access_epoch += 1);
     match ctx.update(|r| {
         r.state = VmState::Suspended;
@@ -147,7 +147,7 @@ fn suspended(ctx: &JobCtx) -> Outcome {
 fn ended(ctx: &JobCtx) -> Outcome {
     let paths = ctx.paths();
     let exit = crate::vmm_proc::ExitInfo::from_log(&paths.vmm_log);
-    ctx.sup.cgroups.remove(&ctx.slot.id);
+    ctx.sup.release_host_resources(&ctx.slot.id);
     let (clean, reason) = (exit.is_clean(), exit.reason);
     let _ = ctx.update(|r| {
         r.state = if clean {

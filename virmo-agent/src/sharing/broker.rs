@@ -8,12 +8,17 @@
 //! `CONNECT <port>`, answers A `OK\n` once B accepted, and copies both ways. Prohibited (or B
 //! unknown): `DENIED\n` and closed at once; B refusing: `REFUSED\n`. A policy change cuts every
 //! open route it no longer allows (both streams shut down: each guest reads end of file, a
-//! writer's next write fails). Every decision is logged with both VM IDs and kept in
-//! [`Broker::decisions`].
+//! writer's next write fails). Every decision is logged with both VM IDs and the last
+//! [`KEPT_DECISIONS`] are kept in [`Broker::decisions`].
+//!
+//! The listening socket is made connectable by anyone who reaches it (mode 0666): it lives in
+//! the VM's own folder, which only root and that VM's jailed VMM (whatever uid it runs as) can
+//! reach.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +33,8 @@ pub const SHARING_PORT: u32 = 1024;
 const MAX_LINE: usize = 128;
 /// Time a guest gets to send its request line, and the peer VM to accept.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many of the last decisions [`Broker::decisions`] keeps (all are logged).
+pub const KEPT_DECISIONS: usize = 1024;
 
 /// What the broker decided about a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +63,12 @@ pub struct Decision {
 pub enum SharingError {
     #[error("VM {0} is already served by the broker")]
     Duplicate(String),
+    #[error("VM {vm} is served at {served}, not {asked}")]
+    OtherSocket {
+        vm: String,
+        served: PathBuf,
+        asked: PathBuf,
+    },
     #[error("cannot listen on {path}")]
     Listen {
         path: PathBuf,
@@ -72,14 +85,24 @@ struct Route {
     streams: [UnixStream; 2],
 }
 
+/// A VM the broker serves.
+struct Served {
+    /// Its vsock device's socket.
+    uds: PathBuf,
+    /// Where the broker listens for it (`<uds>_1024`).
+    listen: PathBuf,
+    /// Tells its listener thread apart from a later one for the same VM.
+    generation: u64,
+}
+
 #[derive(Default)]
 struct State {
     policy: SharingPolicy,
-    /// VM ID -> its vsock socket path.
-    vms: HashMap<String, PathBuf>,
+    vms: HashMap<String, Served>,
+    next_generation: u64,
     routes: HashMap<u64, Route>,
     next_route: u64,
-    decisions: Vec<Decision>,
+    decisions: VecDeque<Decision>,
 }
 
 /// The broker; cheap to clone (shared state).
@@ -102,64 +125,95 @@ impl Broker {
     }
 
     /// Serves VM `vm` whose vsock device listens at `uds`: listens on `<uds>_1024` in a thread
-    /// of its own for as long as the process lives.
+    /// of its own until [`Broker::remove_vm`]. A VM served already is refused.
     pub fn add_vm(&self, vm: &str, uds: &Path) -> Result<(), SharingError> {
+        let mut state = lock(&self.state);
+        if state.vms.contains_key(vm) {
+            return Err(SharingError::Duplicate(vm.to_string()));
+        }
+        self.listen(&mut state, vm, uds)
+    }
+
+    /// As [`Broker::add_vm`], but a VM served already at `uds` is fine (nothing changes).
+    pub fn serve_vm(&self, vm: &str, uds: &Path) -> Result<(), SharingError> {
+        let mut state = lock(&self.state);
+        match state.vms.get(vm) {
+            Some(served) if served.uds == uds && served.listen.exists() => Ok(()),
+            Some(served) if served.uds != uds => Err(SharingError::OtherSocket {
+                vm: vm.to_string(),
+                served: served.uds.clone(),
+                asked: uds.to_owned(),
+            }),
+            // Its socket file is gone (its folder was remade): listen again.
+            Some(_) => {
+                stop_listener(&mut state, vm);
+                self.listen(&mut state, vm, uds)
+            }
+            None => self.listen(&mut state, vm, uds),
+        }
+    }
+
+    fn listen(&self, state: &mut State, vm: &str, uds: &Path) -> Result<(), SharingError> {
         let mut name = uds.as_os_str().to_owned();
         name.push(format!("_{SHARING_PORT}"));
         let path = PathBuf::from(name);
-        {
-            let mut state = lock(&self.state);
-            if state.vms.contains_key(vm) {
-                return Err(SharingError::Duplicate(vm.to_string()));
-            }
-            let _ = std::fs::remove_file(&path);
-            let listener = UnixListener::bind(&path).map_err(|source| SharingError::Listen {
-                path: path.clone(),
-                source,
-            })?;
-            state.vms.insert(vm.to_string(), uds.to_owned());
-            let broker = self.clone();
-            let vm = vm.to_string();
-            std::thread::spawn(move || {
-                for stream in listener.incoming().flatten() {
-                    let broker = broker.clone();
-                    let vm = vm.clone();
-                    std::thread::spawn(move || broker.serve(&vm, stream));
+        let listen_error = |source| SharingError::Listen {
+            path: path.clone(),
+            source,
+        };
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(listen_error)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))
+            .map_err(listen_error)?;
+        let generation = state.next_generation;
+        state.next_generation += 1;
+        state.vms.insert(
+            vm.to_string(),
+            Served {
+                uds: uds.to_owned(),
+                listen: path,
+                generation,
+            },
+        );
+        let broker = self.clone();
+        let vm = vm.to_string();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let current = lock(&broker.state)
+                    .vms
+                    .get(&vm)
+                    .is_some_and(|s| s.generation == generation);
+                if !current {
+                    break;
                 }
-            });
-        }
+                let broker = broker.clone();
+                let vm = vm.clone();
+                std::thread::spawn(move || broker.serve(&vm, stream));
+            }
+        });
         Ok(())
+    }
+
+    /// Stops serving VM `vm` (deleted): its listener ends, its socket file goes, its policy is
+    /// forgotten and its open routes are cut.
+    pub fn remove_vm(&self, vm: &str) {
+        let mut state = lock(&self.state);
+        stop_listener(&mut state, vm);
+        state.policy.remove(vm);
+        cut_disallowed(&mut state);
     }
 
     /// Replaces VM `vm`'s settings and cuts the routes the policy no longer allows.
     pub fn set_policy(&self, vm: &str, sharing: VmSharing) {
         let mut state = lock(&self.state);
+        tracing::info!(vm, allowed = sharing.allowed, peers = ?sharing.peers, "sharing policy");
         state.policy.set(vm, sharing);
-        let cut: Vec<u64> = state
-            .routes
-            .iter()
-            .filter(|(_, r)| !state.policy.allows(&r.from, &r.to))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in cut {
-            if let Some(route) = state.routes.remove(&id) {
-                for s in &route.streams {
-                    let _ = s.shutdown(Shutdown::Both);
-                }
-                record(
-                    &mut state,
-                    &route.from,
-                    &route.to,
-                    route.port,
-                    Verdict::Revoked,
-                );
-            }
-        }
+        cut_disallowed(&mut state);
     }
 
     /// Every decision so far, in order.
     pub fn decisions(&self) -> Vec<Decision> {
-        lock(&self.state).decisions.clone()
+        lock(&self.state).decisions.iter().cloned().collect()
     }
 
     pub fn open_routes(&self) -> usize {
@@ -174,13 +228,14 @@ impl Broker {
     /// One stream from VM `from`'s guest.
     fn serve(&self, from: &str, mut a: UnixStream) {
         let _ = a.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+        let asked = std::time::Instant::now();
         let Some((to, port)) = read_request(&mut a) else {
             tracing::info!(from, "sharing: bad request line; closed");
             return;
         };
         let target = {
             let mut state = lock(&self.state);
-            let target = state.vms.get(&to).cloned();
+            let target = state.vms.get(&to).map(|s| s.uds.clone());
             if target.is_none() || !state.policy.allows(from, &to) {
                 record(&mut state, from, &to, port, Verdict::Prohibited);
                 drop(state);
@@ -222,6 +277,7 @@ impl Broker {
             id
         };
         if a.write_all(b"OK\n").is_ok() {
+            tracing::debug!(from, to = %to, port, set_up_us = asked.elapsed().as_micros() as u64, "sharing: route open");
             self.splice(a, b);
         }
         if let Some(route) = lock(&self.state).routes.remove(&id) {
@@ -259,9 +315,39 @@ fn pump(mut from: UnixStream, mut to: UnixStream, bytes: &AtomicU64) {
     let _ = from.shutdown(Shutdown::Read);
 }
 
+/// Ends VM `vm`'s listener (it exits at its next wake-up, which this provokes) and removes
+/// its socket file.
+fn stop_listener(state: &mut State, vm: &str) {
+    if let Some(served) = state.vms.remove(vm) {
+        let _ = UnixStream::connect(&served.listen);
+        let _ = std::fs::remove_file(&served.listen);
+    }
+}
+
+/// Cuts every open route the policy no longer allows.
+fn cut_disallowed(state: &mut State) {
+    let cut: Vec<u64> = state
+        .routes
+        .iter()
+        .filter(|(_, r)| !state.policy.allows(&r.from, &r.to))
+        .map(|(&id, _)| id)
+        .collect();
+    for id in cut {
+        if let Some(route) = state.routes.remove(&id) {
+            for s in &route.streams {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            record(state, &route.from, &route.to, route.port, Verdict::Revoked);
+        }
+    }
+}
+
 fn record(state: &mut State, from: &str, to: &str, port: u32, verdict: Verdict) {
     tracing::info!(from, to, port, ?verdict, "sharing decision");
-    state.decisions.push(Decision {
+    if state.decisions.len() >= KEPT_DECISIONS {
+        state.decisions.pop_front();
+    }
+    state.decisions.push_back(Decision {
         from: from.to_string(),
         to: to.to_string(),
         port,
@@ -306,6 +392,53 @@ fn connect_guest(uds: &Path, port: u32) -> Option<UnixStream> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::TempDir;
+
+    fn ask(listen: &Path, line: &str) -> String {
+        let mut stream = UnixStream::connect(listen).unwrap();
+        stream.write_all(line.as_bytes()).unwrap();
+        read_line(&mut stream).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_vm_is_served_once_until_removed() {
+        let dir = TempDir::new();
+        let (uds_a, uds_b) = (dir.path().join("a.vsock"), dir.path().join("b.vsock"));
+        let listen_a = dir.path().join("a.vsock_1024");
+        let broker = Broker::default();
+        broker.serve_vm("vm-a", &uds_a).unwrap();
+        broker.serve_vm("vm-a", &uds_a).unwrap();
+        assert!(matches!(
+            broker.add_vm("vm-a", &uds_a),
+            Err(SharingError::Duplicate(_))
+        ));
+        assert!(matches!(
+            broker.serve_vm("vm-a", &uds_b),
+            Err(SharingError::OtherSocket { .. })
+        ));
+        let mode = std::fs::metadata(&listen_a).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o666, "a jailed VMM of any uid connects");
+        broker.serve_vm("vm-b", &uds_b).unwrap();
+        // Nobody allowed anything: denied, and logged with both IDs.
+        assert_eq!(ask(&listen_a, "CONNECT vm-b 5000\n"), "DENIED");
+        assert_eq!(
+            broker.decisions(),
+            [Decision {
+                from: "vm-a".into(),
+                to: "vm-b".into(),
+                port: 5000,
+                verdict: Verdict::Prohibited
+            }]
+        );
+        // Its socket file gone (the folder remade): served again.
+        std::fs::remove_file(&listen_a).unwrap();
+        broker.serve_vm("vm-a", &uds_a).unwrap();
+        assert!(listen_a.exists());
+        broker.remove_vm("vm-a");
+        assert!(!listen_a.exists());
+        assert!(UnixStream::connect(&listen_a).is_err());
+        broker.add_vm("vm-a", &uds_a).unwrap();
+    }
 
     #[test]
     fn request_lines_are_parsed_strictly() {

@@ -48,7 +48,7 @@ pub struct ResourceSettings {
     pub cpu_quota: u32,
 }
 
-/// `DataSharing/` (stored; enforced once sharing exists).
+/// `DataSharing/`, enforced by the sharing broker (`crate::sharing`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DataSharing {
     pub allowed: bool,
@@ -137,6 +137,10 @@ pub struct VmRecord {
     /// Why the VM is Failed, or the last operation failed.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// The guest's vsock CID (its host channel), unique among the VMs, kept for the VM's life
+    /// (a snapshot holds it too). `None` only in records of agents before the host channel.
+    #[serde(default)]
+    pub cid: Option<u32>,
 }
 
 impl VmRecord {
@@ -155,6 +159,7 @@ impl VmRecord {
             process: None,
             deleting: false,
             last_error: None,
+            cid: None,
         }
     }
 

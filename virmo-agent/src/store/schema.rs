@@ -57,6 +57,10 @@ pub const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );",
+    // 2: each VM's vsock CID (its host channel), unique among the VMs; filled in by the agent
+    // for VMs that had none.
+    "ALTER TABLE vms ADD COLUMN cid INTEGER;
+    CREATE UNIQUE INDEX vms_cid ON vms(cid);",
 ];
 
 /// The schema version this build writes.

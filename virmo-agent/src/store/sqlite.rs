@@ -92,13 +92,13 @@ fn save_vm(tx: &Transaction<'_>, vm: &VmRecord, insert: bool) -> Result<(), Stor
             return Err(StoreError::NodeTaken(vm.node.clone()));
         }
         tx.execute(
-            "INSERT INTO vms (id, node, state, record) VALUES (?1, ?2, ?3, ?4)",
-            params![vm.id, vm.node, vm.state.code(), record],
+            "INSERT INTO vms (id, node, state, record, cid) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![vm.id, vm.node, vm.state.code(), record, vm.cid],
         )?;
     } else {
         tx.execute(
-            "UPDATE vms SET node = ?2, state = ?3, record = ?4 WHERE id = ?1",
-            params![vm.id, vm.node, vm.state.code(), record],
+            "UPDATE vms SET node = ?2, state = ?3, record = ?4, cid = ?5 WHERE id = ?1",
+            params![vm.id, vm.node, vm.state.code(), record, vm.cid],
         )?;
     }
     Ok(())
@@ -432,6 +432,30 @@ mod tests {
         store.apply(vec![Change::ForgetVm(a.id.clone())]).unwrap();
         assert!(store.vms().unwrap().is_empty());
         assert_eq!(store.secret(&a.id, "unlock-code").unwrap(), None);
+    }
+
+    #[test]
+    fn a_cid_belongs_to_one_vm_only() {
+        let store = SqliteStore::in_memory().unwrap();
+        let mut a = vm("a");
+        a.cid = Some(3);
+        let mut b = vm("b");
+        store
+            .apply(vec![
+                Change::InsertVm(a.clone()),
+                Change::InsertVm(b.clone()),
+            ])
+            .unwrap();
+        b.cid = Some(3);
+        assert!(store.apply(vec![Change::SaveVm(b.clone())]).is_err());
+        b.cid = Some(4);
+        store.apply(vec![Change::SaveVm(b.clone())]).unwrap();
+        let cids: Vec<_> = store.vms().unwrap().iter().map(|(r, _)| r.cid).collect();
+        assert_eq!(cids, [Some(3), Some(4)]);
+        // The CID of a forgotten VM is free again.
+        store.apply(vec![Change::ForgetVm(a.id.clone())]).unwrap();
+        b.cid = Some(3);
+        store.apply(vec![Change::SaveVm(b)]).unwrap();
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::cgroup::Cgroups;
 use crate::config::AgentConfig;
 use crate::layout::Layout;
 use crate::model::{unix_now, LockState, Operation, ResultCode, VmState};
+use crate::sharing::{Broker, Peers, VmSharing};
 use crate::store::{Change, JobRecord, Store, StoreError, StoredAlert, VmRecord};
 use crate::unlock::RateLimit;
 use crate::vmm_proc::Jailer;
@@ -91,7 +92,11 @@ pub struct Supervisor {
     pub jailer: Option<Jailer>,
     pub wakeup: Arc<Wakeup>,
     pub capabilities: Capabilities,
+    /// Routes streams between the VMs' host channels as their `DataSharing` allows.
+    pub broker: Broker,
     slots: Mutex<BTreeMap<String, Arc<VmSlot>>>,
+    /// Held while a CID is picked and stored (CIDs are unique among the VMs).
+    cid_lock: Mutex<()>,
     /// One lock per image digest: VMs provisioned from the same bundle at once download and
     /// install it once.
     image_locks: Mutex<BTreeMap<String, Arc<Mutex<()>>>>,
@@ -142,7 +147,7 @@ impl Supervisor {
             max_vcpus: limits.max_vcpus.unwrap_or(cpus).min(255),
             max_memory_mib: limits.max_memory_mib.unwrap_or(mem_mib),
             max_storage_mib: limits.max_storage_mib,
-            peripheral_classes: "storage,removable-storage,entropy,network".into(),
+            peripheral_classes: "storage,removable-storage,entropy,network,host-channel".into(),
             hypervisor: "KVM; Type II; virmo vmm".into(),
         };
         let cgroups = Cgroups::detect(&config.cgroup);
@@ -156,7 +161,9 @@ impl Supervisor {
             vmm_bin,
             wakeup,
             capabilities,
+            broker: Broker::default(),
             slots: Mutex::new(BTreeMap::new()),
+            cid_lock: Mutex::new(()),
             image_locks: Mutex::new(BTreeMap::new()),
             stopping: AtomicBool::new(false),
         })
@@ -275,13 +282,58 @@ impl Supervisor {
                 self.capabilities.max_vms
             )));
         }
-        let record = VmRecord::new(crate::model::new_uuid(), node.to_owned());
+        let _cids = self.cid_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut record = VmRecord::new(crate::model::new_uuid(), node.to_owned());
+        record.cid = Some(self.free_cid());
         self.store.apply(vec![Change::InsertVm(record.clone())])?;
         let slot = Arc::new(VmSlot::new(record, Vec::new()));
         let view = slot.lock().view();
         self.insert_slot(slot);
         tracing::info!(vm = %view.record.id, node, "VM added");
         Ok(view)
+    }
+
+    /// The lowest CID no VM has (from 3: 0-2 are reserved, 2 is the host). Call with
+    /// `cid_lock` held, and store the CID before releasing it.
+    fn free_cid(&self) -> u32 {
+        let taken: std::collections::BTreeSet<u32> = self
+            .slots()
+            .values()
+            .filter_map(|slot| slot.lock().record.cid)
+            .collect();
+        (3..u32::MAX).find(|cid| !taken.contains(cid)).unwrap_or(3)
+    }
+
+    /// Gives VM `slot` a CID if its record has none (a VM of an older agent).
+    pub(crate) fn ensure_cid(&self, slot: &VmSlot) -> Result<(), StoreError> {
+        let _cids = self.cid_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.lock().record.cid.is_some() {
+            return Ok(());
+        }
+        let cid = self.free_cid();
+        let mut state = slot.lock();
+        let mut record = state.record.clone();
+        record.cid = Some(cid);
+        self.save_record(&mut state, record, Vec::new())?;
+        tracing::info!(vm = %slot.id, cid, "host channel CID given");
+        Ok(())
+    }
+
+    /// What the host holds for VM `id` while its VMM runs, given back once it has ended: its
+    /// cgroup, and the persistent tap made for a jailed VMM.
+    pub(crate) fn release_host_resources(&self, id: &str) {
+        self.cgroups.remove(id);
+        let tap = crate::jobs::power::tap_name(id);
+        if crate::vmm_proc::tap::exists(&tap) {
+            if let Err(e) = crate::vmm_proc::tap::remove_persistent(&tap) {
+                tracing::warn!(vm = id, error = %crate::error_chain(&e), "cannot remove the VM's tap");
+            }
+        }
+    }
+
+    /// Makes the broker serve VM `id`'s host channel (idempotent; its folder must exist).
+    pub(crate) fn serve_sharing(&self, id: &str) -> Result<(), crate::sharing::SharingError> {
+        self.broker.serve_vm(id, &self.layout.vm(id).vsock)
     }
 
     /// Forgets a VM that was added but never got files (rolling back an Atomic Add).
@@ -487,6 +539,26 @@ impl Supervisor {
     /// Queued alerts, for the local user.
     pub fn pending_alerts(&self) -> Result<Vec<crate::store::AlertRecord>, StoreError> {
         self.store.alerts()
+    }
+}
+
+/// The peripheral class of the vsock host channel.
+pub const HOST_CHANNEL: &str = "host-channel";
+
+/// Every provisioned VM's host channel (`Peripherals/vsock0`).
+pub fn host_channel_peripheral() -> crate::store::Peripheral {
+    crate::store::Peripheral {
+        id: "vsock0".into(),
+        class: HOST_CHANNEL.into(),
+        allowed: true,
+    }
+}
+
+/// VM `record`'s `DataSharing` as the broker's policy takes it.
+pub fn sharing_policy(record: &VmRecord) -> VmSharing {
+    VmSharing {
+        allowed: record.sharing.allowed,
+        peers: Peers::parse(&record.sharing.peers),
     }
 }
 

@@ -51,5 +51,5 @@ fn check(supervisor: &Supervisor, slot: &VmSlot) {
     if let Err(e) = supervisor.save_record(&mut state, record, vec![alert]) {
         tracing::error!(vm = %slot.id, error = %e, "cannot record the VM's end");
     }
-    supervisor.cgroups.remove(&slot.id);
+    supervisor.release_host_resources(&slot.id);
 }

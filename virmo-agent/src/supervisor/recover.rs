@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::{state_alert, Supervisor, VmSlot};
+use super::{host_channel_peripheral, state_alert, Supervisor, VmSlot, HOST_CHANNEL};
 use crate::model::{LockState, VmState};
 use crate::store::StoreError;
 use crate::vmm_proc::VmmProcess;
@@ -52,6 +52,9 @@ pub(super) fn recover(supervisor: &Arc<Supervisor>) -> Result<(), StoreError> {
         }
         supervisor.insert_slot(slot);
     }
+    for slot in supervisor.slots().values().cloned().collect::<Vec<_>>() {
+        wire_host_channel(supervisor, &slot)?;
+    }
     // Downloads of jobs that are over.
     if let Ok(entries) = std::fs::read_dir(layout.downloads()) {
         for entry in entries.flatten() {
@@ -80,6 +83,41 @@ pub(super) fn recover(supervisor: &Arc<Supervisor>) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The VM's host channel: a CID (VMs of an older agent get one), a `host-channel` peripheral
+/// once provisioned, its `DataSharing` in the broker's policy, and the broker listening for it
+/// (once it has a folder).
+fn wire_host_channel(supervisor: &Supervisor, slot: &VmSlot) -> Result<(), StoreError> {
+    supervisor.ensure_cid(slot)?;
+    let (record, peripherals) = {
+        let state = slot.lock();
+        (state.record.clone(), state.peripherals.clone())
+    };
+    let provisioned = record.image.installed.is_some();
+    if provisioned && !peripherals.iter().any(|p| p.class == HOST_CHANNEL) {
+        let mut with = peripherals;
+        with.push(host_channel_peripheral());
+        supervisor
+            .store
+            .apply(vec![crate::store::Change::SetPeripherals {
+                vm_id: record.id.clone(),
+                peripherals: with.clone(),
+            }])?;
+        slot.lock().peripherals = with;
+    }
+    if record.deleting {
+        return Ok(());
+    }
+    supervisor
+        .broker
+        .set_policy(&record.id, super::sharing_policy(&record));
+    if supervisor.layout.vm(&record.id).dir.is_dir() {
+        if let Err(e) = supervisor.serve_sharing(&record.id) {
+            tracing::warn!(vm = %record.id, error = %crate::error_chain(&e), "the sharing broker cannot serve the VM");
+        }
+    }
+    Ok(())
+}
+
 /// Makes a VM without a job in progress agree with its VMM.
 fn reconcile(supervisor: &Supervisor, state: &mut super::SlotState) {
     let mut record = state.record.clone();
@@ -103,6 +141,7 @@ fn reconcile(supervisor: &Supervisor, state: &mut super::SlotState) {
             };
             record.last_error = (!clean).then_some(reason);
             record.process = None;
+            supervisor.release_host_resources(&record.id);
             tracing::warn!(vm = %record.id, state = ?record.state, "the VMM ended while the agent was away");
             let alert = state_alert(&record);
             if let Err(e) = supervisor.save_record(state, record, vec![alert]) {
@@ -115,6 +154,7 @@ fn reconcile(supervisor: &Supervisor, state: &mut super::SlotState) {
                 tracing::warn!(vm = %record.id, "a stray VMM: stopped");
                 let _ = p.client().stop();
                 let _ = p.kill(std::time::Duration::from_secs(5));
+                supervisor.release_host_resources(&record.id);
             }
             if record.process.take().is_some() {
                 let _ = supervisor.save_record(state, record, Vec::new());

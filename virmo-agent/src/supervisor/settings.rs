@@ -183,6 +183,11 @@ impl Supervisor {
         }
         changes.extend(extra);
         self.store.apply(changes)?;
+        if record.sharing != state.record.sharing {
+            // Live: a prohibition refuses new streams and cuts open ones at once.
+            self.broker
+                .set_policy(&record.id, super::sharing_policy(&record));
+        }
         state.record = record;
         state.peripherals = peripherals;
         Ok(previous)

@@ -13,10 +13,11 @@
 mod jail;
 mod proc_stat;
 mod spawn;
+pub mod tap;
 
 pub use jail::{JailError, Jailer, VmmJail};
 pub use proc_stat::{find_by_api_socket, in_our_pid_namespace, process_start_time, ProcState};
-pub use spawn::{last_reason, Launch, VmmDevice, VmmProcess};
+pub use spawn::{last_reason, Launch, VmmDevice, VmmProcess, MAX_VSOCK_PATH};
 
 use std::time::Duration;
 
@@ -33,7 +34,7 @@ pub enum ProcessError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the API socket path {0} is longer than a Unix socket allows")]
+    #[error("the socket path {0} is too long for a Unix socket (use a shorter data directory)")]
     SocketPathTooLong(String),
     #[error("the VMM exited before its API came up: {0}")]
     ExitedEarly(String),

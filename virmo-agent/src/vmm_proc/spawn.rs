@@ -17,6 +17,8 @@ use crate::store::ProcessRecord;
 
 /// The longest path a Unix socket address holds (`sun_path` less the NUL).
 const MAX_SOCKET_PATH: usize = 107;
+/// The longest vsock socket path the VMM takes (room for `_<port>` after it).
+pub const MAX_VSOCK_PATH: usize = 96;
 
 /// A virtio device on the VMM's command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,11 +31,17 @@ pub enum VmmDevice {
     Rng {
         id: String,
     },
-    /// A virtio-net on the tap `tap` (the VMM creates it).
+    /// A virtio-net on the tap `tap` (made by the agent for a jailed VMM, else by the VMM).
     Net {
         id: String,
         tap: String,
         mac: String,
+    },
+    /// A virtio-vsock host channel: guest CID `cid`, host side at the Unix socket `uds`.
+    Vsock {
+        id: String,
+        cid: u32,
+        uds: PathBuf,
     },
 }
 
@@ -127,6 +135,15 @@ impl VmmProcess {
                         }
                         VmmDevice::Net { id, tap, mac } => {
                             cmd.arg("--net").arg(format!("id={id},tap={tap},mac={mac}"));
+                        }
+                        VmmDevice::Vsock { id, cid, uds } => {
+                            if uds.as_os_str().len() > MAX_VSOCK_PATH {
+                                return Err(ProcessError::SocketPathTooLong(
+                                    uds.display().to_string(),
+                                ));
+                            }
+                            cmd.arg("--vsock")
+                                .arg(format!("id={id},cid={cid},uds={}", uds.display()));
                         }
                     }
                 }

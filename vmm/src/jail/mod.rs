@@ -130,7 +130,8 @@ pub fn enter(
     unshare(libc::CLONE_NEWNS)?;
     mounts::make_private_to_namespace()?;
     let mut nodes = vec![mounts::KVM];
-    if needs.tap {
+    // A restore's taps are known only after the jail (`net=host` asks for them).
+    if needs.tap || net == NetNamespace::Host {
         nodes.push(mounts::TUN);
     }
     mounts::build_root(&config.root, &binds, &nodes, config.uid, config.gid)?;
