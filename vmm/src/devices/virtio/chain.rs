@@ -5,6 +5,7 @@
 //! counted), not silently cut short. A chain that passes [`walk_chain`] only names guest ranges
 //! that are mapped, readable ones before writable ones, with a bounded total length.
 
+use crate::devices::virtio::guest_log::guest_warn;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
@@ -216,7 +217,7 @@ pub fn pop_chain(
         let mut iter = match queue.iter(mem) {
             Ok(iter) => iter,
             Err(err) => {
-                tracing::warn!(%err, "virtqueue refused: bad available ring");
+                guest_warn!(%err, "virtqueue refused: bad available ring");
                 bump(&stats.invalid_chains);
                 return Popped::Empty;
             }
@@ -230,7 +231,7 @@ pub fn pop_chain(
     match walk_chain(mem, table, queue.size(), head, indirect_allowed) {
         Ok(chain) => Popped::Chain(chain),
         Err(err) => {
-            tracing::warn!(%err, head, "descriptor chain refused");
+            guest_warn!(%err, head, "descriptor chain refused");
             bump(&stats.invalid_chains);
             if head < queue.size() && queue.add_used(mem, head, 0).is_err() {
                 bump(&stats.invalid_chains);

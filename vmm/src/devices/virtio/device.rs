@@ -5,6 +5,7 @@
 //! transport calls the device with a [`QueueContext`] when a queue was notified or a backend fd
 //! became ready.
 
+use crate::devices::virtio::guest_log::guest_warn;
 use std::os::unix::io::RawFd;
 
 use event_manager::EventSet;
@@ -97,7 +98,7 @@ impl<'a> QueueContext<'a> {
         match self.queues[queue].add_used(self.mem, head, len) {
             Ok(()) => self.used_written |= queue_bit(queue),
             Err(err) => {
-                tracing::warn!(%err, head, "cannot write used ring");
+                guest_warn!(%err, head, "cannot write used ring");
                 bump(&self.stats.invalid_chains);
             }
         }
