@@ -161,8 +161,10 @@ mod hostile {
                 dir.path().join("hostile.vsock").display()
             ))
             .spawn();
-        let client = hostile.api_client();
+        // (The API is asked once the guest runs: a debug VMM loading a guest in the runner,
+        // while the other VM runs, can take longer than `api_client`'s 10 s to start serving.)
         let devices = hostile.wait_for("HOSTILE-DEVICES ", BOOT);
+        let client = hostile.api_client();
         assert!(devices.starts_with("3 "), "{devices}");
 
         let stop = Arc::new(AtomicBool::new(false));

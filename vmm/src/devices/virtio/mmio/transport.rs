@@ -11,7 +11,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::regs;
 use super::MmioDevice;
 use crate::devices::virtio::config::DeviceClass;
-use crate::devices::virtio::device::{queue_bit, QueueContext, VirtioDevice};
+use crate::devices::virtio::device::{queue_bit, QueueContext, VirtioDevice, DESCRIPTORS_PER_RUN};
 use crate::devices::virtio::interrupt::Interrupt;
 use crate::devices::virtio::spec::{features, status};
 use crate::devices::virtio::stats::{bump, DeviceStats, DeviceStatsSnapshot};
@@ -220,10 +220,19 @@ impl VirtioMmioTransport {
         const MAX_REARM_ROUNDS: usize = 16;
         let indirect = self.acked_features() & features::RING_INDIRECT_DESC != 0;
         let active = self.driver_ok();
-        let mut ctx = QueueContext::new(&self.mem, &mut self.queues, &self.stats, active, indirect);
+        let mut ctx = QueueContext::new(
+            &self.mem,
+            &mut self.queues,
+            &self.stats,
+            active,
+            indirect,
+            DESCRIPTORS_PER_RUN,
+        );
         work(self.device.as_mut(), &mut ctx);
         let mut used = ctx.used_written();
         let mut drained = ctx.drained();
+        let mut deferred = ctx.deferred();
+        let mut budget = ctx.budget();
         for _ in 0..MAX_REARM_ROUNDS {
             let mut again = 0u64;
             for (index, queue) in self.queues.iter_mut().enumerate() {
@@ -241,11 +250,26 @@ impl VirtioMmioTransport {
             }
             drained = 0;
             for index in (0..self.queues.len()).filter(|&i| again & queue_bit(i) != 0) {
-                let mut ctx =
-                    QueueContext::new(&self.mem, &mut self.queues, &self.stats, active, indirect);
+                let mut ctx = QueueContext::new(
+                    &self.mem,
+                    &mut self.queues,
+                    &self.stats,
+                    active,
+                    indirect,
+                    budget,
+                );
                 self.device.process_queue(index, &mut ctx);
                 used |= ctx.used_written();
                 drained |= ctx.drained();
+                deferred |= ctx.deferred();
+                budget = ctx.budget();
+            }
+        }
+        // Out of budget: come back to these queues on the event loop's next turn, after
+        // whatever else is ready (the guest need not notify again).
+        for (index, evt) in self.queue_evts.iter().enumerate() {
+            if deferred & queue_bit(index) != 0 && evt.write(1).is_err() {
+                bump(&self.stats.backend_errors);
             }
         }
         let mut interrupt = false;
