@@ -443,3 +443,21 @@ fn looping_chains_are_refused_one_budget_per_event_and_the_rest_is_deferred() {
     t.run_queue(0);
     assert_eq!(q.used_entries()[255], (0, 8));
 }
+
+/// The API lists devices through observers: they answer while the transport's lock is held
+/// (as the event loop holds it while it works on a hostile guest's queues) and follow the gate.
+#[test]
+fn observers_read_the_gate_and_counters_without_the_transport_lock() {
+    let (_mem, mut t) = rng_transport();
+    let observer = t.observer();
+    assert!(observer.allowed());
+    t.set_allowed(false);
+    write_reg(&mut t, 0x1fc, 1); // a bad access, counted
+    let shared = Arc::new(Mutex::new(t));
+    let held = shared.lock().unwrap();
+    let reader = std::thread::spawn(move || (observer.allowed(), observer.stats()));
+    let (allowed, stats) = reader.join().unwrap();
+    drop(held);
+    assert!(!allowed);
+    assert_eq!(stats.bad_mmio_accesses, 1);
+}

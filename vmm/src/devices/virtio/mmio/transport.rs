@@ -1,6 +1,7 @@
 //! Register file, status state machine and queue setup of one virtio-mmio device.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,27 @@ pub struct GateState {
     pub allowed: bool,
 }
 
+/// What the API reads of a device without taking its lock: the event loop holds that lock
+/// while it works on the device's queues, for as long as a run's budget allows, and a guest
+/// keeps it busy at will; listing the devices must not wait for it (docs/security.md,
+/// "Hostile guests").
+#[derive(Clone, Debug)]
+pub struct DeviceObserver {
+    stats: Arc<DeviceStats>,
+    allowed: Arc<AtomicBool>,
+}
+
+impl DeviceObserver {
+    pub fn stats(&self) -> DeviceStatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// The gate, as last set (by the API or a restore).
+    pub fn allowed(&self) -> bool {
+        self.allowed.load(Ordering::Acquire)
+    }
+}
+
 /// One virtio device behind the virtio-mmio register interface.
 ///
 /// Shared as `Arc<Mutex<VirtioMmioTransport>>` between the vCPU threads (MMIO accesses), the
@@ -57,6 +79,8 @@ pub struct VirtioMmioTransport {
     pub(super) queue_sel: u32,
     pub(super) shm_sel: u32,
     pub(super) config_generation: u32,
+    /// Mirror of the device's gate for [`DeviceObserver`].
+    pub(super) allowed_mirror: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for VirtioMmioTransport {
@@ -98,7 +122,9 @@ impl VirtioMmioTransport {
             id: id.clone(),
             source,
         })?;
+        let allowed_mirror = Arc::new(AtomicBool::new(device.allowed()));
         Ok(VirtioMmioTransport {
+            allowed_mirror,
             id,
             device,
             mem,
@@ -152,10 +178,25 @@ impl VirtioMmioTransport {
         self.device.allowed()
     }
 
+    /// A handle on the device's counters and gate that needs no lock on the transport.
+    pub fn observer(&self) -> DeviceObserver {
+        DeviceObserver {
+            stats: Arc::clone(&self.stats),
+            allowed: Arc::clone(&self.allowed_mirror),
+        }
+    }
+
+    /// Publishes the device's gate to [`DeviceObserver`]s.
+    pub(super) fn mirror_gate(&self) {
+        self.allowed_mirror
+            .store(self.device.allowed(), Ordering::Release);
+    }
+
     /// Allows or prohibits the device while it runs. Idempotent; returns the effective state.
     /// See docs/devices.md for what each class does.
     pub fn set_allowed(&mut self, allowed: bool) -> GateState {
         let change = self.device.set_allowed(allowed);
+        self.mirror_gate();
         if change.config_changed {
             self.config_generation = self.config_generation.wrapping_add(1);
             if self.driver_ok() && self.interrupt.signal_config_change().is_err() {
