@@ -307,10 +307,13 @@ mod hostile {
             rate_during > rate_before * 0.5,
             "normal VM counted {rate_during:.2}/s during the attack, {rate_before:.2}/s before"
         );
-        let stall = Duration::from_secs(2).max(gap_before * 3);
+        // Again beside the control: the runner's own worst stall (its API's) is not the
+        // hostile guest's doing.
+        let stall = Duration::from_secs(2).max(gap_before * 3) + control.max();
         assert!(
             gap_during < stall,
-            "stall of {gap_during:?} (before the attack: {gap_before:?})"
+            "stall of {gap_during:?} (before the attack: {gap_before:?}; control {})",
+            control.summary()
         );
         assert!(normal.is_running());
 

@@ -288,7 +288,7 @@ impl<'a> Attack<'a> {
             (self.indirect(0), 0, DESC_INDIRECT),
             (self.indirect(0), 17, DESC_INDIRECT),
             (self.indirect(0), 16 * 2000, DESC_INDIRECT),
-            (self.indirect(0), u32::MAX & !15, DESC_INDIRECT),
+            (self.indirect(0), !15, DESC_INDIRECT),
             (t.bad_addr(rng), 32, DESC_INDIRECT),
             (self.indirect(1), 32, DESC_INDIRECT),
             (self.indirect(2), 16, DESC_INDIRECT),

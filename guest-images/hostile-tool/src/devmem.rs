@@ -125,6 +125,11 @@ impl Drop for PhysMap {
 /// The virtio-mmio windows (ACPI `LNRO0005` devices) in `/proc/iomem`.
 pub fn virtio_windows() -> Result<Vec<(u64, u64)>> {
     let text = std::fs::read_to_string("/proc/iomem").context("reading /proc/iomem")?;
+    parse_iomem(&text)
+}
+
+/// The `LNRO0005` ranges of an `/proc/iomem` text, as (base, length), sorted.
+fn parse_iomem(text: &str) -> Result<Vec<(u64, u64)>> {
     let mut found = Vec::new();
     for line in text.lines() {
         let Some((range, name)) = line.trim().split_once(" : ") else {
@@ -143,4 +148,22 @@ pub fn virtio_windows() -> Result<Vec<(u64, u64)>> {
     found.sort_unstable();
     found.dedup();
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn iomem_lines_of_virtio_mmio_devices_are_found_at_any_depth() {
+        let text = "00000000-00000fff : Reserved\n\
+                    00100000-0bffffff : System RAM\n\
+                    d0001000-d00011ff : LNRO0005:01\n\
+                    d0000000-d00001ff : LNRO0005:00\n  \
+                    d0000000-d00001ff : virtio-mmio\n\
+                    fec00000-fec003ff : IOAPIC 0\n";
+        assert_eq!(
+            super::parse_iomem(text).unwrap(),
+            vec![(0xd000_0000, 0x200), (0xd000_1000, 0x200)]
+        );
+        assert!(super::parse_iomem("zz-1 : LNRO0005:00").is_err());
+    }
 }
