@@ -198,12 +198,17 @@ fn vcpus_arg(vcpus: Option<u32>) -> anyhow::Result<Option<u8>> {
         .transpose()
 }
 
+/// Warnings and worse, but nothing from `virtio-queue`: every one of its messages is about a
+/// guest's bad ring or queue set-up, which a guest can repeat as fast as it likes; the device
+/// code counts them and logs them rate-limited (`devices::virtio::guest_log`).
+const DEFAULT_LOG_FILTER: &str = "warn,virtio_queue=off";
+
 fn main() -> ExitCode {
     let started = Instant::now();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -99,6 +99,12 @@ pub fn build_vsock_tool() -> Result<PathBuf> {
     build_static("vsock-tool", "vsock-tool", "release")
 }
 
+/// Builds the guest's `hostile-tool` (release, static; docs/security.md, "Hostile guests") and
+/// returns its path.
+pub fn build_hostile_tool() -> Result<PathBuf> {
+    build_static("hostile-tool", "hostile-tool", "release")
+}
+
 /// Builds binary `bin` of `package`, linked as [`VMM_RUSTFLAGS`] says, and returns its path.
 fn build_static(package: &str, bin: &str, profile: &str) -> Result<PathBuf> {
     let mut cmd = cargo();

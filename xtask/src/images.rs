@@ -2,7 +2,8 @@
 //!
 //! Output in `build/images/`: `bzImage` (the cloud kernel), `vmlinux` (its uncompressed ELF, for
 //! PVH boot), `initramfs.cpio.gz` (busybox, the virtio/vsock/ACPI modules, `/init`, the
-//! scenarios of `guest-images/` and the static `vsock-tool` at `/bin/vsock-tool`). Rebuilt only when an input changes (package versions, recipe files).
+//! scenarios of `guest-images/`, the static `vsock-tool` at `/bin/vsock-tool` and `hostile-tool` at
+//! `/bin/hostile-tool`). Rebuilt only when an input changes (package versions, recipe files).
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -59,8 +60,11 @@ pub fn build() -> Result<Images> {
     let recipe = paths::workspace_root().join("guest-images");
     let vsock_tool =
         std::fs::read(crate::cargo::build_vsock_tool()?).context("reading vsock-tool")?;
+    let hostile_tool =
+        std::fs::read(crate::cargo::build_hostile_tool()?).context("reading hostile-tool")?;
     let mut hasher = DefaultHasher::new();
     vsock_tool.hash(&mut hasher);
+    hostile_tool.hash(&mut hasher);
     (
         RECIPE_VERSION,
         &kernel_pkg,
@@ -87,7 +91,11 @@ pub fn build() -> Result<Images> {
     std::fs::copy(&vmlinuz, &images.bzimage)
         .with_context(|| format!("copying {}", vmlinuz.display()))?;
     kernel::extract_vmlinux(&images.bzimage, &images.vmlinux)?;
-    let initramfs = guest_initramfs(&images, &recipe, &vsock_tool)?;
+    let initramfs = guest_initramfs(
+        &images,
+        &recipe,
+        &[("vsock-tool", &vsock_tool), ("hostile-tool", &hostile_tool)],
+    )?;
     write_atomically(&images.initramfs, &initramfs)?;
     std::fs::write(dir.join("kernel-release"), &images.kernel_release)?;
     write_atomically(&stamp_path, stamp.as_bytes())?;
@@ -103,7 +111,8 @@ pub fn module_tree(images: &Images) -> Result<ModuleTree> {
     )
 }
 
-fn guest_initramfs(images: &Images, recipe: &Path, vsock_tool: &[u8]) -> Result<Vec<u8>> {
+/// `tools`: static programs put in `/bin` by name.
+fn guest_initramfs(images: &Images, recipe: &Path, tools: &[(&str, &[u8])]) -> Result<Vec<u8>> {
     let mut cpio = CpioWriter::new();
     for dir in [
         "bin",
@@ -120,7 +129,9 @@ fn guest_initramfs(images: &Images, recipe: &Path, vsock_tool: &[u8]) -> Result<
         cpio.dir(dir);
     }
     add_busybox(&mut cpio, &images.busybox_root)?;
-    cpio.file("bin/vsock-tool", 0o755, vsock_tool);
+    for (name, bytes) in tools {
+        cpio.file(&format!("bin/{name}"), 0o755, bytes);
+    }
     cpio.file(
         "init",
         0o755,

@@ -17,6 +17,7 @@ use crate::control::ControlError;
 use crate::devices::bus::{Bus, BusDevice, BusError};
 use crate::devices::resources::{ResourceError, Resources};
 use crate::devices::virtio::mmio::regs;
+use crate::devices::virtio::mmio::DeviceObserver;
 use crate::devices::virtio::{
     BuildError, DeviceConfig, DeviceKind, MmioDevice, MmioDeviceInfo, VirtioMmioTransport,
     MMIO_WINDOW_SIZE,
@@ -82,6 +83,9 @@ pub struct PlacedDevice {
     pub config: DeviceConfig,
     pub info: MmioDeviceInfo,
     pub transport: Arc<Mutex<VirtioMmioTransport>>,
+    /// The device's counters and gate, read without the transport's lock (which a guest can
+    /// keep busy).
+    pub observer: DeviceObserver,
 }
 
 /// The VM's virtio devices, in config order.
@@ -193,9 +197,10 @@ impl VirtioDevices {
         self.configs
             .iter()
             .map(|config| {
-                let live = self.find(&config.id).map(|p| lock(&p.transport));
+                // Never the transport's lock: a hostile guest keeps it busy.
+                let live = self.find(&config.id).map(|p| &p.observer);
                 let (allowed, rejected_requests) = match live {
-                    Some(t) => (t.allowed(), t.stats().dropped_while_prohibited),
+                    Some(o) => (o.allowed(), o.stats().dropped_while_prohibited),
                     None => (false, 0),
                 };
                 DeviceInfo {
@@ -296,10 +301,12 @@ fn place(
     acpi_tables::Aml::to_aml_bytes(&info, &mut aml);
     resources.add_dsdt_aml(&aml);
     tracing::info!(id = %config.id, class = %config.class, base, gsi, "virtio device placed");
+    let observer = lock(&transport).observer();
     Ok(PlacedDevice {
         config: config.clone(),
         info,
         transport,
+        observer,
     })
 }
 

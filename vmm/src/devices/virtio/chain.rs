@@ -5,6 +5,7 @@
 //! counted), not silently cut short. A chain that passes [`walk_chain`] only names guest ranges
 //! that are mapped, readable ones before writable ones, with a bounded total length.
 
+use crate::devices::virtio::guest_log::guest_warn;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
@@ -109,6 +110,19 @@ pub fn walk_chain(
     head: u16,
     indirect_allowed: bool,
 ) -> Result<Chain, ChainError> {
+    walk_chain_counted(mem, table, queue_size, head, indirect_allowed, &mut 0)
+}
+
+/// [`walk_chain`], adding to `read` the number of descriptors it read (what the walk cost:
+/// at most the queue size plus [`MAX_INDIRECT_DESCRIPTORS`], whether the chain is good or not).
+pub fn walk_chain_counted(
+    mem: &GuestMemoryMmap,
+    table: GuestAddress,
+    queue_size: u16,
+    head: u16,
+    indirect_allowed: bool,
+    read: &mut u32,
+) -> Result<Chain, ChainError> {
     let mut chain = Chain {
         head,
         readable: Vec::new(),
@@ -128,6 +142,7 @@ pub fn walk_chain(
         if visited > table_len {
             return Err(ChainError::TooLong { max: table_len });
         }
+        *read = read.saturating_add(1);
         let desc = read_descriptor(mem, table, index)?;
         if desc.flags & desc_flags::INDIRECT != 0 {
             if in_indirect {
@@ -212,11 +227,23 @@ pub fn pop_chain(
     stats: &DeviceStats,
     indirect_allowed: bool,
 ) -> Popped {
+    pop_chain_counted(queue, mem, stats, indirect_allowed, &mut 0)
+}
+
+/// [`pop_chain`], adding to `read` the number of descriptors read (at least one per call that
+/// found a chain; see [`walk_chain_counted`]).
+pub fn pop_chain_counted(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    stats: &DeviceStats,
+    indirect_allowed: bool,
+    read: &mut u32,
+) -> Popped {
     let head = {
         let mut iter = match queue.iter(mem) {
             Ok(iter) => iter,
             Err(err) => {
-                tracing::warn!(%err, "virtqueue refused: bad available ring");
+                guest_warn!(%err, "virtqueue refused: bad available ring");
                 bump(&stats.invalid_chains);
                 return Popped::Empty;
             }
@@ -227,10 +254,10 @@ pub fn pop_chain(
         }
     };
     let table = GuestAddress(queue.desc_table());
-    match walk_chain(mem, table, queue.size(), head, indirect_allowed) {
+    match walk_chain_counted(mem, table, queue.size(), head, indirect_allowed, read) {
         Ok(chain) => Popped::Chain(chain),
         Err(err) => {
-            tracing::warn!(%err, head, "descriptor chain refused");
+            guest_warn!(%err, head, "descriptor chain refused");
             bump(&stats.invalid_chains);
             if head < queue.size() && queue.add_used(mem, head, 0).is_err() {
                 bump(&stats.invalid_chains);

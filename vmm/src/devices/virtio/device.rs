@@ -5,6 +5,7 @@
 //! transport calls the device with a [`QueueContext`] when a queue was notified or a backend fd
 //! became ready.
 
+use crate::devices::virtio::guest_log::guest_warn;
 use std::os::unix::io::RawFd;
 
 use event_manager::EventSet;
@@ -13,7 +14,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use super::block::BlockState;
-use super::chain::{pop_chain, Popped};
+use super::chain::{pop_chain_counted, Popped};
 use super::config::DeviceClass;
 use super::net::NetState;
 use super::rng::RngState;
@@ -36,7 +37,21 @@ pub struct QueueContext<'a> {
     /// Queues (bit per index) the device emptied: [`QueueContext::pop`] found no chain. The
     /// transport then asks the driver to notify again (`avail_event`) and looks once more.
     drained: u64,
+    /// Descriptors this run may still read (see [`DESCRIPTORS_PER_RUN`]).
+    budget: u32,
+    /// Queues (bit per index) left with chains because the budget ran out: the transport
+    /// makes the event loop come back to them after it served everything else.
+    deferred: u64,
 }
+
+/// Most descriptors one run of a device (one event: a notification or a backend fd) reads
+/// before it leaves the rest of its queues for the next turn of the event loop. Without it a
+/// guest that keeps making looping chains available as fast as the device refuses them (256
+/// descriptors each) held the device's lock, and the event loop, for as long as it liked:
+/// the other devices of the VM starved and `GET /v1/devices` (which takes each device's lock)
+/// waited (docs/security.md, "Hostile guests"). 4096 is sixteen full-table chains, or well
+/// over a thousand ordinary three-descriptor requests.
+pub const DESCRIPTORS_PER_RUN: u32 = 4096;
 
 impl<'a> QueueContext<'a> {
     pub(crate) fn new(
@@ -45,6 +60,7 @@ impl<'a> QueueContext<'a> {
         stats: &'a DeviceStats,
         active: bool,
         indirect: bool,
+        budget: u32,
     ) -> Self {
         QueueContext {
             mem,
@@ -54,6 +70,8 @@ impl<'a> QueueContext<'a> {
             indirect,
             used_written: 0,
             drained: 0,
+            budget,
+            deferred: 0,
         }
     }
 
@@ -68,7 +86,20 @@ impl<'a> QueueContext<'a> {
             return None;
         }
         loop {
-            match pop_chain(&mut self.queues[queue], self.mem, self.stats, self.indirect) {
+            if self.budget == 0 {
+                self.deferred |= queue_bit(queue);
+                return None;
+            }
+            let mut read = 0;
+            let popped = pop_chain_counted(
+                &mut self.queues[queue],
+                self.mem,
+                self.stats,
+                self.indirect,
+                &mut read,
+            );
+            self.budget = self.budget.saturating_sub(read.max(1));
+            match popped {
                 Popped::Empty => {
                     self.drained |= queue_bit(queue);
                     return None;
@@ -97,7 +128,7 @@ impl<'a> QueueContext<'a> {
         match self.queues[queue].add_used(self.mem, head, len) {
             Ok(()) => self.used_written |= queue_bit(queue),
             Err(err) => {
-                tracing::warn!(%err, head, "cannot write used ring");
+                guest_warn!(%err, head, "cannot write used ring");
                 bump(&self.stats.invalid_chains);
             }
         }
@@ -111,6 +142,16 @@ impl<'a> QueueContext<'a> {
     /// Queues (bit per index) the device emptied.
     pub(crate) fn drained(&self) -> u64 {
         self.drained
+    }
+
+    /// Queues (bit per index) left with chains when the budget ran out.
+    pub(crate) fn deferred(&self) -> u64 {
+        self.deferred
+    }
+
+    /// Descriptors this run may still read.
+    pub(crate) fn budget(&self) -> u32 {
+        self.budget
     }
 }
 

@@ -19,6 +19,7 @@ mod build;
 pub mod chain;
 pub mod config;
 pub mod device;
+pub mod guest_log;
 pub mod interrupt;
 pub mod mmio;
 pub mod net;

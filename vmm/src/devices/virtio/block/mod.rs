@@ -9,6 +9,7 @@
 
 mod request;
 
+use crate::devices::virtio::guest_log::guest_warn;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::io::AsRawFd;
@@ -225,7 +226,7 @@ impl VirtioDevice for Block {
             let request = match Request::parse(&chain, ctx.mem) {
                 Ok(request) => request,
                 Err(err) => {
-                    tracing::warn!(%err, head = chain.head, "malformed block request");
+                    guest_warn!(%err, head = chain.head, "malformed block request");
                     bump(&ctx.stats.invalid_chains);
                     if chain.writable_len() > 0 {
                         write_status(&chain, ctx.mem, S_IOERR);

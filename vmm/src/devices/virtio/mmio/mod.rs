@@ -7,7 +7,7 @@ mod tests;
 mod transport;
 
 pub use state::{QueueRegsState, TransportState};
-pub use transport::{GateState, TransportError, VirtioMmioTransport};
+pub use transport::{DeviceObserver, GateState, TransportError, VirtioMmioTransport};
 
 /// Size of the MMIO window of one virtio-mmio device.
 pub const MMIO_WINDOW_SIZE: u64 = 0x200;

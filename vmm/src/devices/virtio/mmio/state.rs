@@ -140,6 +140,7 @@ impl VirtioMmioTransport {
             queues.push(queue);
         }
         self.device.restore(&state.device)?;
+        self.mirror_gate();
         self.queues = queues;
         self.status = state.status;
         self.device_features_sel = state.device_features_sel;

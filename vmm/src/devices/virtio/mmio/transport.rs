@@ -1,6 +1,7 @@
 //! Register file, status state machine and queue setup of one virtio-mmio device.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -11,7 +12,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::regs;
 use super::MmioDevice;
 use crate::devices::virtio::config::DeviceClass;
-use crate::devices::virtio::device::{queue_bit, QueueContext, VirtioDevice};
+use crate::devices::virtio::device::{queue_bit, QueueContext, VirtioDevice, DESCRIPTORS_PER_RUN};
 use crate::devices::virtio::interrupt::Interrupt;
 use crate::devices::virtio::spec::{features, status};
 use crate::devices::virtio::stats::{bump, DeviceStats, DeviceStatsSnapshot};
@@ -37,6 +38,27 @@ pub struct GateState {
     pub allowed: bool,
 }
 
+/// What the API reads of a device without taking its lock: the event loop holds that lock
+/// while it works on the device's queues, for as long as a run's budget allows, and a guest
+/// keeps it busy at will; listing the devices must not wait for it (docs/security.md,
+/// "Hostile guests").
+#[derive(Clone, Debug)]
+pub struct DeviceObserver {
+    stats: Arc<DeviceStats>,
+    allowed: Arc<AtomicBool>,
+}
+
+impl DeviceObserver {
+    pub fn stats(&self) -> DeviceStatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// The gate, as last set (by the API or a restore).
+    pub fn allowed(&self) -> bool {
+        self.allowed.load(Ordering::Acquire)
+    }
+}
+
 /// One virtio device behind the virtio-mmio register interface.
 ///
 /// Shared as `Arc<Mutex<VirtioMmioTransport>>` between the vCPU threads (MMIO accesses), the
@@ -57,6 +79,8 @@ pub struct VirtioMmioTransport {
     pub(super) queue_sel: u32,
     pub(super) shm_sel: u32,
     pub(super) config_generation: u32,
+    /// Mirror of the device's gate for [`DeviceObserver`].
+    pub(super) allowed_mirror: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for VirtioMmioTransport {
@@ -98,7 +122,9 @@ impl VirtioMmioTransport {
             id: id.clone(),
             source,
         })?;
+        let allowed_mirror = Arc::new(AtomicBool::new(device.allowed()));
         Ok(VirtioMmioTransport {
+            allowed_mirror,
             id,
             device,
             mem,
@@ -152,10 +178,25 @@ impl VirtioMmioTransport {
         self.device.allowed()
     }
 
+    /// A handle on the device's counters and gate that needs no lock on the transport.
+    pub fn observer(&self) -> DeviceObserver {
+        DeviceObserver {
+            stats: Arc::clone(&self.stats),
+            allowed: Arc::clone(&self.allowed_mirror),
+        }
+    }
+
+    /// Publishes the device's gate to [`DeviceObserver`]s.
+    pub(super) fn mirror_gate(&self) {
+        self.allowed_mirror
+            .store(self.device.allowed(), Ordering::Release);
+    }
+
     /// Allows or prohibits the device while it runs. Idempotent; returns the effective state.
     /// See docs/devices.md for what each class does.
     pub fn set_allowed(&mut self, allowed: bool) -> GateState {
         let change = self.device.set_allowed(allowed);
+        self.mirror_gate();
         if change.config_changed {
             self.config_generation = self.config_generation.wrapping_add(1);
             if self.driver_ok() && self.interrupt.signal_config_change().is_err() {
@@ -220,10 +261,19 @@ impl VirtioMmioTransport {
         const MAX_REARM_ROUNDS: usize = 16;
         let indirect = self.acked_features() & features::RING_INDIRECT_DESC != 0;
         let active = self.driver_ok();
-        let mut ctx = QueueContext::new(&self.mem, &mut self.queues, &self.stats, active, indirect);
+        let mut ctx = QueueContext::new(
+            &self.mem,
+            &mut self.queues,
+            &self.stats,
+            active,
+            indirect,
+            DESCRIPTORS_PER_RUN,
+        );
         work(self.device.as_mut(), &mut ctx);
         let mut used = ctx.used_written();
         let mut drained = ctx.drained();
+        let mut deferred = ctx.deferred();
+        let mut budget = ctx.budget();
         for _ in 0..MAX_REARM_ROUNDS {
             let mut again = 0u64;
             for (index, queue) in self.queues.iter_mut().enumerate() {
@@ -241,11 +291,26 @@ impl VirtioMmioTransport {
             }
             drained = 0;
             for index in (0..self.queues.len()).filter(|&i| again & queue_bit(i) != 0) {
-                let mut ctx =
-                    QueueContext::new(&self.mem, &mut self.queues, &self.stats, active, indirect);
+                let mut ctx = QueueContext::new(
+                    &self.mem,
+                    &mut self.queues,
+                    &self.stats,
+                    active,
+                    indirect,
+                    budget,
+                );
                 self.device.process_queue(index, &mut ctx);
                 used |= ctx.used_written();
                 drained |= ctx.drained();
+                deferred |= ctx.deferred();
+                budget = ctx.budget();
+            }
+        }
+        // Out of budget: come back to these queues on the event loop's next turn, after
+        // whatever else is ready (the guest need not notify again).
+        for (index, evt) in self.queue_evts.iter().enumerate() {
+            if deferred & queue_bit(index) != 0 && evt.write(1).is_err() {
+                bump(&self.stats.backend_errors);
             }
         }
         let mut interrupt = false;

@@ -14,6 +14,7 @@
 
 mod tap;
 
+use crate::devices::virtio::guest_log::guest_warn;
 use std::io;
 use std::os::unix::io::AsRawFd;
 
@@ -105,7 +106,7 @@ impl Net {
             // num_buffers: always one buffer, as VIRTIO_NET_F_MRG_RXBUF is not offered.
             frame[10..12].copy_from_slice(&1u16.to_le_bytes());
             let len = if chain.writable_len() < frame.len() as u64 {
-                tracing::warn!(frame = frame.len(), "RX buffer too small; frame dropped");
+                guest_warn!(frame = frame.len(), "RX buffer too small; frame dropped");
                 bump(&ctx.stats.failed_requests);
                 0
             } else {
@@ -131,7 +132,7 @@ impl Net {
         while let Some(chain) = ctx.pop(TX) {
             let len = chain.readable_len() as usize;
             if len <= VNET_HDR_SIZE || len > MAX_FRAME {
-                tracing::warn!(len, "TX chain is not a frame");
+                guest_warn!(len, "TX chain is not a frame");
                 bump(&ctx.stats.invalid_chains);
             } else if !self.allowed {
                 bump(&ctx.stats.dropped_while_prohibited);

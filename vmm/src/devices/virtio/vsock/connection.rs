@@ -15,6 +15,7 @@
 //! End of file on the host stream sends the guest a `SHUTDOWN` with `SEND` (the guest reads
 //! end of file and may still write); a write or read error resets the connection.
 
+use crate::devices::virtio::guest_log::guest_warn;
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
@@ -245,7 +246,7 @@ impl<S: HostStream> Connection<S> {
     /// Guest data for the host stream: written at once if nothing is buffered, the rest kept.
     fn write_data(&mut self, payload: &[u8]) {
         if self.tx_buf.len() + payload.len() > BUF_ALLOC as usize {
-            tracing::warn!(
+            guest_warn!(
                 port = self.local_port,
                 "vsock: guest sent beyond its credit; reset"
             );

@@ -18,6 +18,7 @@ mod muxer;
 pub mod packet;
 mod uds;
 
+use crate::devices::virtio::guest_log::guest_warn;
 use std::path::{Path, PathBuf};
 
 use event_manager::EventSet;
@@ -117,7 +118,7 @@ impl Vsock {
                     }
                 }
                 Err(err) => {
-                    tracing::warn!(%err, "vsock: TX chain refused");
+                    guest_warn!(%err, "vsock: TX chain refused");
                     bump(&ctx.stats.invalid_chains);
                 }
             }

@@ -8,6 +8,7 @@
 //! ([`Muxer::process_events`]). Connection sockets are watched edge-triggered for input and
 //! output, so a connection that cannot move (no guest buffer, no credit) costs no wakeups.
 
+use crate::devices::virtio::guest_log::guest_warn;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Read};
 use std::os::unix::io::{AsRawFd, RawFd};
@@ -216,7 +217,7 @@ impl Muxer {
             return;
         }
         if self.conns.len() >= MAX_CONNECTIONS {
-            tracing::warn!("vsock: too many connections; request refused");
+            guest_warn!("vsock: too many connections; request refused");
             self.refuse(hdr);
             return;
         }
