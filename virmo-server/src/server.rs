@@ -252,15 +252,9 @@ impl Server {
         }
         if let Some(every) = config.sweep_every {
             let dm = dm.clone();
-            let mut sweep_stop = stop_rx.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(every);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = ticks.tick() => {}
-                        _ = sweep_stop.wait_for(|stop| *stop) => return,
-                    }
+            tasks.push(spawn_periodic(every, stop_rx.clone(), move || {
+                let dm = dm.clone();
+                async move {
                     dm.sweep_sessions(std::time::Instant::now()).await;
                     if let Err(err) = dm.sweep_jobs().await {
                         tracing::error!(error = %err, "cannot apply the job timeouts");
@@ -272,17 +266,9 @@ impl Server {
             let store = store.clone();
             let clock = clock.clone();
             let retention = config.retention;
-            let mut prune_stop = stop_rx;
-            tasks.push(tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(every);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = ticks.tick() => {}
-                        _ = prune_stop.wait_for(|stop| *stop) => return,
-                    }
-                    prune(store.as_ref(), &retention, clock.now()).await;
-                }
+            tasks.push(spawn_periodic(every, stop_rx, move || {
+                let (store, clock) = (store.clone(), clock.clone());
+                async move { prune(store.as_ref(), &retention, clock.now()).await }
             }));
         }
         tracing::info!(%addr, url = %base_url, database = %store::redact_url(&config.database_url), "virmo-server listening");
@@ -341,4 +327,28 @@ impl Server {
             let _ = task.await;
         }
     }
+}
+
+/// Runs `work` every `period` (a missed tick delays the next, never bunches them) until `stop`
+/// turns true.
+fn spawn_periodic<F, Fut>(
+    period: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut work: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+            work().await;
+        }
+    })
 }
