@@ -94,17 +94,18 @@ pub fn low_ram_end(mem_bytes: u64) -> u64 {
     mem_bytes.min(MMIO_GAP_START)
 }
 
-const GUEST_PROT: i32 = libc::PROT_READ | libc::PROT_WRITE;
+/// Guest memory is readable and writable (never executable from the VMM's side).
+pub(crate) const GUEST_PROT: i32 = libc::PROT_READ | libc::PROT_WRITE;
 const GUEST_FLAGS: i32 = libc::MAP_ANONYMOUS | libc::MAP_PRIVATE | libc::MAP_NORESERVE;
 
-/// Maps `len` bytes of anonymous private memory (`MAP_NORESERVE`, `prot`) at a 2 MiB-aligned
+/// Maps `len` bytes of anonymous private memory (`MAP_NORESERVE`, [`GUEST_PROT`]) at a 2 MiB-aligned
 /// address with `MADV_HUGEPAGE`, and returns that address. The mapping is never unmapped by
 /// this function's callers: guest memory lives as long as the VMM process.
-pub(crate) fn reserve_aligned(len: usize, prot: i32) -> std::io::Result<usize> {
+pub(crate) fn reserve_aligned(len: usize) -> std::io::Result<usize> {
     let padded = len + HUGE_PAGE_SIZE;
     // SAFETY: a new anonymous mapping at an address of the kernel's choice; no existing memory
     // is affected.
-    let raw = unsafe { libc::mmap(std::ptr::null_mut(), padded, prot, GUEST_FLAGS, -1, 0) };
+    let raw = unsafe { libc::mmap(std::ptr::null_mut(), padded, GUEST_PROT, GUEST_FLAGS, -1, 0) };
     if raw == libc::MAP_FAILED {
         return Err(std::io::Error::last_os_error());
     }
@@ -130,8 +131,7 @@ pub(crate) fn reserve_aligned(len: usize, prot: i32) -> std::io::Result<usize> {
 /// mapping is never unmapped: guest memory lives as long as the VMM process.
 fn map_aligned(len: usize) -> Result<MmapRegion, MemoryError> {
     let size_mib = len as u64 / MIB;
-    let aligned = reserve_aligned(len, GUEST_PROT)
-        .map_err(|source| MemoryError::Mmap { size_mib, source })?;
+    let aligned = reserve_aligned(len).map_err(|source| MemoryError::Mmap { size_mib, source })?;
     // SAFETY: [aligned, aligned + len) is a live anonymous mapping with these prot and flags,
     // owned by nothing else, and it is never unmapped.
     unsafe {

@@ -27,14 +27,12 @@ use std::path::Path;
 
 use vm_memory::guest_memory::FileOffset;
 use vm_memory::mmap::MmapRegionBuilder;
-use vm_memory::{
-    GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
-    MemoryRegionAddress,
-};
+use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
 use super::format::{MemoryLayout, PAGE_SIZE};
-use super::memory_file::{check_len, extents, io, Extent, MemoryFileError, CHUNK_BYTES};
+use super::memory_file::{check_len, chunks, extents, io, Extent, MemoryFileError, CHUNK_BYTES};
 use super::pagemap::PageMap;
+use crate::memory::GUEST_PROT;
 
 /// File name of the hot set in a snapshot folder.
 pub const HOT_SET_FILE: &str = "hotset.bin";
@@ -54,6 +52,9 @@ pub enum HotSetError {
     /// `/proc/self/pagemap` could not be read.
     #[error("cannot read /proc/self/pagemap")]
     PageMap(#[source] std::io::Error),
+    /// Guest memory could not be walked.
+    #[error("cannot walk guest memory")]
+    Memory(#[from] MemoryFileError),
 }
 
 /// A stretch of `memory.bin`: its file offset and length, multiples of [`UNIT_BYTES`].
@@ -106,44 +107,26 @@ impl HotSet {
     /// before anything reads guest memory in bulk (the snapshot writer reads file-backed
     /// regions in full). Anonymous regions add nothing.
     pub fn record(memory: &GuestMemoryMmap<()>) -> Result<Self, HotSetError> {
-        let file_backed: Vec<_> = memory
-            .iter()
-            .filter_map(|r| r.file_offset().map(|f| (r, f.start())))
-            .collect();
-        if file_backed.is_empty() {
+        // The writer's own walk: chunks of at most a unit, cut at unit boundaries of the file.
+        let chunks = chunks(memory)?;
+        if chunks.iter().all(|c| c.anonymous) {
             return Ok(Self::default());
         }
         let pagemap = PageMap::open().ok_or_else(|| {
             HotSetError::PageMap(std::io::Error::other("cannot open /proc/self/pagemap"))
         })?;
-        let page = PAGE_SIZE as usize;
         let mut units = Vec::new();
-        let mut present = Vec::with_capacity(CHUNK_BYTES / page);
-        for (region, file_start) in file_backed {
-            let host = region
-                .get_host_address(MemoryRegionAddress(0))
-                .map_err(|e| HotSetError::Malformed(format!("guest memory: {e}")))?
-                as usize;
-            let size = region.len();
-            let mut done = 0u64;
-            while done < size {
-                let at = file_start + done;
-                let len = (size - done).min(UNIT_BYTES - at % UNIT_BYTES);
-                present.clear();
-                pagemap
-                    .touched(
-                        host + done as usize,
-                        (len as usize).div_ceil(page),
-                        &mut present,
-                    )
-                    .map_err(HotSetError::PageMap)?;
-                if present.iter().any(|&p| p) {
-                    units.push(at / UNIT_BYTES);
-                }
-                done += len;
+        let mut present = Vec::with_capacity(CHUNK_BYTES / PAGE_SIZE as usize);
+        for chunk in chunks.iter().filter(|c| !c.anonymous) {
+            present.clear();
+            pagemap
+                .touched(chunk.host, chunk.pages(), &mut present)
+                .map_err(HotSetError::PageMap)?;
+            if present.iter().any(|&p| p) {
+                units.push(chunk.file_offset / UNIT_BYTES);
             }
         }
-        units.sort_unstable();
+        // In file order already: `from_units` merges a unit that two regions share.
         Ok(Self::from_units(units))
     }
 
@@ -224,8 +207,6 @@ impl HotSet {
     }
 }
 
-const GUEST_PROT: i32 = libc::PROT_READ | libc::PROT_WRITE;
-
 /// Builds guest memory from `memory.bin` with the units of `hot` read into anonymous huge-page
 /// memory and the rest mapped from the file copy-on-write (see the module documentation). The
 /// regions are never unmapped: guest memory lives as long as the VMM process. They carry their
@@ -242,7 +223,7 @@ pub fn map_memory_hot(
     let mut regions = Vec::with_capacity(layout.regions.len());
     for r in &layout.regions {
         let size = r.size as usize;
-        let host = crate::memory::reserve_aligned(size, GUEST_PROT).map_err(io("mmap"))?;
+        let host = crate::memory::reserve_aligned(size).map_err(io("mmap"))?;
         let region_end = r.file_offset + r.size;
         for (from, to, is_hot) in hot.split(r.file_offset, region_end) {
             let at = host + (from - r.file_offset) as usize;

@@ -4,7 +4,7 @@
 use super::*;
 use crate::snapshot::memory_file::tests::{memory_with_pattern, same_content};
 use crate::snapshot::memory_file::{map_memory_lazy, write_memory_file};
-use vm_memory::Bytes;
+use vm_memory::{Bytes, GuestMemoryBackend};
 
 const MIB: u64 = 1 << 20;
 

@@ -139,18 +139,18 @@ fn is_zero(page: &[u8]) -> bool {
 
 /// A piece of guest memory of at most [`CHUNK_BYTES`], as the writer walks it.
 #[derive(Clone, Copy)]
-struct Chunk {
+pub(super) struct Chunk {
     /// Host address of its first byte (page aligned).
-    host: usize,
-    len: usize,
+    pub(super) host: usize,
+    pub(super) len: usize,
     /// Where it goes in `memory.bin`.
-    file_offset: u64,
+    pub(super) file_offset: u64,
     /// Anonymous memory: untouched pages are known from the page tables.
-    anonymous: bool,
+    pub(super) anonymous: bool,
 }
 
 impl Chunk {
-    fn pages(&self) -> usize {
+    pub(super) fn pages(&self) -> usize {
         self.len.div_ceil(PAGE)
     }
 
@@ -182,7 +182,7 @@ impl Chunk {
 
 /// Guest memory cut into chunks, in file order, at the end of each region and at every
 /// multiple of [`CHUNK_BYTES`] in the file (so no chunk straddles two digest chunks).
-fn chunks(memory: &GuestMemoryMmap<()>) -> Result<Vec<Chunk>> {
+pub(super) fn chunks(memory: &GuestMemoryMmap<()>) -> Result<Vec<Chunk>> {
     let mut chunks = Vec::new();
     let mut file_offset = 0u64;
     for region in memory.iter() {
